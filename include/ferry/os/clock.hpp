@@ -1,0 +1,26 @@
+// Time in ferry: every timeout is measured on the monotonic clock.
+//
+// `_for(duration)` calls turn their duration into a `deadline` once, at the
+// start, so a call that loops (spurious wake-ups, retries) never waits longer
+// than asked. Wall-clock jumps never shorten or stretch a wait.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace ferry {
+
+using steady_clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux
+using deadline = steady_clock::time_point;
+
+/// The deadline `timeout` from now; saturates instead of overflowing.
+[[nodiscard]] inline deadline deadline_after(steady_clock::duration timeout) noexcept {
+  const auto now = steady_clock::now();
+  if (timeout > deadline::max() - now) return deadline::max();
+  return now + timeout;
+}
+
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME), for timestamps shown to people.
+[[nodiscard]] std::uint64_t wall_clock_ns() noexcept;
+
+}  // namespace ferry
