@@ -37,6 +37,13 @@ std::string_view to_string(Persistence persistence) noexcept {
   return "unknown";
 }
 
+std::string to_string(ObjectType type) {
+  switch (type) {
+    case ObjectType::segment: return "segment";
+  }
+  return "type " + std::to_string(static_cast<unsigned>(type));
+}
+
 Persistence default_persistence(SegmentKind kind) noexcept {
   switch (kind) {
     case SegmentKind::file: return Persistence::filesystem;
@@ -138,7 +145,7 @@ result<HeaderSnapshot> read_header(const SegmentHeader* header, std::size_t mapp
   HeaderSnapshot snapshot{};
   snapshot.info = SegmentInfo{kind,
                               persistence,
-                              header->object_type,
+                              static_cast<ObjectType>(header->object_type),
                               static_cast<std::size_t>(data_size),
                               static_cast<std::size_t>(total_size),
                               header->creator_uid,
@@ -381,7 +388,7 @@ void initialise(SegmentState& state, const SegmentOptions& options, Persistence 
   header->data_size = options.size;
   header->kind = static_cast<std::uint8_t>(options.kind);
   header->persistence = static_cast<std::uint8_t>(persistence);
-  header->object_type = options.object_type;
+  header->object_type = static_cast<std::uint16_t>(options.object_type);
   header->attach_capacity = options.max_attachments;
   header->creator_uid = ::geteuid();
   header->creator_gid = ::getegid();
@@ -604,10 +611,10 @@ result<std::unique_ptr<SegmentState>> open_mapped(std::unique_ptr<SegmentState> 
                  "holds " + std::to_string(info.data_size) + " bytes, " +
                      std::to_string(options.size) + " were asked for");
   }
-  if (options.object_type != 0 && options.object_type != info.object_type) {
+  if (options.object_type && *options.object_type != info.object_type) {
     return error(errc::invalid_argument, description,
-                 "holds object type " + std::to_string(info.object_type) + ", not " +
-                     std::to_string(options.object_type));
+                 "holds a " + to_string(info.object_type) + ", not a " +
+                     to_string(*options.object_type));
   }
   if (state->header()->lifecycle.load(std::memory_order_seq_cst) == kLifecycleDestroyed) {
     state->unlinker();

@@ -51,11 +51,17 @@
 namespace ferry {
 
 enum class SegmentKind : std::uint8_t { posix = 1, file = 2, memfd = 3, sysv = 4 };
+
+/// What a segment holds, recorded in its header so `ferry ls` can tell.
+/// Layers above add their objects here.
+enum class ObjectType : std::uint16_t { segment = 0 };
 enum class Persistence : std::uint8_t { process = 1, kernel = 2, filesystem = 3 };
 enum class Access : std::uint8_t { read_write, read_only };
 
 std::string_view to_string(SegmentKind kind) noexcept;
 std::string_view to_string(Persistence persistence) noexcept;
+/// "segment", ... ("type N" for a type this build does not know).
+std::string to_string(ObjectType type);
 
 /// The persistence a kind has when none is asked for: posix and sysv kernel,
 /// file filesystem, memfd process.
@@ -74,8 +80,8 @@ struct SegmentOptions {
   std::uint32_t max_attachments = 64;
   /// sysv only: the ftok project id combined with the path.
   int sysv_project_id = 1;
-  /// For layers above: what lives inside (a tag shown by `ferry ls`).
-  std::uint16_t object_type = 0;
+  /// For layers above: what lives inside (shown by `ferry ls`).
+  ObjectType object_type = ObjectType::segment;
 };
 
 struct OpenOptions {
@@ -87,15 +93,15 @@ struct OpenOptions {
   /// Open an object created by another user (refused by default).
   bool allow_foreign_owner = false;
   int sysv_project_id = 1;
-  /// 0 accepts any; otherwise the segment must carry this object type.
-  std::uint16_t object_type = 0;
+  /// Unset accepts any; otherwise the segment must hold this type of object.
+  std::optional<ObjectType> object_type;
 };
 
 /// Facts about a segment, from its header and its backing object.
 struct SegmentInfo {
   SegmentKind kind;
   Persistence persistence;
-  std::uint16_t object_type;
+  ObjectType object_type;
   std::size_t data_size;
   std::size_t total_size;
   uid_t creator_uid;

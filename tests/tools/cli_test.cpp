@@ -1,0 +1,237 @@
+// The ferry command-line tool, tested by running the built binary.
+#include <signal.h>
+#include <sys/ipc.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "ferry/ferry.hpp"
+#include "ferry_test.hpp"
+
+namespace {
+
+using ferry::Segment;
+using ferry::SegmentKind;
+using ferry::test::Child;
+
+struct CliRun {
+  int status;
+  std::string output;  // stdout and stderr together
+};
+
+CliRun ferry_cli(const std::string& arguments) {
+  const std::string command = std::string(FERRY_CLI) + " " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  CliRun run{-1, {}};
+  if (!pipe) return run;
+  char buffer[4096];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) run.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  run.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+nlohmann::json list_json(const std::string& extra = "") {
+  const CliRun run = ferry_cli("ls --json " + extra);
+  EXPECT_EQ(run.status, 0) << run.output;
+  return nlohmann::json::parse(run.output);
+}
+
+const nlohmann::json* find(const nlohmann::json& objects, const std::string& name) {
+  for (const auto& object : objects) {
+    if (object["name"] == name) return &object;
+  }
+  return nullptr;
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+void wait_until_exists(const std::string& path) {
+  for (int i = 0; i < 2000 && !exists(path); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+TEST(CliLs, ShowsAPosixSegmentWithEveryColumn) {
+  const std::string name = ferry::test::unique_name("ls");
+  auto made = Segment::create(name, {.size = 10000, .persistence = ferry::Persistence::process,
+                                     .mode = 0640});
+  ASSERT_TRUE(made) << made.error().message();
+
+  const auto objects = list_json();
+  const auto* entry = find(objects, name);
+  ASSERT_NE(entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*entry)["kind"], "posix");
+  EXPECT_EQ((*entry)["data_size"], 10000);
+  EXPECT_EQ((*entry)["size"], 4096 + 10000);
+  EXPECT_EQ((*entry)["owner_uid"], ::geteuid());
+  EXPECT_EQ((*entry)["owner"], "root");
+  EXPECT_EQ((*entry)["mode"], "0640");
+  EXPECT_EQ((*entry)["persistence"], "process");
+  EXPECT_EQ((*entry)["type"], "segment");
+  EXPECT_EQ((*entry)["creator_pid"], ::getpid());
+  EXPECT_EQ((*entry)["attached"], nlohmann::json::array({::getpid()}));
+
+  const CliRun table = ferry_cli("ls");
+  EXPECT_EQ(table.status, 0);
+  EXPECT_NE(table.output.find("NAME"), std::string::npos);
+  const auto line_start = table.output.find(name);
+  ASSERT_NE(line_start, std::string::npos) << table.output;
+  const std::string line = table.output.substr(line_start, table.output.find('\n', line_start) - line_start);
+  EXPECT_NE(line.find("posix"), std::string::npos) << line;
+  EXPECT_NE(line.find("0640"), std::string::npos) << line;
+  EXPECT_NE(line.find("process"), std::string::npos) << line;
+  EXPECT_NE(line.find(std::to_string(::getpid())), std::string::npos) << line;
+}
+
+TEST(CliLs, AttachedListsOnlyLiveProcesses) {
+  const std::string name = ferry::test::unique_name("attached");
+  auto made = Segment::create(name, {.size = 64});
+  ASSERT_TRUE(made);
+  auto holder = Child::exec(FERRY_TEST_PEER, {"hold", "posix", name});
+  pid_t holder_pid = holder.pid();
+  nlohmann::json attached;
+  for (int i = 0; i < 400; ++i) {
+    attached = (*find(list_json(), name))["attached"];
+    if (attached.size() == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(attached, nlohmann::json::array({::getpid(), holder_pid}));
+  holder.kill(SIGKILL);
+  holder.wait();
+  EXPECT_EQ((*find(list_json(), name))["attached"], nlohmann::json::array({::getpid()}));
+  (void)Segment::destroy(name);
+}
+
+TEST(CliLs, ShowsFileSysvAndMemfdSegments) {
+  ferry::test::TempDir dir;
+  const std::string file = dir.file("listed.seg");
+  auto file_segment = Segment::create(file, {.kind = SegmentKind::file, .size = 64});
+  ASSERT_TRUE(file_segment);
+  const std::string key_path = dir.file("key");
+  std::ofstream(key_path) << "key";
+  auto sysv_segment = Segment::create(key_path, {.kind = SegmentKind::sysv, .size = 64});
+  ASSERT_TRUE(sysv_segment) << sysv_segment.error().message();
+  const std::string label = ferry::test::unique_name("memfd");
+  auto memfd_segment = Segment::create(label, {.kind = SegmentKind::memfd, .size = 64});
+  ASSERT_TRUE(memfd_segment);
+
+  const auto objects = list_json(file);
+  const auto* file_entry = find(objects, "file:" + file);
+  ASSERT_NE(file_entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*file_entry)["persistence"], "filesystem");
+
+  char key_text[32];
+  std::snprintf(key_text, sizeof key_text, "sysv:0x%08x",
+                static_cast<unsigned>(::ftok(key_path.c_str(), 1)));
+  const auto* sysv_entry = find(objects, key_text);
+  ASSERT_NE(sysv_entry, nullptr) << key_text << "\n" << objects.dump(2);
+  EXPECT_EQ((*sysv_entry)["kind"], "sysv");
+  EXPECT_EQ((*sysv_entry)["attached"], nlohmann::json::array({::getpid()}));
+
+  const auto* memfd_entry = find(objects, "memfd:" + label);
+  ASSERT_NE(memfd_entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*memfd_entry)["persistence"], "process");
+  EXPECT_EQ((*memfd_entry)["attached"], nlohmann::json::array({::getpid()}));
+  (void)Segment::destroy(key_path, SegmentKind::sysv);
+}
+
+TEST(CliLs, CorruptObjectIsListedWithItsProblem) {
+  const std::string name = ferry::test::unique_name("corrupt");
+  std::ofstream("/dev/shm/ferry." + name) << std::string(5000, 'x');
+  const auto objects = list_json();
+  const auto* entry = find(objects, name);
+  ASSERT_NE(entry, nullptr);
+  EXPECT_NE((*entry)["problem"].get<std::string>().find("corrupt"), std::string::npos);
+  EXPECT_FALSE(entry->contains("persistence"));
+  ::unlink(("/dev/shm/ferry." + name).c_str());
+}
+
+TEST(CliRm, RemovesByNameAndReportsWhatItCannot) {
+  const std::string name = ferry::test::unique_name("rm");
+  {
+    auto made = Segment::create(name, {.size = 64});
+    ASSERT_TRUE(made);
+  }
+  ASSERT_TRUE(exists("/dev/shm/ferry." + name));
+  const CliRun removed = ferry_cli("rm " + name);
+  EXPECT_EQ(removed.status, 0) << removed.output;
+  EXPECT_FALSE(exists("/dev/shm/ferry." + name));
+
+  const CliRun missing = ferry_cli("rm " + name);
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.output.find("posix segment '" + name + "': not found"), std::string::npos)
+      << missing.output;
+  const CliRun memfd = ferry_cli("rm memfd:whatever");
+  EXPECT_EQ(memfd.status, 1);
+  EXPECT_NE(memfd.output.find("no name to remove"), std::string::npos) << memfd.output;
+  const CliRun bad_key = ferry_cli("rm sysv:banana");
+  EXPECT_EQ(bad_key.status, 1);
+  EXPECT_NE(bad_key.output.find("invalid argument"), std::string::npos) << bad_key.output;
+  EXPECT_NE(ferry_cli("rm").status, 0) << "a name is required";
+}
+
+TEST(CliRm, RemovesFileAndSysvSegments) {
+  ferry::test::TempDir dir;
+  const std::string file = dir.file("gone.seg");
+  const std::string key_path = dir.file("key");
+  std::ofstream(key_path) << "key";
+  {
+    auto file_segment = Segment::create(file, {.kind = SegmentKind::file, .size = 64});
+    auto sysv_segment = Segment::create(key_path, {.kind = SegmentKind::sysv, .size = 64});
+    ASSERT_TRUE(file_segment && sysv_segment);
+  }
+  char key_text[32];
+  std::snprintf(key_text, sizeof key_text, "sysv:0x%08x",
+                static_cast<unsigned>(::ftok(key_path.c_str(), 1)));
+  const CliRun run = ferry_cli("rm file:" + file + " " + key_text);
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_FALSE(exists(file));
+  EXPECT_EQ(Segment::open(key_path, {.kind = SegmentKind::sysv}).error().code(), ferry::errc::not_found);
+}
+
+TEST(CliGc, RemovesOnlyDeadProcessSegmentsAndReportsThem) {
+  const std::string dead = ferry::test::unique_name("gc-dead");
+  const std::string alive = ferry::test::unique_name("gc-alive");
+  auto dead_holder = Child::exec(FERRY_TEST_PEER, {"create-hold", "posix", dead, "process", "4096"});
+  auto live_holder = Child::exec(FERRY_TEST_PEER, {"create-hold", "posix", alive, "process", "4096"});
+  wait_until_exists("/dev/shm/ferry." + dead);
+  wait_until_exists("/dev/shm/ferry." + alive);
+  dead_holder.kill(SIGKILL);
+  dead_holder.wait();
+
+  const CliRun preview = ferry_cli("gc --dry-run");
+  EXPECT_EQ(preview.status, 0);
+  EXPECT_NE(preview.output.find("would remove " + dead), std::string::npos) << preview.output;
+  EXPECT_TRUE(exists("/dev/shm/ferry." + dead));
+
+  const CliRun run = ferry_cli("gc --json");
+  EXPECT_EQ(run.status, 0) << run.output;
+  const auto report = nlohmann::json::parse(run.output);
+  EXPECT_EQ(report["dry_run"], false);
+  EXPECT_NE(find(report["removed"], dead), nullptr) << run.output;
+  EXPECT_EQ(find(report["removed"], alive), nullptr) << run.output;
+  EXPECT_FALSE(exists("/dev/shm/ferry." + dead));
+  EXPECT_TRUE(exists("/dev/shm/ferry." + alive));
+
+  const CliRun again = ferry_cli("gc");
+  EXPECT_EQ(again.status, 0);
+  EXPECT_EQ(again.output.find(dead), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("gc: removed"), std::string::npos) << again.output;
+  live_holder.kill(SIGKILL);
+  live_holder.wait();
+  (void)Segment::destroy(alive);
+}
+
+TEST(Cli, UnknownCommandIsAUsageError) {
+  const CliRun run = ferry_cli("frobnicate");
+  EXPECT_NE(run.status, 0);
+  EXPECT_NE(ferry_cli("--version").output.find("ferry 0.1.0"), std::string::npos);
+}
+
+}  // namespace
