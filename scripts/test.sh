@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite: install dependencies, then build and run every test in
+# three builds — ASan+UBSan, TSan, and plain — and check that the installed
+# package (CMake and pkg-config) builds an example out of tree.
+# FERRY_TEST_SCALE scales torture and volume counts (sanitizer builds run fewer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+jobs=$(nproc)
+
+configure_and_build() {  # name, extra cmake arguments...
+  local name=$1
+  shift
+  echo "== build: $name =="
+  cmake -S . -B "build/ci-$name" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DFERRY_BUILD_TESTS=ON -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON "$@" >/dev/null
+  cmake --build "build/ci-$name" -j "$jobs"
+}
+
+run_tests() {  # name, scale
+  echo "== tests: $1 =="
+  (cd "build/ci-$1" && FERRY_TEST_SCALE=$2 ctest -j "$jobs" --output-on-failure --timeout 300)
+}
+
+configure_and_build asan -DFERRY_SANITIZE=address,undefined
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_tests asan 0.25
+
+configure_and_build tsan -DFERRY_SANITIZE=thread
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests tsan 0.25
+
+configure_and_build plain
+echo "== install and build an example out of tree =="
+prefix="$PWD/build/ci-plain/prefix"
+rm -rf "$prefix" build/ci-consumer
+cmake --install build/ci-plain --prefix "$prefix" >/dev/null
+cmake -S examples -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build build/ci-consumer
+./build/ci-consumer/segment_exchange 100
+flags=$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ferry)
+g++ examples/segment_exchange.cpp $flags -o build/ci-consumer/segment_exchange_pkgconfig
+./build/ci-consumer/segment_exchange_pkgconfig 100
+
+run_tests plain 1
