@@ -494,6 +494,16 @@ result<std::unique_ptr<SegmentState>> create_once(std::string_view name, const S
       if (saved == ENOSPC) {
         return error(errc::limit_reached, *description, "kernel.shmmni or shmall exhausted", saved);
       }
+      if (saved == EEXIST) {
+        shmid_ds existing{};
+        const int existing_id = ::shmget(*key, 0, 0);
+        std::string detail;
+        if (existing_id >= 0 && ::shmctl(existing_id, IPC_STAT, &existing) == 0 &&
+            existing.shm_perm.uid != ::geteuid()) {
+          detail = owner_detail(existing.shm_perm.uid);
+        }
+        return error(errc::already_exists, *description, detail, saved);
+      }
       return error::from_errno(saved, *description, "shmget");
     }
     state->unlinker.sysv_id = id;

@@ -221,10 +221,8 @@ TEST_P(NamedSegmentAcrossProcesses, NamePreCreatedByAnotherUserIsRefused) {
   auto created = Segment::create(names.name, {.kind = GetParam(), .size = 4096});
   ASSERT_FALSE(created) << "create fails closed";
   EXPECT_EQ(created.error().code(), errc::already_exists);
-  if (GetParam() != SegmentKind::sysv) {
-    EXPECT_NE(created.error().message().find("owned by uid 65534"), std::string::npos)
-        << created.error().message();
-  }
+  EXPECT_NE(created.error().message().find("owned by uid 65534"), std::string::npos)
+      << created.error().message();
   auto opened = Segment::open(names.name, {.kind = GetParam()});
   ASSERT_FALSE(opened) << "open refuses a foreign owner";
   EXPECT_EQ(opened.error().code(), errc::permission_denied);
