@@ -9,3 +9,14 @@
 #include "ferry/os/process.hpp"   // Credentials, ProcessId (PID-reuse-proof liveness)
 #include "ferry/os/segment.hpp"   // Segment: posix, file, memfd and System V shared memory
 #include "ferry/os/registry.hpp"  // list, remove and garbage-collect ferry objects
+#include "ferry/os/file.hpp"      // lock files and open-file-description locks
+
+// sync: primitives that live in shared memory and work between processes
+#include "ferry/sync/wait.hpp"       // WaitStrategy (adaptive, busy_poll, block), WaitPoint
+#include "ferry/sync/mutex.hpp"      // Mutex (robust), lock_all
+#include "ferry/sync/semaphore.hpp"  // Semaphore (counting, binary, bounded)
+#include "ferry/sync/condvar.hpp"    // CondVar (survives killed waiters)
+#include "ferry/sync/spin_lock.hpp"  // SpinLock (bounded backoff, dead-holder takeover)
+#include "ferry/sync/file_lock.hpp"  // FileLock (shared/exclusive, released at death)
+#include "ferry/sync/monitor.hpp"    // Monitor<T>: value + mutex + condition
+#include "ferry/sync/named.hpp"      // Named<T>: any of them in a segment of its own

@@ -37,6 +37,8 @@ errc errc_from_errno(int sys_errno) noexcept {
   switch (sys_errno) {
     case EINVAL:
     case ENAMETOOLONG:
+    case EISDIR:
+    case ENOTDIR:
     case EBADF: return errc::invalid_argument;
     case ENOENT: return errc::not_found;
     case EEXIST: return errc::already_exists;

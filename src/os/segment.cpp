@@ -40,6 +40,11 @@ std::string_view to_string(Persistence persistence) noexcept {
 std::string to_string(ObjectType type) {
   switch (type) {
     case ObjectType::segment: return "segment";
+    case ObjectType::mutex: return "mutex";
+    case ObjectType::semaphore: return "semaphore";
+    case ObjectType::condvar: return "condvar";
+    case ObjectType::spin_lock: return "spin_lock";
+    case ObjectType::monitor: return "monitor";
   }
   return "type " + std::to_string(static_cast<unsigned>(type));
 }
@@ -409,6 +414,9 @@ void initialise(SegmentState& state, const SegmentOptions& options, Persistence 
   state.slot = 0;
   state.attached_by = ::getpid();
   state.attached_as = me;
+  if (options.initialize) {
+    options.initialize(std::span<std::byte>(state.base + offset, options.size));
+  }
   header->magic.store(kSegmentMagic, std::memory_order_release);
 }
 
@@ -758,14 +766,22 @@ std::span<std::byte> Segment::data() const noexcept {
   return {state_->base + state_->snapshot.data_offset, state_->snapshot.info.data_size};
 }
 
-std::size_t Segment::size() const noexcept { return attached() ? state_->snapshot.info.data_size : 0; }
-const std::string& Segment::name() const noexcept { return state_->name; }
-const std::shared_ptr<const std::string>& Segment::description() const noexcept {
-  return state_->description;
+// A moved-from Segment (or one kept mapped until exit) answers like an empty one.
+namespace {
+const detail::SegmentState& empty_state() {
+  static const detail::SegmentState empty{};
+  return empty;
 }
-SegmentInfo Segment::info() const noexcept { return state_->snapshot.info; }
+}  // namespace
+
+std::size_t Segment::size() const noexcept { return attached() ? state_->snapshot.info.data_size : 0; }
+const std::string& Segment::name() const noexcept { return (state_ ? *state_ : empty_state()).name; }
+const std::shared_ptr<const std::string>& Segment::description() const noexcept {
+  return (state_ ? *state_ : empty_state()).description;
+}
+SegmentInfo Segment::info() const noexcept { return (state_ ? *state_ : empty_state()).snapshot.info; }
 bool Segment::attached() const noexcept { return state_ && state_->base != nullptr; }
-const Fd& Segment::fd() const noexcept { return state_->fd; }
+const Fd& Segment::fd() const noexcept { return (state_ ? *state_ : empty_state()).fd; }
 
 result<void> Segment::sync() {
   if (!attached()) return error(errc::invalid_argument, "segment", "not attached");
@@ -773,6 +789,11 @@ result<void> Segment::sync() {
     return error::from_errno(errno, *state_->description, "msync");
   }
   return {};
+}
+
+void Segment::keep_mapped_until_exit() noexcept {
+  // Deliberately never freed: the mapping must outlive this object.
+  (void)state_.release();
 }
 
 result<void> Segment::detach() {

@@ -38,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -54,7 +55,14 @@ enum class SegmentKind : std::uint8_t { posix = 1, file = 2, memfd = 3, sysv = 4
 
 /// What a segment holds, recorded in its header so `ferry ls` can tell.
 /// Layers above add their objects here.
-enum class ObjectType : std::uint16_t { segment = 0 };
+enum class ObjectType : std::uint16_t {
+  segment = 0,
+  mutex = 1,
+  semaphore = 2,
+  condvar = 3,
+  spin_lock = 4,
+  monitor = 5,
+};
 enum class Persistence : std::uint8_t { process = 1, kernel = 2, filesystem = 3 };
 enum class Access : std::uint8_t { read_write, read_only };
 
@@ -82,6 +90,9 @@ struct SegmentOptions {
   int sysv_project_id = 1;
   /// For layers above: what lives inside (shown by `ferry ls`).
   ObjectType object_type = ObjectType::segment;
+  /// Builds the object inside the fresh, zeroed data before any other
+  /// process can open the segment.
+  std::function<void(std::span<std::byte>)> initialize;
 };
 
 struct OpenOptions {
@@ -159,6 +170,11 @@ class Segment {
   /// Unmaps now (the destructor does it otherwise). For a process-persistent
   /// segment, the last process to detach destroys it.
   result<void> detach();
+
+  /// Leaves the mapping (and the attachment) in place until the process
+  /// exits, whatever happens to this object. For memory holding locks this
+  /// process may still hold (see Mutex).
+  void keep_mapped_until_exit() noexcept;
 
  private:
   explicit Segment(std::unique_ptr<detail::SegmentState> state) noexcept;

@@ -1,0 +1,191 @@
+#include "ferry/sync/mutex.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <random>
+#include <vector>
+
+namespace ferry {
+namespace {
+
+// The kernel's robust-futex word: owner TID in the low 30 bits, then the
+// owner-died and waiters flags. A word with no TID can be tried.
+constexpr int kFutexTidMask = 0x3fffffff;
+
+std::uint64_t fresh_id() {
+  std::random_device entropy;
+  std::uint64_t id = 0;
+  while (id == 0) id = (std::uint64_t{entropy()} << 32) | entropy();
+  return id;
+}
+
+timespec to_timespec(deadline until) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
+  if (ns <= 0) return timespec{0, 0};
+  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+
+}  // namespace
+
+Mutex::Mutex(std::string_view label) noexcept : id_(fresh_id()), label_(label) {
+  pthread_mutexattr_t attributes;
+  pthread_mutexattr_init(&attributes);
+  pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+  pthread_mutexattr_settype(&attributes, PTHREAD_MUTEX_ERRORCHECK);
+  pthread_mutex_init(&native_, &attributes);
+  pthread_mutexattr_destroy(&attributes);
+}
+
+error Mutex::failure(errc code, std::string detail, int sys_errno) const {
+  return error(code, label_.describe("mutex"), std::move(detail), sys_errno);
+}
+
+bool Mutex::free_now() const noexcept {
+  return (__atomic_load_n(&native_.__data.__lock, __ATOMIC_RELAXED) & kFutexTidMask) == 0;
+}
+
+result<void> Mutex::finish_lock(int rc) {
+  switch (rc) {
+    case 0:
+      owner_.store(ProcessId::current().packed(), std::memory_order_relaxed);
+      return {};
+    case EOWNERDEAD:
+      owner_.store(ProcessId::current().packed(), std::memory_order_relaxed);
+      state_.store(static_cast<std::uint32_t>(State::owner_died), std::memory_order_relaxed);
+      return failure(errc::owner_died,
+                     "its owner died holding it; you hold it now: repair the data, then mark_consistent()",
+                     rc);
+    case ENOTRECOVERABLE:
+      state_.store(static_cast<std::uint32_t>(State::not_recoverable), std::memory_order_relaxed);
+      return failure(errc::not_recoverable,
+                     "a previous owner died and the next one unlocked without mark_consistent()", rc);
+    case EDEADLK: return failure(errc::busy, "this thread already holds it", rc);
+    case ETIMEDOUT: return failure(errc::timed_out, {}, rc);
+    default: return failure(errc_from_errno(rc), "pthread mutex", rc);
+  }
+}
+
+bool Mutex::given_up() const noexcept {
+  return state_.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(State::not_recoverable);
+}
+
+result<bool> Mutex::try_lock() {
+  if (given_up()) return finish_lock(ENOTRECOVERABLE).error();
+  const int rc = pthread_mutex_trylock(&native_);
+  if (rc == EBUSY) return false;
+  if (auto locked = finish_lock(rc); !locked) return std::move(locked).error();
+  return true;
+}
+
+result<void> Mutex::lock(WaitStrategy strategy) {
+  return lock_until(deadline::max(), strategy);
+}
+
+result<void> Mutex::lock_for(steady_clock::duration timeout, WaitStrategy strategy) {
+  return lock_until(deadline_after(timeout), strategy);
+}
+
+result<void> Mutex::lock_until(deadline until, WaitStrategy strategy) {
+  // glibc reports not-recoverable only to the first locker after the fact;
+  // ferry remembers it in shared memory and tells every later one at once.
+  if (given_up()) return finish_lock(ENOTRECOVERABLE);
+  int rc = pthread_mutex_trylock(&native_);
+  if (rc != EBUSY) return finish_lock(rc);
+
+  if (strategy.mode != WaitStrategy::Mode::block) {
+    const auto budget = strategy.mode == WaitStrategy::Mode::busy_poll
+                            ? std::chrono::nanoseconds::max()
+                            : strategy.spin;
+    // Try again whenever the lock looks free; the CAS inside trylock is
+    // attempted only then, so spinning does not bounce the cache line.
+    const bool acquired_or_failed = spin_until(
+        [&] {
+          if (!free_now()) return false;
+          rc = pthread_mutex_trylock(&native_);
+          return rc != EBUSY;
+        },
+        budget, until);
+    if (acquired_or_failed) return finish_lock(rc);
+    if (strategy.mode == WaitStrategy::Mode::busy_poll || steady_clock::now() >= until) {
+      return failure(errc::timed_out, {});
+    }
+  }
+  if (until == deadline::max()) {
+    rc = pthread_mutex_lock(&native_);
+  } else {
+    const timespec absolute = to_timespec(until);
+    rc = pthread_mutex_clocklock(&native_, CLOCK_MONOTONIC, &absolute);
+  }
+  return finish_lock(rc);
+}
+
+result<void> Mutex::unlock() {
+  const std::uint64_t holder = owner_.exchange(0, std::memory_order_relaxed);
+  const bool was_inconsistent =
+      state_.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(State::owner_died);
+  const int rc = pthread_mutex_unlock(&native_);
+  if (rc != 0) {
+    std::uint64_t cleared = 0;
+    owner_.compare_exchange_strong(cleared, holder, std::memory_order_relaxed);
+    if (rc == EPERM) return failure(errc::not_owner, "only the thread holding it may unlock it", rc);
+    return failure(errc_from_errno(rc), "pthread mutex unlock", rc);
+  }
+  if (was_inconsistent) {
+    // Unlocked while inconsistent: glibc (and POSIX) make it unusable for good.
+    state_.store(static_cast<std::uint32_t>(State::not_recoverable), std::memory_order_relaxed);
+  }
+  return {};
+}
+
+result<void> Mutex::mark_consistent() {
+  if (owner_.load(std::memory_order_relaxed) != ProcessId::current().packed()) {
+    return failure(errc::not_owner, "only its holder may mark it consistent");
+  }
+  const int rc = pthread_mutex_consistent(&native_);
+  if (rc != 0) return failure(errc::invalid_argument, "it is not in the owner-died state", rc);
+  state_.store(static_cast<std::uint32_t>(State::consistent), std::memory_order_relaxed);
+  return {};
+}
+
+Mutex::Status Mutex::status() const noexcept {
+  Status status{};
+  const std::uint64_t holder = owner_.load(std::memory_order_relaxed);
+  if (holder != 0) status.owner = ProcessId::from_packed(holder);
+  const std::uint32_t state = state_.load(std::memory_order_relaxed);
+  status.state = state <= 2 ? static_cast<State>(state) : State::not_recoverable;
+  return status;
+}
+
+namespace detail {
+
+result<LockAllResult> lock_all(Mutex* const* mutexes, std::size_t count, WaitStrategy strategy,
+                               std::optional<deadline> until) {
+  if (count > 32) return error(errc::invalid_argument, "lock_all", "at most 32 mutexes at once");
+  std::vector<std::size_t> order(count);
+  for (std::size_t i = 0; i < count; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return mutexes[a]->id() < mutexes[b]->id(); });
+  for (std::size_t i = 1; i < count; ++i) {
+    if (mutexes[order[i]]->id() == mutexes[order[i - 1]]->id()) {
+      return error(errc::invalid_argument, "lock_all", "the same mutex is named twice");
+    }
+  }
+  LockAllResult outcome;
+  for (std::size_t taken = 0; taken < count; ++taken) {
+    Mutex& mutex = *mutexes[order[taken]];
+    auto locked = mutex.lock_until(until.value_or(deadline::max()), strategy);
+    if (locked) continue;
+    if (locked.error() == errc::owner_died) {
+      outcome.owner_died_mask |= 1u << order[taken];
+      continue;
+    }
+    while (taken-- > 0) (void)mutexes[order[taken]]->unlock();
+    return std::move(locked).error();
+  }
+  return outcome;
+}
+
+}  // namespace detail
+}  // namespace ferry
