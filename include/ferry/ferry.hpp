@@ -20,3 +20,4 @@
 #include "ferry/sync/file_lock.hpp"  // FileLock (shared/exclusive, released at death)
 #include "ferry/sync/monitor.hpp"    // Monitor<T>: value + mutex + condition
 #include "ferry/sync/named.hpp"      // Named<T>: any of them in a segment of its own
+#include "ferry/sync/inspect.hpp"    // what ferry ls shows about them

@@ -67,8 +67,9 @@ View attach_view(int id, std::size_t size, bool writable) {
   return View(static_cast<std::byte*>(base), size, true);
 }
 
-// Fills info/attached/problem from a mapped header.
-void describe_from(ObjectRecord& record, const View& view, const std::string& description) {
+// Fills info/attached/problem (and, through `inspect`, details) from a mapped header.
+void describe_from(ObjectRecord& record, const View& view, const std::string& description,
+                   const ObjectInspector& inspect = {}) {
   if (!view) {
     record.problem = "cannot map";
     return;
@@ -86,6 +87,10 @@ void describe_from(ObjectRecord& record, const View& view, const std::string& de
       record.attached.push_back(who.pid());
     }
   }
+  if (inspect) {
+    const auto* base = reinterpret_cast<const std::byte*>(view.header());
+    inspect(record, std::span<const std::byte>(base + snapshot->data_offset, snapshot->info.data_size));
+  }
 }
 
 // A posix or file segment at `path`; `writable` maps it for gc.
@@ -97,7 +102,8 @@ struct FileObject {
 };
 
 std::optional<FileObject> inspect_file(SegmentKind kind, const std::string& path,
-                                       const std::string& locator, bool writable) {
+                                       const std::string& locator, bool writable,
+                                       const ObjectInspector& inspect = {}) {
   FileObject object;
   object.record.locator = locator;
   object.record.kind = kind;
@@ -115,7 +121,7 @@ std::optional<FileObject> inspect_file(SegmentKind kind, const std::string& path
   }
   object.fd.reset(fd);
   object.view = map_view(fd, object.record.size, writable);
-  describe_from(object.record, object.view, detail::describe(kind, path));
+  describe_from(object.record, object.view, detail::describe(kind, path), inspect);
   return object;
 }
 
@@ -170,7 +176,8 @@ std::string sysv_locator(key_t key) {
 }
 
 // Returns the record if the System V segment is a ferry segment.
-std::optional<ObjectRecord> inspect_sysv(const SysvRow& row, bool writable, View* keep) {
+std::optional<ObjectRecord> inspect_sysv(const SysvRow& row, bool writable, View* keep,
+                                         const ObjectInspector& inspect = {}) {
   if (row.size < detail::kSegmentHeaderSize) return std::nullopt;
   View view = attach_view(row.id, row.size, writable);
   if (!view || view.header()->magic.load(std::memory_order_acquire) != detail::kSegmentMagic) {
@@ -182,12 +189,12 @@ std::optional<ObjectRecord> inspect_sysv(const SysvRow& row, bool writable, View
   record.owner = row.owner;
   record.mode = row.mode;
   record.size = row.size;
-  describe_from(record, view, record.locator);
+  describe_from(record, view, record.locator, inspect);
   if (keep) *keep = std::move(view);
   return record;
 }
 
-std::vector<ObjectRecord> memfd_records() {
+std::vector<ObjectRecord> memfd_records(const ObjectInspector& inspect) {
   struct Found {
     ObjectRecord record;
     std::vector<pid_t> holders;
@@ -230,7 +237,8 @@ std::vector<ObjectRecord> memfd_records() {
         continue;
       }
       Fd owned(fd);
-      describe_from(entry.record, map_view(fd, entry.record.size, false), entry.record.locator);
+      describe_from(entry.record, map_view(fd, entry.record.size, false), entry.record.locator,
+                    inspect);
     }
     ::closedir(fds);
   }
@@ -311,16 +319,17 @@ std::vector<ObjectRecord> collect(std::span<const std::string> file_paths, bool 
 
 }  // namespace
 
-std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths) {
+std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths,
+                                       const ObjectInspector& inspect) {
   std::vector<ObjectRecord> records;
   for (const std::string& name : posix_names()) {
     if (auto object = inspect_file(SegmentKind::posix, detail::backing_path(SegmentKind::posix, name),
-                                   name, false)) {
+                                   name, false, inspect)) {
       records.push_back(std::move(object->record));
     }
   }
   for (const std::string& path : file_paths) {
-    if (auto object = inspect_file(SegmentKind::file, path, "file:" + path, false)) {
+    if (auto object = inspect_file(SegmentKind::file, path, "file:" + path, false, inspect)) {
       records.push_back(std::move(object->record));
     } else {
       ObjectRecord missing;
@@ -331,9 +340,9 @@ std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths) 
     }
   }
   for (const SysvRow& row : sysv_rows()) {
-    if (auto record = inspect_sysv(row, false, nullptr)) records.push_back(std::move(*record));
+    if (auto record = inspect_sysv(row, false, nullptr, inspect)) records.push_back(std::move(*record));
   }
-  for (ObjectRecord& record : memfd_records()) records.push_back(std::move(record));
+  for (ObjectRecord& record : memfd_records(inspect)) records.push_back(std::move(record));
   return records;
 }
 

@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -100,6 +102,27 @@ int Child::wait() {
   return -1;
 }
 
+int Child::wait_for(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) {
+      pid_ = -1;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return -1;
+    }
+    if (std::chrono::steady_clock::now() >= give_up) {
+      ::kill(pid_, SIGKILL);
+      wait();
+      return kTimedOut;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 void Child::kill(int signal_number) {
   if (pid_ > 0) ::kill(pid_, signal_number);
 }
@@ -140,6 +163,14 @@ TempDir::~TempDir() {
   std::error_code ignored;
   std::filesystem::remove_all(path_, ignored);
 }
+
+void* map_shared_anonymous(std::size_t size) {
+  void* memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) std::abort();
+  return memory;
+}
+
+void unmap_shared_anonymous(void* memory, std::size_t size) { ::munmap(memory, size); }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "ferry/os/segment.hpp"
+#include "ferry/sync/wait.hpp"
 
 namespace ferry {
 // Shows kinds by name in test output.
@@ -28,6 +29,16 @@ namespace ferry::test {
 /// Names parameterized tests after the segment kind ("posix", "sysv", ...).
 inline std::string kind_name(const ::testing::TestParamInfo<SegmentKind>& info) {
   return std::string(to_string(info.param));
+}
+
+/// Names parameterized tests after the wait strategy ("adaptive", ...).
+inline std::string strategy_name(const ::testing::TestParamInfo<WaitStrategy>& info) {
+  switch (info.param.mode) {
+    case WaitStrategy::Mode::adaptive: return "adaptive";
+    case WaitStrategy::Mode::busy_poll: return "busy_poll";
+    case WaitStrategy::Mode::block: return "block";
+  }
+  return "unknown";
 }
 
 /// A name no other test (or concurrent run) uses: "t<pid>-<n>-<stem>".
@@ -59,6 +70,10 @@ class Child {
   pid_t pid() const { return pid_; }
   /// Exit code, or 128 + signal number if it was killed.
   int wait();
+  /// As wait(), but a child still running after `timeout` is killed and
+  /// kTimedOut returned: the watchdog for tests that could otherwise hang.
+  static constexpr int kTimedOut = -2;
+  int wait_for(std::chrono::milliseconds timeout);
   void kill(int signal_number);
 
  private:
@@ -95,6 +110,39 @@ class TempDir {
  private:
   std::string path_;
 };
+
+/// Anonymous shared memory made before fork(): parent and children see the
+/// same bytes. Holds one T, constructed in place.
+template <class T>
+class SharedAnonymous {
+ public:
+  template <class... Args>
+  explicit SharedAnonymous(Args&&... args) : memory_(map(sizeof(T))) {
+    value_ = new (memory_) T(std::forward<Args>(args)...);
+  }
+  ~SharedAnonymous() { unmap(memory_, sizeof(T)); }
+  SharedAnonymous(const SharedAnonymous&) = delete;
+  SharedAnonymous& operator=(const SharedAnonymous&) = delete;
+  T& operator*() const { return *value_; }
+  T* operator->() const { return value_; }
+
+ private:
+  static void* map(std::size_t size);
+  static void unmap(void* memory, std::size_t size);
+  void* memory_;
+  T* value_;
+};
+
+void* map_shared_anonymous(std::size_t size);
+void unmap_shared_anonymous(void* memory, std::size_t size);
+template <class T>
+void* SharedAnonymous<T>::map(std::size_t size) {
+  return map_shared_anonymous(size);
+}
+template <class T>
+void SharedAnonymous<T>::unmap(void* memory, std::size_t size) {
+  unmap_shared_anonymous(memory, size);
+}
 
 /// Reads a whole file (empty string if it cannot).
 std::string read_file(const std::string& path);

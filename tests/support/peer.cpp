@@ -7,6 +7,8 @@
 //   ferry_test_peer hold KIND NAME          open NAME, print "ready", sleep until killed
 //   ferry_test_peer create-hold KIND NAME PERSISTENCE SIZE
 //                                           create NAME, print "ready", sleep until killed
+//   ferry_test_peer lock-hold NAME          open the Named<Mutex> NAME, lock it, print "ready",
+//                                           sleep until killed (dies holding it)
 // Exit codes: 0 ok, 2 usage, 3 open/create failed (message on stderr), 4 data mismatch.
 #include <unistd.h>
 
@@ -57,6 +59,12 @@ int main(int argc, char** argv) {
     auto segment = ferry::Segment::attach(ferry::Fd(std::atoi(argv[2])));
     if (!segment) return failed(segment.error());
     return check_text(*segment, argv[3]);
+  }
+  if (command == "lock-hold" && argc == 3) {
+    auto mutex = ferry::Named<ferry::Mutex>::open(argv[2]);
+    if (!mutex) return failed(mutex.error());
+    if (auto locked = (*mutex)->lock(); !locked) return failed(locked.error());
+    hold();
   }
   const auto kind = parse_kind(argv[2]);
   if (!kind || argc < 4) return 2;

@@ -152,6 +152,58 @@ TEST(CliLs, CorruptObjectIsListedWithItsProblem) {
   ::unlink(("/dev/shm/ferry." + name).c_str());
 }
 
+TEST(CliLs, ShowsAMutexOwnerAndWhetherItIsAlive) {
+  const std::string name = ferry::test::unique_name("mutex");
+  auto mutex = ferry::Named<ferry::Mutex>::create(name);
+  ASSERT_TRUE(mutex) << mutex.error().message();
+  const std::string semaphore_name = ferry::test::unique_name("semaphore");
+  auto semaphore = ferry::Named<ferry::Semaphore>::create(semaphore_name, {}, 3u, 9u);
+  ASSERT_TRUE(semaphore);
+
+  auto free_objects = list_json();
+  const auto* free_entry = find(free_objects, name);
+  ASSERT_NE(free_entry, nullptr);
+  EXPECT_EQ((*free_entry)["type"], "mutex");
+  EXPECT_EQ((*free_entry)["details"]["owner"], "none");
+  const auto* semaphore_entry = find(free_objects, semaphore_name);
+  ASSERT_NE(semaphore_entry, nullptr);
+  EXPECT_EQ((*semaphore_entry)["details"]["value"], "3");
+  EXPECT_EQ((*semaphore_entry)["details"]["maximum"], "9");
+
+  auto holder = Child::exec(FERRY_TEST_PEER, {"lock-hold", name});
+  const std::string holder_pid = std::to_string(holder.pid());
+  nlohmann::json details;
+  for (int i = 0; i < 2000; ++i) {
+    const auto objects = list_json();
+    details = (*find(objects, name))["details"];
+    if (details.contains("owner_pid")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(details["owner_pid"], holder_pid) << details.dump();
+  EXPECT_EQ(details["owner_alive"], "yes");
+  EXPECT_EQ(details["state"], "consistent");
+
+  holder.kill(SIGKILL);
+  holder.wait();
+  const auto after = list_json();
+  const auto* dead_entry = find(after, name);
+  ASSERT_NE(dead_entry, nullptr);
+  EXPECT_EQ((*dead_entry)["details"]["owner_pid"], holder_pid);
+  EXPECT_EQ((*dead_entry)["details"]["owner_alive"], "no");
+
+  const CliRun table = ferry_cli("ls");
+  const auto line_start = table.output.find(name);
+  ASSERT_NE(line_start, std::string::npos);
+  const std::string line = table.output.substr(line_start, table.output.find('\n', line_start) - line_start);
+  EXPECT_NE(line.find("owner_pid=" + holder_pid), std::string::npos) << line;
+  EXPECT_NE(line.find("owner_alive=no"), std::string::npos) << line;
+  EXPECT_EQ((*mutex)->lock().error().code(), ferry::errc::owner_died);
+  ASSERT_TRUE((*mutex)->mark_consistent());
+  ASSERT_TRUE((*mutex)->unlock());
+  (void)Segment::destroy(name);
+  (void)Segment::destroy(semaphore_name);
+}
+
 TEST(CliRm, RemovesByNameAndReportsWhatItCannot) {
   const std::string name = ferry::test::unique_name("rm");
   {

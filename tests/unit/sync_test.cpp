@@ -19,15 +19,6 @@ using ferry::WaitStrategy;
 
 class Strategies : public ::testing::TestWithParam<WaitStrategy> {};
 
-std::string strategy_name(const ::testing::TestParamInfo<WaitStrategy>& info) {
-  switch (info.param.mode) {
-    case WaitStrategy::Mode::adaptive: return "adaptive";
-    case WaitStrategy::Mode::busy_poll: return "busy_poll";
-    case WaitStrategy::Mode::block: return "block";
-  }
-  return "unknown";
-}
-
 template <class Body>
 void run_threads(int count, Body body) {
   std::vector<std::thread> threads;
@@ -92,7 +83,7 @@ TEST_P(Strategies, CondVarProducerConsumer) {
 INSTANTIATE_TEST_SUITE_P(All, Strategies,
                          ::testing::Values(WaitStrategy::adaptive(), WaitStrategy::busy_poll(),
                                            WaitStrategy::block()),
-                         strategy_name);
+                         ferry::test::strategy_name);
 
 TEST(Mutex, TryLockAndOwnership) {
   ferry::Mutex mutex("owned");
@@ -409,9 +400,6 @@ TEST(WaitPoint, WaitsForItsConditionAndTimesOut) {
             ferry::wait_status::timed_out);
   EXPECT_EQ(point.sleepers(), 0u);
 }
-
-template <class T>
-class NamedPrimitive : public ::testing::Test {};
 
 TEST(Named, EachPrimitiveByNameWithTypeChecks) {
   const std::string name = ferry::test::unique_name("named");

@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "ferry/os/registry.hpp"
+#include "ferry/sync/inspect.hpp"
 
 namespace ferry::cli {
 namespace {
@@ -76,6 +77,7 @@ nlohmann::json to_json(const ObjectRecord& record) {
     object["destroyed"] = record.destroyed;
   }
   if (!record.problem.empty()) object["problem"] = record.problem;
+  for (const auto& [key, value] : record.details) object["details"][key] = value;
   return object;
 }
 
@@ -88,6 +90,7 @@ void print_table(const std::vector<ObjectRecord>& records) {
     std::string type = record.info ? to_string(record.info->object_type) : "?";
     if (record.destroyed) type += " (destroyed)";
     std::string attached = pid_list(record.attached);
+    for (const auto& [key, value] : record.details) attached += "  " + key + "=" + value;
     if (!record.problem.empty()) attached += "  [" + record.problem + "]";
     std::printf("%-32s %-6s %9s %-10s %-5s %-11s %-9s %s\n", record.locator.c_str(),
                 std::string(to_string(record.kind)).c_str(), human_size(record.size).c_str(),
@@ -99,7 +102,8 @@ void print_table(const std::vector<ObjectRecord>& records) {
 }  // namespace
 
 int list(const ListOptions& options) {
-  const auto records = list_objects(options.file_paths);
+  // Each layer describes its own objects.
+  const auto records = list_objects(options.file_paths, describe_sync_object);
   if (options.json) {
     nlohmann::json array = nlohmann::json::array();
     for (const auto& record : records) array.push_back(to_json(record));

@@ -15,6 +15,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -36,10 +37,17 @@ struct ObjectRecord {
   std::string problem;      ///< why `info` is empty, or what is wrong with it
   std::vector<pid_t> attached;  ///< live attached processes (memfd: holders of a descriptor)
   bool destroyed = false;   ///< its last process decided it goes, but the name is still there
+  /// What the layer that owns the object says about it ("owner_pid" -> "1234").
+  std::vector<std::pair<std::string, std::string>> details;
 };
 
+/// Called for each listed object with a valid header, with its user bytes
+/// mapped read-only, so the layers above can describe what lives inside.
+using ObjectInspector = std::function<void(ObjectRecord&, std::span<const std::byte> data)>;
+
 /// Every ferry object that can be found, plus the file segments at `file_paths`.
-std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths = {});
+std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths = {},
+                                       const ObjectInspector& inspect = {});
 
 /// Removes the object a locator names (as Segment::destroy does).
 result<void> remove_object(std::string_view locator);

@@ -17,6 +17,7 @@
 // memory and is seen by processes with different address spaces).
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 #include <type_traits>
 
@@ -33,7 +34,9 @@ class Monitor {
   static constexpr ObjectType kObjectType = ObjectType::monitor;
 
   explicit Monitor(const T& initial = T{}, std::string_view label = {}) noexcept
-      : mutex_(label), changed_(label), value_(initial) {}
+      : mutex_(label), changed_(label), value_(initial) {
+    static_assert(offsetof(Monitor, mutex_) == 0, "ferry ls reads a monitor's mutex at offset 0");
+  }
   Monitor(const Monitor&) = delete;
   Monitor& operator=(const Monitor&) = delete;
 
