@@ -16,7 +16,7 @@ class Label {
   constexpr Label() noexcept = default;
   explicit Label(std::string_view text) noexcept {
     const std::size_t n = std::min(text.size(), kCapacity - 1);
-    std::memcpy(text_, text.data(), n);
+    if (n > 0) std::memcpy(text_, text.data(), n);  // an empty view may hold a null pointer
   }
 
   /// "mutex 'orders'", or "mutex" without a label. Reads at most
