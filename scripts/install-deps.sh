@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config   # toolchain
   libgtest-dev                                   # tests
   libcli11-dev nlohmann-json3-dev                # the ferry command-line tool
+  libboost-dev                                   # benchmark peer: Boost.Interprocess
 )
 
 missing=()

@@ -1,6 +1,9 @@
 #include "ferry/os/process.hpp"
 
+#include "ferry/os/detail/thread_identity.hpp"
+
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -82,16 +85,43 @@ std::optional<ProcessId> ProcessId::of(pid_t pid) noexcept {
   return ProcessId(pid, start_token(stat->start_ticks));
 }
 
-ProcessId ProcessId::current() noexcept {
-  // Cached with the pid it belongs to, so a forked child computes its own.
-  static std::atomic<std::uint64_t> cached{0};
-  const pid_t self = ::getpid();
-  const ProcessId known = from_packed(cached.load(std::memory_order_relaxed));
-  if (known.pid() == self) return known;
-  const ProcessId fresh = of(self).value_or(ProcessId(self, 1));
-  cached.store(fresh.packed(), std::memory_order_relaxed);
-  return fresh;
+namespace detail {
+
+thread_local constinit ThreadIdentity tls_identity{0, 0};
+
+namespace {
+std::atomic<std::uint64_t> process_identity{0};  // shared by the threads of this process
+
+// Runs in the child, in the only thread it has: the one that forked.
+void forget_identities_after_fork() noexcept {
+  process_identity.store(0, std::memory_order_relaxed);
+  tls_identity = ThreadIdentity{0, 0};
 }
+}  // namespace
+
+const ThreadIdentity& refresh_identity() noexcept {
+  static const bool watching_forks =
+      (::pthread_atfork(nullptr, nullptr, &forget_identities_after_fork), true);
+  (void)watching_forks;
+  std::uint64_t process = process_identity.load(std::memory_order_relaxed);
+  if (process == 0) {
+    const pid_t self = ::getpid();
+    process = ProcessId::of(self)
+                  .value_or(ProcessId::from_packed((static_cast<std::uint64_t>(self) << 32) | 1))
+                  .packed();
+    process_identity.store(process, std::memory_order_relaxed);
+  }
+  tls_identity = ThreadIdentity{process, ::gettid()};
+  return tls_identity;
+}
+
+}  // namespace detail
+
+ProcessId ProcessId::current() noexcept {
+  return from_packed(detail::this_thread_identity().process);
+}
+
+pid_t current_thread_id() noexcept { return detail::this_thread_identity().tid; }
 
 bool ProcessId::alive() const noexcept {
   if (pid_ <= 0) return false;

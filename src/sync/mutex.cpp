@@ -1,5 +1,6 @@
 #include "ferry/sync/mutex.hpp"
 
+
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
@@ -9,9 +10,6 @@
 namespace ferry {
 namespace {
 
-// The kernel's robust-futex word: owner TID in the low 30 bits, then the
-// owner-died and waiters flags. A word with no TID can be tried.
-constexpr int kFutexTidMask = 0x3fffffff;
 
 std::uint64_t fresh_id() {
   std::random_device entropy;
@@ -42,17 +40,13 @@ error Mutex::failure(errc code, std::string detail, int sys_errno) const {
   return error(code, label_.describe("mutex"), std::move(detail), sys_errno);
 }
 
-bool Mutex::free_now() const noexcept {
-  return (__atomic_load_n(&native_.__data.__lock, __ATOMIC_RELAXED) & kFutexTidMask) == 0;
-}
-
 result<void> Mutex::finish_lock(int rc) {
   switch (rc) {
     case 0:
-      owner_.store(ProcessId::current().packed(), std::memory_order_relaxed);
+      note_acquired();
       return {};
     case EOWNERDEAD:
-      owner_.store(ProcessId::current().packed(), std::memory_order_relaxed);
+      note_acquired();
       state_.store(static_cast<std::uint32_t>(State::owner_died), std::memory_order_relaxed);
       return failure(errc::owner_died,
                      "its owner died holding it; you hold it now: repair the data, then mark_consistent()",
@@ -67,31 +61,15 @@ result<void> Mutex::finish_lock(int rc) {
   }
 }
 
-bool Mutex::given_up() const noexcept {
-  return state_.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(State::not_recoverable);
+result<bool> Mutex::try_lock_slowly(int rc) {
+  if (rc == EBUSY && !given_up()) return false;
+  return finish_lock(given_up() ? ENOTRECOVERABLE : rc).error();
 }
 
-result<bool> Mutex::try_lock() {
-  if (given_up()) return finish_lock(ENOTRECOVERABLE).error();
-  const int rc = pthread_mutex_trylock(&native_);
-  if (rc == EBUSY) return false;
-  if (auto locked = finish_lock(rc); !locked) return std::move(locked).error();
-  return true;
-}
-
-result<void> Mutex::lock(WaitStrategy strategy) {
-  return lock_until(deadline::max(), strategy);
-}
-
-result<void> Mutex::lock_for(steady_clock::duration timeout, WaitStrategy strategy) {
-  return lock_until(deadline_after(timeout), strategy);
-}
-
-result<void> Mutex::lock_until(deadline until, WaitStrategy strategy) {
+result<void> Mutex::lock_slowly(int rc, deadline until, WaitStrategy strategy) {
   // glibc reports not-recoverable only to the first locker after the fact;
   // ferry remembers it in shared memory and tells every later one at once.
   if (given_up()) return finish_lock(ENOTRECOVERABLE);
-  int rc = pthread_mutex_trylock(&native_);
   if (rc != EBUSY) return finish_lock(rc);
 
   if (strategy.mode != WaitStrategy::Mode::block) {
@@ -121,17 +99,19 @@ result<void> Mutex::lock_until(deadline until, WaitStrategy strategy) {
   return finish_lock(rc);
 }
 
-result<void> Mutex::unlock() {
-  const std::uint64_t holder = owner_.exchange(0, std::memory_order_relaxed);
+result<void> Mutex::unlock_failed(int rc) {
+  if (rc == EPERM) return failure(errc::not_owner, "only the thread holding it may unlock it", rc);
+  return failure(errc_from_errno(rc), "pthread mutex unlock", rc);
+}
+
+result<void> Mutex::unlock_slowly() {
+  if (!held_by_this_thread()) {
+    return failure(errc::not_owner, "only the thread holding it may unlock it", EPERM);
+  }
   const bool was_inconsistent =
       state_.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(State::owner_died);
-  const int rc = pthread_mutex_unlock(&native_);
-  if (rc != 0) {
-    std::uint64_t cleared = 0;
-    owner_.compare_exchange_strong(cleared, holder, std::memory_order_relaxed);
-    if (rc == EPERM) return failure(errc::not_owner, "only the thread holding it may unlock it", rc);
-    return failure(errc_from_errno(rc), "pthread mutex unlock", rc);
-  }
+  owner_.store(0, std::memory_order_relaxed);
+  if (const int rc = pthread_mutex_unlock(&native_); rc != 0) return unlock_failed(rc);
   if (was_inconsistent) {
     // Unlocked while inconsistent: glibc (and POSIX) make it unusable for good.
     state_.store(static_cast<std::uint32_t>(State::not_recoverable), std::memory_order_relaxed);
@@ -140,9 +120,7 @@ result<void> Mutex::unlock() {
 }
 
 result<void> Mutex::mark_consistent() {
-  if (owner_.load(std::memory_order_relaxed) != ProcessId::current().packed()) {
-    return failure(errc::not_owner, "only its holder may mark it consistent");
-  }
+  if (!held_by_this_thread()) return failure(errc::not_owner, "only its holder may mark it consistent");
   const int rc = pthread_mutex_consistent(&native_);
   if (rc != 0) return failure(errc::invalid_argument, "it is not in the owner-died state", rc);
   state_.store(static_cast<std::uint32_t>(State::consistent), std::memory_order_relaxed);

@@ -20,7 +20,8 @@ result<void> Semaphore::post(std::uint32_t units) {
                    "posting " + std::to_string(units) + " to " + std::to_string(seen) +
                        " would pass the maximum of " + std::to_string(maximum_));
     }
-  } while (!count_.compare_exchange_weak(seen, seen + units, std::memory_order_release,
+    // seq_cst: WaitPoint's contract for the write that makes the condition true.
+  } while (!count_.compare_exchange_weak(seen, seen + units, std::memory_order_seq_cst,
                                          std::memory_order_relaxed));
   if (units == 1) {
     available_.notify_one();

@@ -10,7 +10,8 @@
 // Calling `value()` on a result that holds an error, or `error()` on one that
 // holds a value, is a precondition violation: it aborts with the message.
 //
-// Thread-safety: error and result are plain values.
+// Thread-safety: error and result are plain values. A result that succeeded
+// costs no allocation; the error of a failed one is allocated when it fails.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +52,7 @@ enum class errc : std::uint8_t {
 /// Short lowercase text for a code, e.g. "permission denied".
 std::string_view to_string(errc code) noexcept;
 
-/// The one error type of ferry. Cheap to copy: the object's name is shared.
+/// The one error type of ferry. The object's name is shared between copies.
 class error {
  public:
   error(errc code, std::string_view object, std::string detail = {}, int sys_errno = 0);
@@ -87,7 +88,29 @@ errc errc_from_errno(int sys_errno) noexcept;
 
 namespace detail {
 [[noreturn]] void abort_with(std::string_view what, const error* e) noexcept;
-}
+
+// An error kept out of line: a result on the success path carries only a
+// null pointer (or its value and a tag), so hot paths return cheaply; the
+// allocation happens only when something fails. Copies are deep.
+class ErrorBox {
+ public:
+  ErrorBox() noexcept = default;
+  explicit ErrorBox(error e) : error_(std::make_unique<error>(std::move(e))) {}
+  ErrorBox(const ErrorBox& other) : error_(other.error_ ? std::make_unique<error>(*other.error_) : nullptr) {}
+  ErrorBox(ErrorBox&&) noexcept = default;
+  ErrorBox& operator=(const ErrorBox& other) {
+    if (this != &other) error_ = other.error_ ? std::make_unique<error>(*other.error_) : nullptr;
+    return *this;
+  }
+  ErrorBox& operator=(ErrorBox&&) noexcept = default;
+
+  explicit operator bool() const noexcept { return error_ != nullptr; }
+  error& get() const noexcept { return *error_; }
+
+ private:
+  std::unique_ptr<error> error_;
+};
+}  // namespace detail
 
 /// A value of type T or a ferry::error. [[nodiscard]]: ignoring a failure is a bug.
 template <class T>
@@ -122,46 +145,46 @@ class [[nodiscard]] result {
 
   [[nodiscard]] const ferry::error& error() const& {
     if (has_value()) detail::abort_with("result::error() called on a value", nullptr);
-    return std::get<1>(state_);
+    return std::get<1>(state_).get();
   }
   [[nodiscard]] ferry::error&& error() && {
     if (has_value()) detail::abort_with("result::error() called on a value", nullptr);
-    return std::get<1>(std::move(state_));
+    return std::move(std::get<1>(state_).get());
   }
 
  private:
   void check() const {
-    if (!has_value()) detail::abort_with("result::value() called on an error", &std::get<1>(state_));
+    if (!has_value()) detail::abort_with("result::value() called on an error", &std::get<1>(state_).get());
   }
-  std::variant<T, ferry::error> state_;
+  std::variant<T, detail::ErrorBox> state_;
 };
 
-/// Success or a ferry::error.
+/// Success or a ferry::error. On success it is one null pointer.
 template <>
 class [[nodiscard]] result<void> {
  public:
   using value_type = void;
 
-  result() = default;
+  result() noexcept = default;
   result(ferry::error e) : error_(std::move(e)) {}
 
-  [[nodiscard]] bool has_value() const noexcept { return !error_.has_value(); }
+  [[nodiscard]] bool has_value() const noexcept { return !error_; }
   explicit operator bool() const noexcept { return has_value(); }
   void value() const {
-    if (error_) detail::abort_with("result::value() called on an error", &*error_);
+    if (error_) detail::abort_with("result::value() called on an error", &error_.get());
   }
 
   [[nodiscard]] const ferry::error& error() const& {
     if (!error_) detail::abort_with("result::error() called on a value", nullptr);
-    return *error_;
+    return error_.get();
   }
   [[nodiscard]] ferry::error&& error() && {
     if (!error_) detail::abort_with("result::error() called on a value", nullptr);
-    return std::move(*error_);
+    return std::move(error_.get());
   }
 
  private:
-  std::optional<ferry::error> error_;
+  detail::ErrorBox error_;
 };
 
 }  // namespace ferry

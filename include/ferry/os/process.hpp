@@ -62,4 +62,7 @@ class ProcessId {
   std::uint32_t start_token_ = 0;
 };
 
+/// The kernel thread id of the calling thread (cached; correct after fork).
+pid_t current_thread_id() noexcept;
+
 }  // namespace ferry

@@ -43,6 +43,7 @@
 #include <optional>
 #include <string_view>
 
+#include "ferry/os/detail/thread_identity.hpp"
 #include "ferry/os/error.hpp"
 #include "ferry/os/process.hpp"
 #include "ferry/os/segment.hpp"
@@ -61,15 +62,43 @@ class alignas(64) Mutex {
   Mutex& operator=(const Mutex&) = delete;
   ~Mutex() = default;  // shared memory outlives any one process's view of it
 
+  // The uncontended paths are inline (a glibc call and one store); the rest
+  // is out of line in mutex.cpp.
+
   /// Errors: owner_died (acquired; repair, then mark_consistent), not_recoverable, busy.
-  result<void> lock(WaitStrategy strategy = {});
+  result<void> lock(WaitStrategy strategy = {}) { return lock_until(deadline::max(), strategy); }
   /// true if acquired, false if someone else holds it. Errors as lock().
-  result<bool> try_lock();
+  result<bool> try_lock() {
+    const int rc = pthread_mutex_trylock(&native_);
+    if (rc == 0) [[likely]] {
+      note_acquired();
+      return true;
+    }
+    return try_lock_slowly(rc);
+  }
   /// As lock(), or timed_out.
-  result<void> lock_for(steady_clock::duration timeout, WaitStrategy strategy = {});
-  result<void> lock_until(deadline until, WaitStrategy strategy = {});
+  result<void> lock_for(steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return lock_until(deadline_after(timeout), strategy);
+  }
+  result<void> lock_until(deadline until, WaitStrategy strategy = {}) {
+    const int rc = pthread_mutex_trylock(&native_);
+    if (rc == 0) [[likely]] {
+      note_acquired();
+      return {};
+    }
+    return lock_slowly(rc, until, strategy);
+  }
   /// Errors: not_owner.
-  result<void> unlock();
+  result<void> unlock() {
+    // The robust futex word holds the owner's thread id: a wrong unlock is
+    // refused here, before glibc (and sanitizers that intercept it) see it.
+    if (state_.load(std::memory_order_relaxed) != 0 || !held_by_this_thread()) [[unlikely]] {
+      return unlock_slowly();
+    }
+    owner_.store(0, std::memory_order_relaxed);
+    if (const int rc = pthread_mutex_unlock(&native_); rc != 0) [[unlikely]] return unlock_failed(rc);
+    return {};
+  }
   /// After owner_died and repair: makes the mutex usable again. Errors: not_owner,
   /// invalid_argument (it was not inconsistent).
   result<void> mark_consistent();
@@ -89,10 +118,29 @@ class alignas(64) Mutex {
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
 
  private:
+  // The robust-futex word: the owner's thread id in the low 30 bits.
+  static constexpr int kFutexTidMask = 0x3fffffff;
+
+  void note_acquired() noexcept {
+    owner_.store(detail::this_thread_identity().process, std::memory_order_relaxed);
+  }
+  bool free_now() const noexcept {
+    return (__atomic_load_n(&native_.__data.__lock, __ATOMIC_RELAXED) & kFutexTidMask) == 0;
+  }
+  bool held_by_this_thread() const noexcept {
+    return (__atomic_load_n(&native_.__data.__lock, __ATOMIC_RELAXED) & kFutexTidMask) ==
+           detail::this_thread_identity().tid;
+  }
+  bool given_up() const noexcept {
+    return state_.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(State::not_recoverable);
+  }
+
   result<void> finish_lock(int rc);
+  result<void> lock_slowly(int rc, deadline until, WaitStrategy strategy);
+  result<bool> try_lock_slowly(int rc);
+  result<void> unlock_slowly();
+  result<void> unlock_failed(int rc);
   error failure(errc code, std::string detail, int sys_errno = 0) const;
-  bool free_now() const noexcept;
-  bool given_up() const noexcept;
 
   pthread_mutex_t native_;
   std::atomic<std::uint64_t> owner_{0};  // packed ProcessId of the holder, 0 if free

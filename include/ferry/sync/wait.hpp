@@ -11,14 +11,18 @@
 // a waiter sleeps until its own condition (a predicate over shared memory)
 // holds; a notifier makes the condition true, then calls notify_*. The
 // notifier skips the futex syscall when nobody sleeps, so an uncontended
-// hand-off costs two atomic operations and no kernel entry.
+// hand-off costs one atomic read and no kernel entry.
 //
-// Memory ordering: the waiter announces itself (`sleepers`, seq_cst) before it
-// re-checks its condition; the notifier bumps `sequence` (seq_cst) after
-// making the condition true and only then reads `sleepers`. So either the
-// waiter sees the condition, or the notifier sees the sleeper and wakes it;
-// and futex_wait compares `sequence` in the kernel, so a wake between the
-// check and the sleep is not lost.
+// Memory ordering (the contract for users of WaitPoint): the notifier makes
+// the condition true with a seq_cst read-modify-write (or follows its write
+// with a seq_cst fence), then calls notify_*, which reads `sleepers` and, only
+// if someone sleeps, bumps `sequence` and wakes. The waiter counts itself in
+// `sleepers` (seq_cst RMW) before it reads `sequence` and re-checks the
+// condition. Both sides order "write mine, then read theirs" with seq_cst, so
+// either the waiter sees the condition or the notifier sees the sleeper; and
+// futex_wait compares `sequence` in the kernel, so a wake between the check
+// and the sleep is not lost. (A condition variable gets the same guarantee
+// from its mutex: see CondVar.)
 //
 // Crash tolerance: a waiter killed while asleep leaves `sleepers` counted
 // high forever. That costs later notifiers a (harmless) futex_wake syscall;
@@ -117,11 +121,18 @@ class WaitPoint {
     }
   }
 
-  /// Sleeps until the next notify (or `until`), without a condition of its
-  /// own: the caller re-checks whatever it waits for. `seen` must be the
-  /// value of `sequence()` read before the caller last checked its condition.
-  wait_status sleep(std::uint32_t seen, std::optional<deadline> until = std::nullopt) {
+  /// For waits without a condition of their own (CondVar): counts the
+  /// caller as a sleeper and returns the sequence to pass to sleep(). Call it
+  /// while the caller's condition still cannot change (under its mutex).
+  [[nodiscard]] std::uint32_t prepare_sleep() noexcept {
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    return sequence_.load(std::memory_order_seq_cst);
+  }
+  /// Undoes prepare_sleep() for a caller that will not sleep after all.
+  void cancel_sleep() noexcept { sleepers_.fetch_sub(1, std::memory_order_relaxed); }
+  /// Sleeps until a notify after prepare_sleep() (or `until`); stops counting
+  /// the caller as a sleeper. May wake spuriously.
+  wait_status sleep(std::uint32_t seen, std::optional<deadline> until = std::nullopt) {
     const auto woke = futex_wait(sequence_, seen, until);
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
     return woke == futex_wait_result::timed_out ? wait_status::timed_out : wait_status::ready;
@@ -142,9 +153,11 @@ class WaitPoint {
   }
 
  private:
+  // No sleeper: nothing to do, not even a write (see "Memory ordering").
   void notify(int count) noexcept {
+    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
     sequence_.fetch_add(1, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) != 0) futex_wake(sequence_, count);
+    futex_wake(sequence_, count);
   }
 
   std::atomic<std::uint32_t> sequence_{0};
