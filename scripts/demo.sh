@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The main job: install dependencies, build ferry (release), and run the demo
-# in which two real processes exchange data through a named segment.
+# The main job: install dependencies, build ferry (release), run the demo in
+# which two real processes exchange data through a named segment, then the
+# sync benchmark: ferry's Mutex/Semaphore/CondVar beside glibc and Boost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DFERRY_BUILD_TESTS=OFF -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON >/dev/null
+  -DFERRY_BUILD_TESTS=OFF -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON \
+  -DFERRY_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build/release
 
 echo
 echo "== two processes, one named segment =="
 ./build/release/examples/segment_exchange 20000
+echo
+echo "== sync primitives between two processes: ferry vs glibc vs Boost.Interprocess =="
+./build/release/bench/ferry_sync_bench
 echo
 echo "== ferry ls (nothing is left behind) =="
 ./build/release/tools/ferry/ferry ls
