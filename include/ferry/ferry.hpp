@@ -21,3 +21,6 @@
 #include "ferry/sync/monitor.hpp"    // Monitor<T>: value + mutex + condition
 #include "ferry/sync/named.hpp"      // Named<T>: any of them in a segment of its own
 #include "ferry/sync/inspect.hpp"    // what ferry ls shows about them
+
+// messaging: moving messages between processes
+#include "ferry/messaging/channel.hpp"  // Channel: lock-free link between two processes

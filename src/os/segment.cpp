@@ -45,6 +45,7 @@ std::string to_string(ObjectType type) {
     case ObjectType::condvar: return "condvar";
     case ObjectType::spin_lock: return "spin_lock";
     case ObjectType::monitor: return "monitor";
+    case ObjectType::channel: return "channel";
   }
   return "type " + std::to_string(static_cast<unsigned>(type));
 }

@@ -62,7 +62,8 @@ void describe_sync_object(ObjectRecord& record, std::span<const std::byte> data)
       }
       break;
     case ObjectType::condvar:
-    case ObjectType::segment: break;
+    case ObjectType::segment:
+    case ObjectType::channel: break;
   }
 }
 

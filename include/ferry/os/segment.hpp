@@ -62,6 +62,7 @@ enum class ObjectType : std::uint16_t {
   condvar = 3,
   spin_lock = 4,
   monitor = 5,
+  channel = 6,
 };
 enum class Persistence : std::uint8_t { process = 1, kernel = 2, filesystem = 3 };
 enum class Access : std::uint8_t { read_write, read_only };

@@ -1,0 +1,644 @@
+#include "ferry/messaging/channel.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "ferry/messaging/detail/channel_layout.hpp"
+#include "ferry/os/process.hpp"
+
+namespace ferry {
+namespace detail {
+
+struct ChannelShared {
+  Segment segment;
+  ChannelControl* control;
+  std::byte* ring;
+  // Copied from the segment once and validated: every later bounds check
+  // uses these, never the shared copies.
+  std::uint64_t capacity;
+  std::uint64_t mask;
+  std::uint32_t max_message;
+  std::shared_ptr<const std::string> description;
+};
+
+namespace {
+
+// How often a waiting side looks whether its peer still lives.
+constexpr auto kPeerCheckInterval = std::chrono::milliseconds(100);
+
+bool role_gone(std::uint64_t role) noexcept {
+  if (role == kRoleLeft) return true;
+  if (role == kRoleNone) return false;
+  return !ProcessId::from_packed(role).alive();
+}
+
+result<void> claim_role(std::atomic<std::uint64_t>& role, std::string_view what,
+                        const std::shared_ptr<const std::string>& description) {
+  const std::uint64_t me = ProcessId::current().packed();
+  for (;;) {
+    std::uint64_t seen = role.load(std::memory_order_seq_cst);
+    if (seen > kRoleLeft && ProcessId::from_packed(seen).alive()) {
+      return error(errc::busy, description,
+                   "it already has a " + std::string(what) + ": process " +
+                       std::to_string(ProcessId::from_packed(seen).pid()));
+    }
+    if (role.compare_exchange_strong(seen, me, std::memory_order_seq_cst)) return {};
+  }
+}
+
+void leave_role(std::atomic<std::uint64_t>& role) noexcept {
+  std::uint64_t me = ProcessId::current().packed();
+  role.compare_exchange_strong(me, kRoleLeft, std::memory_order_seq_cst);
+}
+
+enum class WaitOutcome : std::uint8_t { ready, timed_out, peer_gone };
+
+// Waits on `point` until `ready()`, in slices so that a dead peer (who will
+// never notify) is noticed; `gone()` says whether the peer died or left.
+template <class Ready, class Gone>
+WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Gone&& gone, WaitStrategy strategy,
+                          std::optional<deadline> until) {
+  for (;;) {
+    if (ready()) return WaitOutcome::ready;
+    if (gone()) return ready() ? WaitOutcome::ready : WaitOutcome::peer_gone;
+    const auto now = steady_clock::now();
+    if (until && now >= *until) return WaitOutcome::timed_out;
+    deadline slice = now + kPeerCheckInterval;
+    if (until && *until < slice) slice = *until;
+    if (point.wait(ready, strategy, slice) == wait_status::ready) return WaitOutcome::ready;
+    // Spinning once is enough; later slices sleep (busy_poll keeps polling).
+    if (strategy.mode == WaitStrategy::Mode::adaptive) strategy = WaitStrategy::block();
+  }
+}
+
+error corrupt(const ChannelShared& shared, std::string detail) {
+  return error(errc::corrupt, shared.description, std::move(detail));
+}
+
+error too_large(const ChannelShared& shared, std::size_t size) {
+  return error(errc::invalid_argument, shared.description,
+               "a message of " + std::to_string(size) + " bytes is larger than its maximum of " +
+                   std::to_string(shared.max_message));
+}
+
+result<std::shared_ptr<ChannelShared>> adopt(Segment segment) {
+  auto description = std::make_shared<const std::string>("channel '" + segment.name() + "'");
+  const auto data = segment.data();
+  if (data.size() < kChannelRingOffset) {
+    return error(errc::corrupt, description, "too small for a channel header");
+  }
+  auto* control = reinterpret_cast<ChannelControl*>(data.data());
+  // Read each constant once, then check it against ferry's own limits.
+  const std::uint64_t magic = control->magic;
+  const std::uint32_t version = control->layout_version;
+  const std::uint64_t capacity = control->capacity;
+  const std::uint64_t ring_offset = control->ring_offset;
+  const std::uint32_t max_message = control->max_message;
+  if (magic != kChannelMagic) return error(errc::corrupt, description, "not a channel (bad magic)");
+  if (version != kChannelLayoutVersion) {
+    return error(errc::version_mismatch, description,
+                 "channel layout version " + std::to_string(version) + ", this ferry reads " +
+                     std::to_string(kChannelLayoutVersion));
+  }
+  if (capacity < kMinChannelCapacity || capacity > kMaxChannelCapacity || !std::has_single_bit(capacity) ||
+      ring_offset != kChannelRingOffset || data.size() - kChannelRingOffset < capacity ||
+      record_size(max_message) * 2 > capacity) {
+    return error(errc::corrupt, description, "ring geometry out of bounds");
+  }
+  std::byte* ring = data.data() + kChannelRingOffset;
+  return std::make_shared<ChannelShared>(ChannelShared{std::move(segment), control, ring, capacity,
+                                                       capacity - 1, max_message, std::move(description)});
+}
+
+}  // namespace
+}  // namespace detail
+
+using detail::ChannelControl;
+using detail::ChannelShared;
+using detail::record_size;
+using detail::RecordHeader;
+using detail::WaitOutcome;
+
+namespace {
+// How often notify_fd()'s watcher thread looks whether it should stop.
+constexpr auto kWatcherSlice = std::chrono::milliseconds(100);
+}  // namespace
+
+// ----------------------------------------------------------------- Channel
+
+result<Channel> Channel::create(std::string_view name, const ChannelOptions& options) {
+  const std::string description = "channel '" + std::string(name) + "'";
+  if (options.max_message > std::uint64_t{UINT32_MAX} - 64) {
+    return error(errc::invalid_argument, description, "max_message is beyond 4 GiB");
+  }
+  std::uint64_t capacity = std::max<std::uint64_t>(
+      {options.capacity, 2 * record_size(options.max_message), detail::kMinChannelCapacity});
+  if (capacity > detail::kMaxChannelCapacity) {
+    return error(errc::invalid_argument, description, "capacity is beyond 1 TiB");
+  }
+  capacity = std::bit_ceil(capacity);
+  const auto max_message = static_cast<std::uint32_t>(options.max_message);
+
+  SegmentOptions segment_options{.kind = options.kind,
+                                 .size = detail::kChannelRingOffset + capacity,
+                                 .persistence = options.persistence,
+                                 .mode = options.mode,
+                                 .sysv_project_id = options.sysv_project_id,
+                                 .object_type = ObjectType::channel};
+  segment_options.initialize = [&](std::span<std::byte> data) {
+    auto* control = new (data.data()) ChannelControl{};
+    control->magic = detail::kChannelMagic;
+    control->layout_version = detail::kChannelLayoutVersion;
+    control->max_message = max_message;
+    control->capacity = capacity;
+    control->ring_offset = detail::kChannelRingOffset;
+    control->label = detail::Label(name);
+  };
+  auto segment = Segment::create(name, segment_options);
+  if (!segment) return std::move(segment).error();
+  auto shared = detail::adopt(std::move(*segment));
+  if (!shared) return std::move(shared).error();
+  return Channel(std::move(*shared));
+}
+
+result<Channel> Channel::open(std::string_view name, OpenOptions options) {
+  options.object_type = ObjectType::channel;
+  auto segment = Segment::open(name, options);
+  if (!segment) return std::move(segment).error();
+  auto shared = detail::adopt(std::move(*segment));
+  if (!shared) return std::move(shared).error();
+  return Channel(std::move(*shared));
+}
+
+result<Channel> Channel::attach(Fd memfd, OpenOptions options) {
+  options.object_type = ObjectType::channel;
+  auto segment = Segment::attach(std::move(memfd), options);
+  if (!segment) return std::move(segment).error();
+  auto shared = detail::adopt(std::move(*segment));
+  if (!shared) return std::move(shared).error();
+  return Channel(std::move(*shared));
+}
+
+result<void> Channel::destroy(std::string_view name, SegmentKind kind, int sysv_project_id) {
+  return Segment::destroy(name, kind, sysv_project_id);
+}
+
+std::size_t Channel::capacity() const noexcept { return shared_->capacity; }
+std::size_t Channel::max_message() const noexcept { return shared_->max_message; }
+const Segment& Channel::segment() const noexcept { return shared_->segment; }
+
+// ----------------------------------------------------------------- sender
+
+struct ChannelSender::State {
+  std::shared_ptr<ChannelShared> shared;
+  std::uint64_t tail = 0;       // next byte to write (committed, maybe unpublished)
+  std::uint64_t published = 0;  // last value stored in control->tail
+  std::uint64_t head_seen = 0;  // last value read from control->head
+  std::uint64_t sent = 0;       // messages committed
+  std::uint64_t reserved_at = 0;
+  std::optional<std::size_t> reserved;
+
+  ChannelControl& control() const noexcept { return *shared->control; }
+
+  // Reads the receiver's position; false if it is impossible (a hostile segment).
+  bool refresh_head() noexcept {
+    const std::uint64_t head = control().head.load(std::memory_order_acquire);
+    if (head > published || published - head > shared->capacity) return false;
+    head_seen = head;
+    return true;
+  }
+};
+
+ChannelSender::ChannelSender(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
+ChannelSender::ChannelSender(ChannelSender&&) noexcept = default;
+ChannelSender& ChannelSender::operator=(ChannelSender&& other) noexcept {
+  if (this != &other) {
+    ChannelSender previous(std::move(*this));  // leaves its role at the end of this scope
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+ChannelSender::~ChannelSender() {
+  if (!state_) return;
+  publish();
+  detail::leave_role(state_->control().sender);
+  state_->control().data_ready.notify_all();  // a waiting receiver learns we left
+}
+
+result<ChannelSender> Channel::sender() {
+  if (auto claimed = detail::claim_role(shared_->control->sender, "sender", shared_->description); !claimed) {
+    return std::move(claimed).error();
+  }
+  auto state = std::make_unique<ChannelSender::State>();
+  state->shared = shared_;
+  // Resume after what the previous sender published; what it had not, is gone.
+  state->tail = state->published = shared_->control->tail.load(std::memory_order_acquire);
+  state->sent = shared_->control->messages_sent.load(std::memory_order_relaxed);
+  if (!state->refresh_head()) return detail::corrupt(*shared_, "head and tail are inconsistent");
+  return ChannelSender(std::move(state));
+}
+
+std::size_t ChannelSender::max_message() const noexcept { return state_->shared->max_message; }
+
+result<std::optional<std::span<std::byte>>> ChannelSender::reserve_impl(std::size_t size,
+                                                                         std::optional<deadline> until,
+                                                                         WaitStrategy strategy, bool wait) {
+  State& s = *state_;
+  const ChannelShared& shared = *s.shared;
+  if (size > shared.max_message) return detail::too_large(shared, size);
+  s.reserved.reset();  // a reservation not committed is abandoned
+  const std::uint64_t need = record_size(size);
+  const auto room_needed = [&] {
+    const std::uint64_t to_end = shared.capacity - (s.tail & shared.mask);
+    return need <= to_end ? need : to_end + need;
+  };
+  const auto room = [&] { return shared.capacity - (s.tail - s.head_seen); };
+  if (room() < room_needed()) {
+    if (!s.refresh_head()) return detail::corrupt(shared, "the receiver's position is out of bounds");
+  }
+  if (room() < room_needed()) {
+    publish();  // what is committed must be visible before we wait for room
+    if (!wait) return std::optional<std::span<std::byte>>{};
+    bool corrupted = false;
+    const auto outcome = detail::wait_for_peer(
+        s.control().space_ready,
+        [&] {
+          if (!s.refresh_head()) corrupted = true;
+          return corrupted || room() >= room_needed();
+        },
+        [&] { return detail::role_gone(s.control().receiver.load(std::memory_order_seq_cst)); }, strategy,
+        until);
+    if (corrupted) return detail::corrupt(shared, "the receiver's position is out of bounds");
+    if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
+    if (outcome == WaitOutcome::peer_gone) {
+      return error(errc::peer_gone, shared.description, "the receiver died or left and the channel is full");
+    }
+  }
+  const std::uint64_t offset = s.tail & shared.mask;
+  const std::uint64_t to_end = shared.capacity - offset;
+  if (need > to_end) {
+    // Fill the rest of the ring with a wrap record; the message starts at 0.
+    const RecordHeader wrap{static_cast<std::uint32_t>(to_end - detail::kRecordHeaderSize), detail::kRecordWrap};
+    std::memcpy(shared.ring + offset, &wrap, sizeof wrap);
+    s.tail += to_end;
+  }
+  s.reserved_at = s.tail;
+  s.reserved = size;
+  return std::optional<std::span<std::byte>>(
+      std::span<std::byte>(shared.ring + (s.tail & shared.mask) + detail::kRecordHeaderSize, size));
+}
+
+result<std::span<std::byte>> ChannelSender::reserve(std::size_t size, WaitStrategy strategy) {
+  auto reserved = reserve_impl(size, std::nullopt, strategy, true);
+  if (!reserved) return std::move(reserved).error();
+  return **reserved;
+}
+
+result<std::optional<std::span<std::byte>>> ChannelSender::try_reserve(std::size_t size) {
+  return reserve_impl(size, std::nullopt, {}, false);
+}
+
+result<std::span<std::byte>> ChannelSender::reserve_until(std::size_t size, deadline until,
+                                                          WaitStrategy strategy) {
+  auto reserved = reserve_impl(size, until, strategy, true);
+  if (!reserved) return std::move(reserved).error();
+  return **reserved;
+}
+
+result<void> ChannelSender::commit(std::size_t used, Publish when) {
+  State& s = *state_;
+  if (!s.reserved) return error(errc::invalid_argument, s.shared->description, "commit() without reserve()");
+  if (used > *s.reserved) {
+    return error(errc::invalid_argument, s.shared->description,
+                 "committing " + std::to_string(used) + " bytes of a " + std::to_string(*s.reserved) +
+                     "-byte reservation");
+  }
+  const RecordHeader header{static_cast<std::uint32_t>(used), detail::kRecordMessage};
+  std::memcpy(s.shared->ring + (s.reserved_at & s.shared->mask), &header, sizeof header);
+  s.tail = s.reserved_at + record_size(used);
+  s.reserved.reset();
+  ++s.sent;
+  if (when == Publish::now) publish();
+  return {};
+}
+
+void ChannelSender::publish() noexcept {
+  State& s = *state_;
+  if (s.tail == s.published) return;
+  ChannelControl& control = s.control();
+  control.messages_sent.store(s.sent, std::memory_order_relaxed);
+  // seq_cst: WaitPoint's contract for the write that makes "data ready" true.
+  control.tail.store(s.tail, std::memory_order_seq_cst);
+  s.published = s.tail;
+  control.data_ready.notify_all();  // no system call unless the receiver sleeps
+}
+
+result<void> ChannelSender::send(std::span<const std::byte> message, WaitStrategy strategy) {
+  auto reserved = reserve_impl(message.size(), std::nullopt, strategy, true);
+  if (!reserved) return std::move(reserved).error();
+  if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
+  return commit(message.size());
+}
+
+result<bool> ChannelSender::try_send(std::span<const std::byte> message) {
+  auto reserved = reserve_impl(message.size(), std::nullopt, {}, false);
+  if (!reserved) return std::move(reserved).error();
+  if (!*reserved) return false;
+  if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
+  if (auto committed = commit(message.size()); !committed) return std::move(committed).error();
+  return true;
+}
+
+result<void> ChannelSender::send_until(std::span<const std::byte> message, deadline until,
+                                       WaitStrategy strategy) {
+  auto reserved = reserve_impl(message.size(), until, strategy, true);
+  if (!reserved) return std::move(reserved).error();
+  if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
+  return commit(message.size());
+}
+
+result<std::size_t> ChannelSender::try_send_batch(std::span<const std::span<const std::byte>> messages) {
+  std::size_t sent = 0;
+  for (const auto& message : messages) {
+    auto reserved = reserve_impl(message.size(), std::nullopt, {}, false);
+    if (!reserved) {
+      publish();
+      return std::move(reserved).error();
+    }
+    if (!*reserved) break;
+    if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
+    (void)commit(message.size(), Publish::later);
+    ++sent;
+  }
+  publish();
+  return sent;
+}
+
+result<void> ChannelSender::send_batch(std::span<const std::span<const std::byte>> messages,
+                                       WaitStrategy strategy) {
+  for (const auto& message : messages) {
+    // reserve publishes what is pending before it waits, so each run of
+    // messages that fits goes out with one index store.
+    auto reserved = reserve_impl(message.size(), std::nullopt, strategy, true);
+    if (!reserved) {
+      publish();
+      return std::move(reserved).error();
+    }
+    if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
+    (void)commit(message.size(), Publish::later);
+  }
+  publish();
+  return {};
+}
+
+// --------------------------------------------------------------- receiver
+
+struct ChannelReceiver::State {
+  std::shared_ptr<ChannelShared> shared;
+  std::uint64_t head = 0;      // next record to read
+  std::uint64_t released = 0;  // last value stored in control->head
+  std::uint64_t notified = 0;  // released position the sender was last told about
+  std::uint64_t tail_seen = 0;
+  std::uint64_t received = 0;
+  std::optional<std::uint64_t> peeked;  // record bytes of the message handed out by peek
+
+  // notify_fd(): an eventfd kept readable by a watcher thread while data waits.
+  Fd notify;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::uint32_t> drained{0};  // bumped when try_ forms find the channel empty
+  std::thread watcher;
+
+  ChannelControl& control() const noexcept { return *shared->control; }
+
+  bool refresh_tail() noexcept {
+    const std::uint64_t tail = control().tail.load(std::memory_order_acquire);
+    if (tail < head || tail - released > shared->capacity) return false;
+    tail_seen = tail;
+    return true;
+  }
+
+  // Publishes the released position: from here on a successor resumes after it.
+  void store_release() noexcept {
+    control().messages_received.store(received, std::memory_order_relaxed);
+    control().head.store(head, std::memory_order_release);
+    released = head;
+  }
+
+  // Tells a sender waiting for room. The seq_cst store is WaitPoint's
+  // contract (it orders the store before the read of `sleepers`); it bounces
+  // the line to the sender, so it happens only once a quarter of the ring is
+  // free, or before this side waits (see peek_impl).
+  void notify_sender() noexcept {
+    if (released == notified) return;
+    control().head.store(released, std::memory_order_seq_cst);
+    notified = released;
+    control().space_ready.notify_all();
+  }
+
+  void flush_release() noexcept {
+    if (head != released) store_release();
+    notify_sender();
+  }
+
+  void stop_watcher() noexcept {
+    if (!watcher.joinable()) return;
+    stopping.store(true);
+    drained.fetch_add(1);
+    futex_wake_all(drained);
+    control().data_ready.notify_all();
+    watcher.join();
+  }
+};
+
+ChannelReceiver::ChannelReceiver(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
+ChannelReceiver::ChannelReceiver(ChannelReceiver&&) noexcept = default;
+ChannelReceiver& ChannelReceiver::operator=(ChannelReceiver&& other) noexcept {
+  if (this != &other) {
+    ChannelReceiver previous(std::move(*this));  // leaves its role at the end of this scope
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+ChannelReceiver::~ChannelReceiver() {
+  if (!state_) return;
+  state_->stop_watcher();
+  state_->flush_release();
+  detail::leave_role(state_->control().receiver);
+  state_->control().space_ready.notify_all();  // a waiting sender learns we left
+}
+
+result<ChannelReceiver> Channel::receiver() {
+  if (auto claimed = detail::claim_role(shared_->control->receiver, "receiver", shared_->description);
+      !claimed) {
+    return std::move(claimed).error();
+  }
+  auto state = std::make_unique<ChannelReceiver::State>();
+  state->shared = shared_;
+  // Resume at the last message the previous receiver released.
+  state->head = state->released = state->notified = shared_->control->head.load(std::memory_order_acquire);
+  state->received = shared_->control->messages_received.load(std::memory_order_relaxed);
+  if (!state->refresh_tail()) return detail::corrupt(*shared_, "head and tail are inconsistent");
+  return ChannelReceiver(std::move(state));
+}
+
+std::size_t ChannelReceiver::max_message() const noexcept { return state_->shared->max_message; }
+
+result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std::optional<deadline> until,
+                                                                              WaitStrategy strategy,
+                                                                              bool wait) {
+  State& s = *state_;
+  const ChannelShared& shared = *s.shared;
+  for (;;) {
+    if (s.head == s.tail_seen && !s.refresh_tail()) {
+      return detail::corrupt(shared, "the sender's position is out of bounds");
+    }
+    if (s.head == s.tail_seen) {
+      s.flush_release();  // let the sender reuse the space while we wait
+      if (!wait) {
+        if (s.watcher.joinable()) {
+          // Tell the watcher the descriptor may be cleared and re-armed.
+          std::uint64_t value = 0;
+          (void)::read(s.notify.get(), &value, sizeof value);
+          s.drained.fetch_add(1);
+          futex_wake_all(s.drained);
+          if (s.refresh_tail() && s.head != s.tail_seen) continue;
+        }
+        return std::optional<std::span<const std::byte>>{};
+      }
+      bool corrupted = false;
+      const auto outcome = detail::wait_for_peer(
+          s.control().data_ready,
+          [&] {
+            if (!s.refresh_tail()) corrupted = true;
+            return corrupted || s.head != s.tail_seen;
+          },
+          [&] { return detail::role_gone(s.control().sender.load(std::memory_order_seq_cst)); }, strategy,
+          until);
+      if (corrupted) return detail::corrupt(shared, "the sender's position is out of bounds");
+      if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
+      if (outcome == WaitOutcome::peer_gone) {
+        return error(errc::peer_gone, shared.description, "the sender died or left and nothing is left to read");
+      }
+      continue;
+    }
+    const std::uint64_t offset = s.head & shared.mask;
+    RecordHeader header;
+    std::memcpy(&header, shared.ring + offset, sizeof header);  // read once
+    if (header.kind == detail::kRecordWrap) {
+      const std::uint64_t to_end = shared.capacity - offset;
+      if (header.length != to_end - detail::kRecordHeaderSize || s.head + to_end > s.tail_seen) {
+        return detail::corrupt(shared, "bad wrap record at offset " + std::to_string(offset));
+      }
+      s.head += to_end;
+      continue;
+    }
+    if (header.kind != detail::kRecordMessage || header.length > shared.max_message ||
+        offset + record_size(header.length) > shared.capacity ||
+        s.head + record_size(header.length) > s.tail_seen) {
+      return detail::corrupt(shared, "bad record at offset " + std::to_string(offset));
+    }
+    s.peeked = record_size(header.length);
+    return std::optional<std::span<const std::byte>>(
+        std::span<const std::byte>(shared.ring + offset + detail::kRecordHeaderSize, header.length));
+  }
+}
+
+result<std::span<const std::byte>> ChannelReceiver::peek(WaitStrategy strategy) {
+  auto peeked = peek_impl(std::nullopt, strategy, true);
+  if (!peeked) return std::move(peeked).error();
+  return **peeked;
+}
+
+result<std::optional<std::span<const std::byte>>> ChannelReceiver::try_peek() {
+  return peek_impl(std::nullopt, {}, false);
+}
+
+result<std::span<const std::byte>> ChannelReceiver::peek_until(deadline until, WaitStrategy strategy) {
+  auto peeked = peek_impl(until, strategy, true);
+  if (!peeked) return std::move(peeked).error();
+  return **peeked;
+}
+
+result<void> ChannelReceiver::release() {
+  State& s = *state_;
+  if (!s.peeked) return error(errc::invalid_argument, s.shared->description, "release() without peek()");
+  s.head += *s.peeked;
+  s.peeked.reset();
+  ++s.received;
+  s.store_release();
+  if (s.released - s.notified >= s.shared->capacity / 4) s.notify_sender();
+  return {};
+}
+
+namespace {
+error too_small(const ChannelShared& shared, std::size_t message, std::size_t buffer) {
+  return error(errc::invalid_argument, shared.description,
+               "a message of " + std::to_string(message) + " bytes does not fit a buffer of " +
+                   std::to_string(buffer) + " bytes (it stays in the channel)");
+}
+}  // namespace
+
+result<std::size_t> ChannelReceiver::receive(std::span<std::byte> buffer, WaitStrategy strategy) {
+  return receive_until(buffer, deadline::max(), strategy);
+}
+
+result<std::size_t> ChannelReceiver::receive_until(std::span<std::byte> buffer, deadline until,
+                                                   WaitStrategy strategy) {
+  auto peeked = peek_impl(until == deadline::max() ? std::nullopt : std::optional<deadline>(until), strategy, true);
+  if (!peeked) return std::move(peeked).error();
+  const auto message = **peeked;
+  if (message.size() > buffer.size()) return too_small(*state_->shared, message.size(), buffer.size());
+  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+  (void)release();
+  return message.size();
+}
+
+result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::byte> buffer) {
+  auto peeked = peek_impl(std::nullopt, {}, false);
+  if (!peeked) return std::move(peeked).error();
+  if (!*peeked) return std::optional<std::size_t>{};
+  const auto message = **peeked;
+  if (message.size() > buffer.size()) return too_small(*state_->shared, message.size(), buffer.size());
+  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+  (void)release();
+  return std::optional<std::size_t>(message.size());
+}
+
+result<int> ChannelReceiver::notify_fd() {
+  State& s = *state_;
+  if (s.notify) return s.notify.get();
+  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return error::from_errno(errno, *s.shared->description, "eventfd");
+  s.notify.reset(fd);
+  // The watcher sleeps until a message waits, makes the descriptor readable,
+  // then sleeps until the receiver has found the channel empty again.
+  s.watcher = std::thread([&s] {
+    for (;;) {
+      const std::uint32_t seen_drained = s.drained.load();
+      auto has_data = [&] {
+        return s.stopping.load() || s.control().tail.load(std::memory_order_acquire) !=
+                                        s.control().head.load(std::memory_order_acquire);
+      };
+      while (s.control().data_ready.wait(has_data, WaitStrategy::block(), deadline_after(kWatcherSlice)) !=
+             wait_status::ready) {
+        if (s.stopping.load()) return;
+      }
+      if (s.stopping.load()) return;
+      const std::uint64_t one = 1;
+      (void)::write(s.notify.get(), &one, sizeof one);
+      while (s.drained.load() == seen_drained && !s.stopping.load()) {
+        futex_wait(s.drained, seen_drained, deadline_after(kWatcherSlice));
+      }
+      if (s.stopping.load()) return;
+    }
+  });
+  return fd;
+}
+
+}  // namespace ferry
