@@ -2,6 +2,7 @@
 // variants, with SIGKILL, are in tests/process/channel_process_test.cpp.
 #include <poll.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <thread>
@@ -63,7 +64,9 @@ TEST_P(ChannelStrategies, EverySizeArrivesWholeAndInOrder) {
       auto received = rx->receive(buffer, GetParam());
       ASSERT_TRUE(received) << received.error().message();
       ASSERT_EQ(*received, size);
-      ASSERT_EQ(std::memcmp(buffer.data(), pattern(size, size + round).data(), size), 0) << size;
+      ASSERT_TRUE(std::equal(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(size),
+                             pattern(size, size + round).begin()))
+          << size;
     }
   }
   sender.join();
