@@ -24,3 +24,4 @@
 
 // messaging: moving messages between processes
 #include "ferry/messaging/channel.hpp"  // Channel: lock-free link between two processes
+#include "ferry/messaging/inspect.hpp"  // what ferry ls shows about them

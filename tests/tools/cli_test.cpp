@@ -204,6 +204,30 @@ TEST(CliLs, ShowsAMutexOwnerAndWhetherItIsAlive) {
   (void)Segment::destroy(semaphore_name);
 }
 
+TEST(CliLs, ShowsAChannelWithItsQueueAndPeers) {
+  const std::string name = ferry::test::unique_name("channel");
+  auto channel = ferry::Channel::create(name, {.capacity = 4096, .max_message = 100});
+  ASSERT_TRUE(channel) << channel.error().message();
+  auto tx = channel->sender();
+  ASSERT_TRUE(tx);
+  const std::vector<std::byte> message(40);
+  ASSERT_TRUE(tx->send(message));
+  ASSERT_TRUE(tx->send(message));
+  const auto objects = list_json();
+  const auto* entry = find(objects, name);
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ((*entry)["type"], "channel");
+  const auto& details = (*entry)["details"];
+  EXPECT_EQ(details["capacity"], "4096");
+  EXPECT_EQ(details["max_message"], "100");
+  EXPECT_EQ(details["queued_messages"], "2");
+  EXPECT_EQ(details["queued_bytes"], "96") << "two 48-byte records";
+  EXPECT_EQ(details["sender_pid"], std::to_string(::getpid()));
+  EXPECT_EQ(details["sender_alive"], "yes");
+  EXPECT_EQ(details["receiver"], "none");
+  (void)Segment::destroy(name);
+}
+
 TEST(CliRm, RemovesByNameAndReportsWhatItCannot) {
   const std::string name = ferry::test::unique_name("rm");
   {

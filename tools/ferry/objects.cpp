@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "ferry/os/registry.hpp"
+#include "ferry/messaging/inspect.hpp"
 #include "ferry/sync/inspect.hpp"
 
 namespace ferry::cli {
@@ -103,7 +104,10 @@ void print_table(const std::vector<ObjectRecord>& records) {
 
 int list(const ListOptions& options) {
   // Each layer describes its own objects.
-  const auto records = list_objects(options.file_paths, describe_sync_object);
+  const auto records = list_objects(options.file_paths, [](ObjectRecord& record, std::span<const std::byte> data) {
+    describe_sync_object(record, data);
+    describe_messaging_object(record, data);
+  });
   if (options.json) {
     nlohmann::json array = nlohmann::json::array();
     for (const auto& record : records) array.push_back(to_json(record));

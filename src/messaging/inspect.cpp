@@ -1,0 +1,39 @@
+#include "ferry/messaging/inspect.hpp"
+
+#include "ferry/messaging/detail/channel_layout.hpp"
+#include "ferry/os/process.hpp"
+
+namespace ferry {
+namespace {
+
+void describe_role(ObjectRecord& record, const std::string& role, std::uint64_t word) {
+  if (word == detail::kRoleNone) {
+    record.details.emplace_back(role, "none");
+  } else if (word == detail::kRoleLeft) {
+    record.details.emplace_back(role, "left");
+  } else {
+    const auto who = ProcessId::from_packed(word);
+    record.details.emplace_back(role + "_pid", std::to_string(who.pid()));
+    record.details.emplace_back(role + "_alive", who.alive() ? "yes" : "no");
+  }
+}
+
+}  // namespace
+
+void describe_messaging_object(ObjectRecord& record, std::span<const std::byte> data) {
+  if (!record.info || record.info->object_type != ObjectType::channel) return;
+  if (data.size() < detail::kChannelRingOffset) return;
+  const auto& control = *reinterpret_cast<const detail::ChannelControl*>(data.data());
+  const std::uint64_t tail = control.tail.load(std::memory_order_acquire);
+  const std::uint64_t head = control.head.load(std::memory_order_acquire);
+  const std::uint64_t sent = control.messages_sent.load(std::memory_order_relaxed);
+  const std::uint64_t received = control.messages_received.load(std::memory_order_relaxed);
+  record.details.emplace_back("capacity", std::to_string(control.capacity));
+  record.details.emplace_back("max_message", std::to_string(control.max_message));
+  record.details.emplace_back("queued_bytes", tail >= head ? std::to_string(tail - head) : "corrupt");
+  record.details.emplace_back("queued_messages", sent >= received ? std::to_string(sent - received) : "corrupt");
+  describe_role(record, "sender", control.sender.load(std::memory_order_relaxed));
+  describe_role(record, "receiver", control.receiver.load(std::memory_order_relaxed));
+}
+
+}  // namespace ferry
