@@ -339,45 +339,48 @@ void ChannelSender::publish() noexcept {
   control.data_ready.notify_all();  // no system call unless the receiver sleeps
 }
 
-result<void> ChannelSender::send(std::span<const std::byte> message, WaitStrategy strategy) {
-  auto reserved = reserve_impl(message.size(), std::nullopt, strategy, true);
-  if (!reserved) return std::move(reserved).error();
-  if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
-  return commit(message.size());
-}
-
-result<bool> ChannelSender::try_send(std::span<const std::byte> message) {
-  auto reserved = reserve_impl(message.size(), std::nullopt, {}, false);
+result<bool> ChannelSender::send_impl(std::span<const std::byte> message, std::optional<deadline> until,
+                                      WaitStrategy strategy, bool wait, Publish when) {
+  auto reserved = reserve_impl(message.size(), until, strategy, wait);
   if (!reserved) return std::move(reserved).error();
   if (!*reserved) return false;
   if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
-  if (auto committed = commit(message.size()); !committed) return std::move(committed).error();
+  if (auto committed = commit(message.size(), when); !committed) return std::move(committed).error();
   return true;
+}
+
+result<void> ChannelSender::send(std::span<const std::byte> message, WaitStrategy strategy) {
+  if (auto sent = send_impl(message, std::nullopt, strategy, true, Publish::now); !sent) {
+    return std::move(sent).error();
+  }
+  return {};
+}
+
+result<bool> ChannelSender::try_send(std::span<const std::byte> message) {
+  return send_impl(message, std::nullopt, {}, false, Publish::now);
 }
 
 result<void> ChannelSender::send_until(std::span<const std::byte> message, deadline until,
                                        WaitStrategy strategy) {
-  auto reserved = reserve_impl(message.size(), until, strategy, true);
-  if (!reserved) return std::move(reserved).error();
-  if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
-  return commit(message.size());
+  if (auto sent = send_impl(message, until, strategy, true, Publish::now); !sent) {
+    return std::move(sent).error();
+  }
+  return {};
 }
 
 result<std::size_t> ChannelSender::try_send_batch(std::span<const std::span<const std::byte>> messages) {
-  std::size_t sent = 0;
+  std::size_t count = 0;
   for (const auto& message : messages) {
-    auto reserved = reserve_impl(message.size(), std::nullopt, {}, false);
-    if (!reserved) {
+    auto sent = send_impl(message, std::nullopt, {}, false, Publish::later);
+    if (!sent) {
       publish();
-      return std::move(reserved).error();
+      return std::move(sent).error();
     }
-    if (!*reserved) break;
-    if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
-    (void)commit(message.size(), Publish::later);
-    ++sent;
+    if (!*sent) break;
+    ++count;
   }
   publish();
-  return sent;
+  return count;
 }
 
 result<void> ChannelSender::send_batch(std::span<const std::span<const std::byte>> messages,
@@ -385,13 +388,10 @@ result<void> ChannelSender::send_batch(std::span<const std::span<const std::byte
   for (const auto& message : messages) {
     // reserve publishes what is pending before it waits, so each run of
     // messages that fits goes out with one index store.
-    auto reserved = reserve_impl(message.size(), std::nullopt, strategy, true);
-    if (!reserved) {
+    if (auto sent = send_impl(message, std::nullopt, strategy, true, Publish::later); !sent) {
       publish();
-      return std::move(reserved).error();
+      return std::move(sent).error();
     }
-    if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
-    (void)commit(message.size(), Publish::later);
   }
   publish();
   return {};
@@ -584,23 +584,10 @@ error too_small(const ChannelShared& shared, std::size_t message, std::size_t bu
 }
 }  // namespace
 
-result<std::size_t> ChannelReceiver::receive(std::span<std::byte> buffer, WaitStrategy strategy) {
-  return receive_until(buffer, deadline::max(), strategy);
-}
-
-result<std::size_t> ChannelReceiver::receive_until(std::span<std::byte> buffer, deadline until,
-                                                   WaitStrategy strategy) {
-  auto peeked = peek_impl(until == deadline::max() ? std::nullopt : std::optional<deadline>(until), strategy, true);
-  if (!peeked) return std::move(peeked).error();
-  const auto message = **peeked;
-  if (message.size() > buffer.size()) return too_small(*state_->shared, message.size(), buffer.size());
-  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  (void)release();
-  return message.size();
-}
-
-result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::byte> buffer) {
-  auto peeked = peek_impl(std::nullopt, {}, false);
+result<std::optional<std::size_t>> ChannelReceiver::receive_impl(std::span<std::byte> buffer,
+                                                                  std::optional<deadline> until,
+                                                                  WaitStrategy strategy, bool wait) {
+  auto peeked = peek_impl(until, strategy, wait);
   if (!peeked) return std::move(peeked).error();
   if (!*peeked) return std::optional<std::size_t>{};
   const auto message = **peeked;
@@ -608,6 +595,23 @@ result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::b
   if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
   (void)release();
   return std::optional<std::size_t>(message.size());
+}
+
+result<std::size_t> ChannelReceiver::receive(std::span<std::byte> buffer, WaitStrategy strategy) {
+  auto received = receive_impl(buffer, std::nullopt, strategy, true);
+  if (!received) return std::move(received).error();
+  return **received;
+}
+
+result<std::size_t> ChannelReceiver::receive_until(std::span<std::byte> buffer, deadline until,
+                                                   WaitStrategy strategy) {
+  auto received = receive_impl(buffer, until, strategy, true);
+  if (!received) return std::move(received).error();
+  return **received;
+}
+
+result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::byte> buffer) {
+  return receive_impl(buffer, std::nullopt, {}, false);
 }
 
 result<int> ChannelReceiver::notify_fd() {

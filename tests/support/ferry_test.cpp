@@ -43,13 +43,20 @@ void become_other_user() {
   }
 }
 
-Child Child::spawn(const std::function<int()>& body) {
+namespace {
+pid_t fork_or_abort() {
   std::fflush(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) {
     std::perror("fork");
     std::abort();
   }
+  return pid;
+}
+}  // namespace
+
+Child Child::spawn(const std::function<int()>& body) {
+  const pid_t pid = fork_or_abort();
   if (pid == 0) {
     int code = 100;
     try {
@@ -68,12 +75,7 @@ Child Child::exec(const std::string& program, const std::vector<std::string>& ar
   argv.push_back(const_cast<char*>(program.c_str()));
   for (const std::string& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
   argv.push_back(nullptr);
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    std::perror("fork");
-    std::abort();
-  }
+  const pid_t pid = fork_or_abort();
   if (pid == 0) {
     ::execv(program.c_str(), argv.data());
     std::perror("execv");

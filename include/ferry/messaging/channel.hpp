@@ -137,6 +137,8 @@ class ChannelSender {
   explicit ChannelSender(std::unique_ptr<State> state) noexcept;
   result<std::optional<std::span<std::byte>>> reserve_impl(std::size_t size, std::optional<deadline> until,
                                                             WaitStrategy strategy, bool wait);
+  result<bool> send_impl(std::span<const std::byte> message, std::optional<deadline> until,
+                         WaitStrategy strategy, bool wait, Publish when);
   std::unique_ptr<State> state_;
 };
 
@@ -181,6 +183,8 @@ class ChannelReceiver {
   explicit ChannelReceiver(std::unique_ptr<State> state) noexcept;
   result<std::optional<std::span<const std::byte>>> peek_impl(std::optional<deadline> until,
                                                                WaitStrategy strategy, bool wait);
+  result<std::optional<std::size_t>> receive_impl(std::span<std::byte> buffer, std::optional<deadline> until,
+                                                  WaitStrategy strategy, bool wait);
   std::unique_ptr<State> state_;
 };
 
