@@ -208,7 +208,8 @@ struct ChannelSender::State {
 
   // Reads the receiver's position; false if it is impossible (a hostile segment).
   bool refresh_head() noexcept {
-    const std::uint64_t head = control().head.load(std::memory_order_acquire);
+    // seq_cst: this load is the condition a waiting sender re-checks (WaitPoint).
+    const std::uint64_t head = control().head.load(std::memory_order_seq_cst);
     if (head > published || published - head > shared->capacity) return false;
     head_seen = head;
     return true;
@@ -417,7 +418,8 @@ struct ChannelReceiver::State {
   ChannelControl& control() const noexcept { return *shared->control; }
 
   bool refresh_tail() noexcept {
-    const std::uint64_t tail = control().tail.load(std::memory_order_acquire);
+    // seq_cst: this load is the condition a waiting receiver re-checks (WaitPoint).
+    const std::uint64_t tail = control().tail.load(std::memory_order_seq_cst);
     if (tail < head || tail - released > shared->capacity) return false;
     tail_seen = tail;
     return true;

@@ -32,10 +32,11 @@ result<void> Semaphore::post(std::uint32_t units) {
 }
 
 bool Semaphore::try_wait() noexcept {
-  std::uint32_t seen = count_.load(std::memory_order_relaxed);
+  // seq_cst: this is the condition a waiter re-checks (WaitPoint's contract).
+  std::uint32_t seen = count_.load(std::memory_order_seq_cst);
   while (seen != 0) {
-    if (count_.compare_exchange_weak(seen, seen - 1, std::memory_order_acquire,
-                                     std::memory_order_relaxed)) {
+    if (count_.compare_exchange_weak(seen, seen - 1, std::memory_order_seq_cst,
+                                     std::memory_order_seq_cst)) {
       return true;
     }
   }

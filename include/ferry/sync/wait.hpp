@@ -18,7 +18,8 @@
 // with a seq_cst fence), then calls notify_*, which reads `sleepers` and, only
 // if someone sleeps, bumps `sequence` and wakes. The waiter counts itself in
 // `sleepers` (seq_cst RMW) before it reads `sequence` and re-checks the
-// condition. Both sides order "write mine, then read theirs" with seq_cst, so
+// condition (with seq_cst loads: the same instruction as acquire on x86-64 and
+// arm64). Both sides order "write mine, then read theirs" with seq_cst, so
 // either the waiter sees the condition or the notifier sees the sleeper; and
 // futex_wait compares `sequence` in the kernel, so a wake between the check
 // and the sleep is not lost. (A condition variable gets the same guarantee
@@ -90,8 +91,8 @@ class WaitPoint {
   WaitPoint(const WaitPoint&) = delete;
   WaitPoint& operator=(const WaitPoint&) = delete;
 
-  /// Waits until `ready()` is true or `until` passes. `ready` must read
-  /// shared memory with acquire (or stronger) loads.
+  /// Waits until `ready()` is true or `until` passes. `ready` must read the
+  /// condition with seq_cst loads (see "Memory ordering").
   template <class Ready>
   wait_status wait(Ready&& ready, WaitStrategy strategy = {},
                    std::optional<deadline> until = std::nullopt) {
