@@ -628,8 +628,8 @@ result<int> ChannelReceiver::notify_fd() {
     for (;;) {
       const std::uint32_t seen_drained = s.drained.load();
       auto has_data = [&] {
-        return s.stopping.load() || s.control().tail.load(std::memory_order_acquire) !=
-                                        s.control().head.load(std::memory_order_acquire);
+        return s.stopping.load() || s.control().tail.load(std::memory_order_seq_cst) !=
+                                        s.control().head.load(std::memory_order_seq_cst);
       };
       while (s.control().data_ready.wait(has_data, WaitStrategy::block(), deadline_after(kWatcherSlice)) !=
              wait_status::ready) {
