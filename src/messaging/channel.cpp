@@ -57,16 +57,23 @@ void leave_role(std::atomic<std::uint64_t>& role) noexcept {
   role.compare_exchange_strong(me, kRoleLeft, std::memory_order_seq_cst);
 }
 
-enum class WaitOutcome : std::uint8_t { ready, timed_out, peer_gone };
+enum class WaitOutcome : std::uint8_t { ready, timed_out, peer_gone, corrupt };
 
 // Waits on `point` until `ready()`, in slices so that a dead peer (who will
-// never notify) is noticed; `gone()` says whether the peer died or left.
-template <class Ready, class Gone>
-WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Gone&& gone, WaitStrategy strategy,
+// never notify) is noticed. A peer that left says so in its role word (a
+// cheap load, checked every time); whether it died needs /proc, so that is
+// asked only when a slice passed without news, as is `corrupt()`.
+template <class Ready, class Corrupt>
+WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Corrupt&& corrupt,
+                          const std::atomic<std::uint64_t>& peer, WaitStrategy strategy,
                           std::optional<deadline> until) {
-  for (;;) {
+  for (bool slice_passed = false;; slice_passed = true) {
     if (ready()) return WaitOutcome::ready;
-    if (gone()) return ready() ? WaitOutcome::ready : WaitOutcome::peer_gone;
+    if (slice_passed && corrupt()) return WaitOutcome::corrupt;
+    const std::uint64_t role = peer.load(std::memory_order_seq_cst);
+    if (role == kRoleLeft || (slice_passed && role_gone(role))) {
+      return ready() ? WaitOutcome::ready : WaitOutcome::peer_gone;
+    }
     const auto now = steady_clock::now();
     if (until && now >= *until) return WaitOutcome::timed_out;
     deadline slice = now + kPeerCheckInterval;
@@ -122,7 +129,9 @@ result<std::shared_ptr<ChannelShared>> adopt(Segment segment) {
 using detail::ChannelControl;
 using detail::ChannelShared;
 using detail::record_size;
-using detail::RecordHeader;
+using detail::header_at;
+using detail::record_header;
+using detail::record_tag;
 using detail::WaitOutcome;
 
 namespace {
@@ -203,8 +212,31 @@ struct ChannelSender::State {
   std::uint64_t sent = 0;       // messages committed
   std::uint64_t reserved_at = 0;
   std::optional<std::size_t> reserved;
+  // The first header of a deferred batch, written by publish(): until then
+  // the receiver cannot pass it, so the whole batch appears at once.
+  struct HeldHeader {
+    std::uint64_t offset;
+    std::uint64_t header;
+  };
+  std::optional<HeldHeader> held;
 
   ChannelControl& control() const noexcept { return *shared->control; }
+
+  // A successor resumes after the records whose headers are written, even if
+  // its predecessor died before storing `tail` for them.
+  void skip_written_records() noexcept {
+    for (std::uint64_t scanned = 0; scanned < shared->capacity;) {
+      const std::uint64_t offset = tail & shared->mask;
+      const std::uint64_t header = header_at(shared->ring, offset).load(std::memory_order_acquire);
+      const auto tag = static_cast<std::uint32_t>(header >> 32);
+      if ((tag & ~detail::kWrapBit) != record_tag(tail)) return;
+      const std::uint64_t step = (tag & detail::kWrapBit) ? shared->capacity - offset
+                                                          : record_size(static_cast<std::uint32_t>(header));
+      if (step == 0 || offset + step > shared->capacity) return;
+      tail += step;
+      scanned += step;
+    }
+  }
 
   // Reads the receiver's position; false if it is impossible (a hostile segment).
   bool refresh_head() noexcept {
@@ -239,9 +271,12 @@ result<ChannelSender> Channel::sender() {
   auto state = std::make_unique<ChannelSender::State>();
   state->shared = shared_;
   // Resume after what the previous sender published; what it had not, is gone.
-  state->tail = state->published = shared_->control->tail.load(std::memory_order_acquire);
+  state->tail = shared_->control->tail.load(std::memory_order_acquire);
+  state->skip_written_records();
+  state->published = state->tail;
   state->sent = shared_->control->messages_sent.load(std::memory_order_relaxed);
   if (!state->refresh_head()) return detail::corrupt(*shared_, "head and tail are inconsistent");
+  shared_->control->tail.store(state->tail, std::memory_order_release);
   return ChannelSender(std::move(state));
 }
 
@@ -273,8 +308,7 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_impl(std::siz
           if (!s.refresh_head()) corrupted = true;
           return corrupted || room() >= room_needed();
         },
-        [&] { return detail::role_gone(s.control().receiver.load(std::memory_order_seq_cst)); }, strategy,
-        until);
+        [] { return false; }, s.control().receiver, strategy, until);
     if (corrupted) return detail::corrupt(shared, "the receiver's position is out of bounds");
     if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
     if (outcome == WaitOutcome::peer_gone) {
@@ -285,8 +319,10 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_impl(std::siz
   const std::uint64_t to_end = shared.capacity - offset;
   if (need > to_end) {
     // Fill the rest of the ring with a wrap record; the message starts at 0.
-    const RecordHeader wrap{static_cast<std::uint32_t>(to_end - detail::kRecordHeaderSize), detail::kRecordWrap};
-    std::memcpy(shared.ring + offset, &wrap, sizeof wrap);
+    header_at(shared.ring, offset)
+        .store(record_header(static_cast<std::uint32_t>(to_end - detail::kRecordHeaderSize),
+                             record_tag(s.tail) | detail::kWrapBit),
+               std::memory_order_release);
     s.tail += to_end;
   }
   s.reserved_at = s.tail;
@@ -320,22 +356,33 @@ result<void> ChannelSender::commit(std::size_t used, Publish when) {
                  "committing " + std::to_string(used) + " bytes of a " + std::to_string(*s.reserved) +
                      "-byte reservation");
   }
-  const RecordHeader header{static_cast<std::uint32_t>(used), detail::kRecordMessage};
-  std::memcpy(s.shared->ring + (s.reserved_at & s.shared->mask), &header, sizeof header);
+  const std::uint64_t offset = s.reserved_at & s.shared->mask;
+  const std::uint64_t header = record_header(static_cast<std::uint32_t>(used), record_tag(s.reserved_at));
   s.tail = s.reserved_at + record_size(used);
   s.reserved.reset();
   ++s.sent;
+  if (when == Publish::later && !s.held) {
+    s.held = State::HeldHeader{offset, header};
+  } else if (when == Publish::later || s.held) {
+    header_at(s.shared->ring, offset).store(header, std::memory_order_release);
+  } else {
+    // seq_cst: WaitPoint's contract for the write that makes "data ready" true.
+    header_at(s.shared->ring, offset).store(header, std::memory_order_seq_cst);
+  }
   if (when == Publish::now) publish();
   return {};
 }
 
 void ChannelSender::publish() noexcept {
   State& s = *state_;
+  if (s.held) {
+    header_at(s.shared->ring, s.held->offset).store(s.held->header, std::memory_order_seq_cst);
+    s.held.reset();
+  }
   if (s.tail == s.published) return;
   ChannelControl& control = s.control();
   control.messages_sent.store(s.sent, std::memory_order_relaxed);
-  // seq_cst: WaitPoint's contract for the write that makes "data ready" true.
-  control.tail.store(s.tail, std::memory_order_seq_cst);
+  control.tail.store(s.tail, std::memory_order_release);  // for successors and `ferry ls`
   s.published = s.tail;
   control.data_ready.notify_all();  // no system call unless the receiver sleeps
 }
@@ -405,7 +452,6 @@ struct ChannelReceiver::State {
   std::uint64_t head = 0;      // next record to read
   std::uint64_t released = 0;  // last value stored in control->head
   std::uint64_t notified = 0;  // released position the sender was last told about
-  std::uint64_t tail_seen = 0;
   std::uint64_t received = 0;
   std::optional<std::uint64_t> peeked;  // record bytes of the message handed out by peek
 
@@ -417,12 +463,19 @@ struct ChannelReceiver::State {
 
   ChannelControl& control() const noexcept { return *shared->control; }
 
-  bool refresh_tail() noexcept {
-    // seq_cst: this load is the condition a waiting receiver re-checks (WaitPoint).
-    const std::uint64_t tail = control().tail.load(std::memory_order_seq_cst);
-    if (tail < head || tail - released > shared->capacity) return false;
-    tail_seen = tail;
-    return true;
+  // The sender stores `tail` after the headers below it, so a tail past us
+  // with no header here means the segment was scribbled on. Not on the fast
+  // path: `tail` lives on the sender's cache line.
+  bool tail_says_written() const noexcept {
+    const std::uint64_t tail = control().tail.load(std::memory_order_acquire);
+    return tail - head - 1 < shared->capacity && !has_record();
+  }
+
+  // Whether the next record's header is written (WaitPoint's condition).
+  bool has_record() const noexcept {
+    const std::uint64_t header =
+        header_at(shared->ring, head & shared->mask).load(std::memory_order_seq_cst);
+    return (static_cast<std::uint32_t>(header >> 32) & ~detail::kWrapBit) == record_tag(head);
   }
 
   // Publishes the released position: from here on a successor resumes after it.
@@ -485,7 +538,12 @@ result<ChannelReceiver> Channel::receiver() {
   // Resume at the last message the previous receiver released.
   state->head = state->released = state->notified = shared_->control->head.load(std::memory_order_acquire);
   state->received = shared_->control->messages_received.load(std::memory_order_relaxed);
-  if (!state->refresh_tail()) return detail::corrupt(*shared_, "head and tail are inconsistent");
+  // `tail` may trail the written headers by what a dying sender had not
+  // stored yet, never by more than a ring.
+  const std::uint64_t tail = shared_->control->tail.load(std::memory_order_acquire);
+  if (tail - state->head > shared_->capacity && state->head - tail > shared_->capacity) {
+    return detail::corrupt(*shared_, "head and tail are more than a ring apart");
+  }
   return ChannelReceiver(std::move(state));
 }
 
@@ -497,57 +555,51 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
   State& s = *state_;
   const ChannelShared& shared = *s.shared;
   for (;;) {
-    if (s.head == s.tail_seen && !s.refresh_tail()) {
-      return detail::corrupt(shared, "the sender's position is out of bounds");
-    }
-    if (s.head == s.tail_seen) {
+    const std::uint64_t offset = s.head & shared.mask;
+    // The header is the commit word: read it once; the record is there when
+    // its tag is the one of this position (seq_cst: WaitPoint's contract).
+    const std::uint64_t header = header_at(shared.ring, offset).load(std::memory_order_seq_cst);
+    const auto tag = static_cast<std::uint32_t>(header >> 32);
+    const auto length = static_cast<std::uint32_t>(header);
+    if ((tag & ~detail::kWrapBit) != record_tag(s.head)) {
       s.flush_release();  // let the sender reuse the space while we wait
       if (!wait) {
+        if (s.tail_says_written()) return detail::corrupt(shared, "no record where the sender wrote one");
         if (s.watcher.joinable()) {
           // Tell the watcher the descriptor may be cleared and re-armed.
           std::uint64_t value = 0;
           (void)::read(s.notify.get(), &value, sizeof value);
           s.drained.fetch_add(1);
           futex_wake_all(s.drained);
-          if (s.refresh_tail() && s.head != s.tail_seen) continue;
+          if (s.has_record()) continue;
         }
         return std::optional<std::span<const std::byte>>{};
       }
-      bool corrupted = false;
       const auto outcome = detail::wait_for_peer(
-          s.control().data_ready,
-          [&] {
-            if (!s.refresh_tail()) corrupted = true;
-            return corrupted || s.head != s.tail_seen;
-          },
-          [&] { return detail::role_gone(s.control().sender.load(std::memory_order_seq_cst)); }, strategy,
-          until);
-      if (corrupted) return detail::corrupt(shared, "the sender's position is out of bounds");
+          s.control().data_ready, [&] { return s.has_record(); }, [&] { return s.tail_says_written(); },
+          s.control().sender, strategy, until);
+      if (outcome == WaitOutcome::corrupt) return detail::corrupt(shared, "no record where the sender wrote one");
       if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
       if (outcome == WaitOutcome::peer_gone) {
         return error(errc::peer_gone, shared.description, "the sender died or left and nothing is left to read");
       }
       continue;
     }
-    const std::uint64_t offset = s.head & shared.mask;
-    RecordHeader header;
-    std::memcpy(&header, shared.ring + offset, sizeof header);  // read once
-    if (header.kind == detail::kRecordWrap) {
+    if (tag & detail::kWrapBit) {
       const std::uint64_t to_end = shared.capacity - offset;
-      if (header.length != to_end - detail::kRecordHeaderSize || s.head + to_end > s.tail_seen) {
+      if (length != to_end - detail::kRecordHeaderSize) {
         return detail::corrupt(shared, "bad wrap record at offset " + std::to_string(offset));
       }
       s.head += to_end;
       continue;
     }
-    if (header.kind != detail::kRecordMessage || header.length > shared.max_message ||
-        offset + record_size(header.length) > shared.capacity ||
-        s.head + record_size(header.length) > s.tail_seen) {
-      return detail::corrupt(shared, "bad record at offset " + std::to_string(offset));
+    if (length > shared.max_message || offset + record_size(length) > shared.capacity) {
+      return detail::corrupt(shared, "bad record at offset " + std::to_string(offset) + ": " +
+                                         std::to_string(length) + " bytes");
     }
-    s.peeked = record_size(header.length);
+    s.peeked = record_size(length);
     return std::optional<std::span<const std::byte>>(
-        std::span<const std::byte>(shared.ring + offset + detail::kRecordHeaderSize, header.length));
+        std::span<const std::byte>(shared.ring + offset + detail::kRecordHeaderSize, length));
   }
 }
 

@@ -334,8 +334,9 @@ TEST(Channel, HostileSegmentGivesCorruptNeverACrash) {
             }),
             errc::corrupt);
   EXPECT_EQ(receive_after([](ChannelControl&, std::byte* ring) {
-              const std::uint32_t wrap[2] = {8, ferry::detail::kRecordWrap};
-              std::memcpy(ring, wrap, 8);
+              const std::uint64_t wrap =
+                  ferry::detail::record_header(8, ferry::detail::record_tag(0) | ferry::detail::kWrapBit);
+              std::memcpy(ring, &wrap, 8);
             }),
             errc::corrupt);
 

@@ -15,32 +15,41 @@
 //     256     4  both         space_ready (WaitPoint: the sender sleeps here)
 //     512        sender       ring: `capacity` bytes of records
 //
-// A record is an 8-byte header and its payload, padded to 8 bytes:
+// A record is an 8-byte header and its payload, padded to 8 bytes. The
+// header is the record's commit word: one 64-bit store, written after the
+// payload, makes the record visible.
 //
 //  0                   1                   2                   3
 //  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 // +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 // |                     length (payload bytes)                    |
-// +---------------------------------------------------------------+
-// |              kind: kRecordMessage or kRecordWrap              |
-// +---------------------------------------------------------------+
+// +-+-------------------------------------------------------------+
+// |W|          tag: which lap of the ring this record is          |
+// +-+-------------------------------------------------------------+
 // |                 payload ... (padded to 8 bytes)               |
 // +---------------------------------------------------------------+
 //
-// A record never straddles the end of the ring: when the next one does not
-// fit, the sender writes a kRecordWrap record filling the rest and starts
-// again at offset 0.
+// The tag is derived from the record's absolute position (record_tag), so
+// a header left from an earlier lap never matches: the receiver polls the
+// header where the next record must start, and the message is there when the
+// tag is the one expected. W marks a wrap record: when the next record does
+// not fit before the end of the ring, the sender fills the rest with one and
+// starts again at offset 0 (a record never straddles the end).
 //
-// Publication: the sender writes whole records, then stores `tail`
-// (seq_cst); the receiver reads `tail` (acquire), then the records below it.
-// So a sender killed mid-write never exposes a partial message: its unpublished
-// bytes are simply overwritten by the next sender. The receiver stores `head`
-// after it is done with records; a receiver killed mid-read leaves `head` at
-// the last message it released, where its successor resumes.
+// Publication: the sender writes the payload, then the header (release; the
+// last one of a publish with seq_cst, WaitPoint's contract), then `tail`.
+// Batches hold back the header of their first record, so one store publishes
+// them all. A sender killed mid-write leaves no header: nothing partial is
+// ever visible, and its successor, which resumes at `tail` after skipping the
+// records whose headers are already written, overwrites the rest. The
+// receiver stores `head` as it releases records; a receiver killed mid-read
+// leaves `head` at the last message it released, where its successor resumes.
 //
-// Every index and length is read once from shared memory and checked against
-// `capacity` and `max_message` as copied (and validated) when the channel was
-// opened: a scribbled segment yields errc::corrupt, never a wild access.
+// The receiver never reads `tail` on its fast path (the sender's line stays
+// with the sender); the sender reads `head` only when it runs short of room.
+// Every header is read once and checked against `capacity` and
+// `max_message` as copied (and validated) when the channel was opened: a
+// scribbled segment yields errc::corrupt, never a wild access.
 #pragma once
 
 #include <atomic>
@@ -58,9 +67,9 @@ inline constexpr std::size_t kChannelRingOffset = 512;
 inline constexpr std::size_t kRecordHeaderSize = 8;
 inline constexpr std::size_t kRecordAlignment = 8;
 inline constexpr std::uint64_t kMinChannelCapacity = 256;
-inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 40;
-inline constexpr std::uint32_t kRecordMessage = 0x2147534D;  // "MSG!"
-inline constexpr std::uint32_t kRecordWrap = 0x50415257;     // "WRAP"
+// Tags repeat every (2^31 - 1) * 8 bytes (~16 GiB): the ring must be smaller.
+inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 33;
+inline constexpr std::uint32_t kWrapBit = 0x8000'0000u;
 inline constexpr std::uint64_t kRoleNone = 0;
 inline constexpr std::uint64_t kRoleLeft = 1;
 
@@ -84,10 +93,6 @@ struct ChannelControl {
   alignas(64) WaitPoint space_ready;
 };
 
-struct RecordHeader {
-  std::uint32_t length;
-  std::uint32_t kind;
-};
 
 static_assert(offsetof(ChannelControl, magic) == 0);
 static_assert(offsetof(ChannelControl, layout_version) == 8);
@@ -104,11 +109,25 @@ static_assert(offsetof(ChannelControl, messages_received) == 144);
 static_assert(offsetof(ChannelControl, data_ready) == 192);
 static_assert(offsetof(ChannelControl, space_ready) == 256);
 static_assert(sizeof(ChannelControl) <= kChannelRingOffset);
-static_assert(sizeof(RecordHeader) == kRecordHeaderSize);
+static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 constexpr std::uint64_t record_size(std::uint64_t payload) noexcept {
   return (kRecordHeaderSize + payload + kRecordAlignment - 1) & ~std::uint64_t{kRecordAlignment - 1};
+}
+
+/// The tag of a record at absolute `position`: never 0 (zeroed memory is no record).
+constexpr std::uint32_t record_tag(std::uint64_t position) noexcept {
+  return static_cast<std::uint32_t>((position / kRecordAlignment) % (kWrapBit - 1)) + 1;
+}
+
+constexpr std::uint64_t record_header(std::uint32_t length, std::uint32_t tag) noexcept {
+  return (std::uint64_t{tag} << 32) | length;
+}
+
+/// The header word at `offset` of the ring (8-aligned), as an atomic.
+inline std::atomic_ref<std::uint64_t> header_at(std::byte* ring, std::uint64_t offset) noexcept {
+  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring + offset));
 }
 
 }  // namespace ferry::detail
