@@ -238,11 +238,13 @@ struct ChannelSender::State {
     }
   }
 
-  // Reads the receiver's position; false if it is impossible (a hostile segment).
+  // Reads the receiver's position; false if it is impossible (a hostile
+  // segment). The receiver may be past `published` (a wrap record is visible
+  // as soon as it is written) but never past what this sender wrote.
   bool refresh_head() noexcept {
     // seq_cst: this load is the condition a waiting sender re-checks (WaitPoint).
     const std::uint64_t head = control().head.load(std::memory_order_seq_cst);
-    if (head > published || published - head > shared->capacity) return false;
+    if (head > tail || tail - head > shared->capacity) return false;
     head_seen = head;
     return true;
   }
