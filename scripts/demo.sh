@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: install dependencies, build ferry (release), run the demo in
-# which two real processes exchange data through a named segment, then the
-# sync benchmark: ferry's Mutex/Semaphore/CondVar beside glibc and Boost.
+# The main job: install dependencies, build ferry (release), run the demos in
+# which two real processes exchange data (a named segment, a Channel), then
+# `ferry bench --quick` (ferry's Channel beside every OS mechanism and peer
+# library) and the sync benchmark (Mutex/Semaphore/CondVar beside glibc and Boost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,12 @@ cmake --build build/release
 echo
 echo "== two processes, one named segment =="
 ./build/release/examples/segment_exchange 20000
+echo
+echo "== a Channel between two processes =="
+./build/release/examples/channel_stream 10000000
+echo
+echo "== ferry bench --quick: ferry's Channel beside the OS mechanisms and peer libraries =="
+./build/release/tools/ferry/ferry bench --quick
 echo
 echo "== sync primitives between two processes: ferry vs glibc vs Boost.Interprocess =="
 ./build/release/bench/ferry_sync_bench

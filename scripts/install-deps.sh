@@ -7,7 +7,9 @@ packages=(
   build-essential cmake ninja-build pkg-config   # toolchain
   libgtest-dev                                   # tests
   libcli11-dev nlohmann-json3-dev                # the ferry command-line tool
-  libboost-dev                                   # benchmark peer: Boost.Interprocess
+  libboost-dev libzmq3-dev libnng-dev            # benchmark peers: Boost.Interprocess, ZeroMQ, NNG
+  iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev  # benchmark peer: Eclipse iceoryx (and iox-roudi)
+  gnuplot-nox                                    # ferry bench --plot
 )
 
 missing=()

@@ -14,7 +14,8 @@ configure_and_build() {  # name, extra cmake arguments...
   shift
   echo "== build: $name =="
   cmake -S . -B "build/ci-$name" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DFERRY_BUILD_TESTS=ON -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON "$@" >/dev/null
+    -DFERRY_BUILD_TESTS=ON -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON -DFERRY_BUILD_BENCHMARKS=ON \
+    "$@" >/dev/null
   cmake --build "build/ci-$name" -j "$jobs"
 }
 
@@ -30,7 +31,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 configure_and_build tsan -DFERRY_SANITIZE=thread
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_tests tsan 0.25
 
-configure_and_build plain -DFERRY_BUILD_BENCHMARKS=ON  # benchmarks are built (not run) so they cannot rot
+configure_and_build plain
 echo "== install and build an example out of tree =="
 prefix="$PWD/build/ci-plain/prefix"
 rm -rf "$prefix" build/ci-consumer

@@ -1,7 +1,11 @@
-// ferry: list, inspect, remove and garbage-collect IPC objects.
+// ferry: list, inspect, remove and garbage-collect IPC objects; benchmark transports.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "commands.hpp"
+#ifdef FERRY_CLI_HAVE_BENCH
+#include "ipc_bench.hpp"
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"ferry: inter-process communication objects on this machine"};
@@ -28,6 +32,23 @@ int main(int argc, char** argv) {
   collect->add_flag("--json", gc.json, "Print JSON");
   collect->add_option("paths", gc.file_paths, "File segments to consider as well");
   collect->callback([&] { status = ferry::cli::collect_garbage(gc); });
+
+#ifdef FERRY_CLI_HAVE_BENCH
+  ferry::bench::Options bench_options;
+  auto* bench = app.add_subcommand(
+      "bench", "Measure IPC transports side by side: round trip and throughput of pipes, sockets, message "
+               "queues, Boost, ZeroMQ, NNG, iceoryx and ferry, against the shared-memory floor");
+  ferry::bench::add_options(*bench, bench_options);
+  bench->callback([&] { status = ferry::bench::run_command(bench_options); });
+#else
+  auto* bench = app.add_subcommand("bench", "Measure IPC transports (not in this build)");
+  bench->allow_extras();
+  bench->callback([&] {
+    std::fprintf(stderr, "ferry bench: this ferry was built without the benchmark "
+                         "(configure with -DFERRY_BUILD_BENCHMARKS=ON)\n");
+    status = 2;
+  });
+#endif
 
   CLI11_PARSE(app, argc, argv);
   return status;

@@ -1,0 +1,174 @@
+// `ferry bench`, tested by running the built binary as a user would: a quick
+// run of two cheap transports (and eventfd, which has no throughput) must
+// finish in seconds, print its table, and write JSON records with every field
+// the issue asks for; usage errors must be clear and never crash.
+//
+// Needs FERRY_CLI (the path of the ferry binary) at compile time; see the
+// report that came with this file for the CMake lines.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct CliRun {
+  int status = -1;     // exit status, or -1 if killed by a signal
+  int signal = 0;
+  pid_t pid = 0;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the ferry binary with `arguments`, optionally with PATH replaced.
+CliRun run_ferry(const std::vector<std::string>& arguments, const char* path_env = nullptr) {
+  CliRun run;
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return run;
+  const pid_t child = ::fork();
+  if (child < 0) return run;
+  if (child == 0) {
+    ::dup2(pipe_fds[1], STDOUT_FILENO);
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    if (path_env != nullptr) ::setenv("PATH", path_env, 1);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(FERRY_CLI));
+    for (const std::string& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
+    argv.push_back(nullptr);
+    ::execv(FERRY_CLI, argv.data());
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  run.pid = child;
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0) run.output.append(buffer, static_cast<std::size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  if (WIFEXITED(status)) run.status = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) run.signal = WTERMSIG(status);
+  return run;
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / (name + "." + std::to_string(::getpid()))).string();
+}
+
+// Nothing of a finished run is left in the temporary directory.
+void expect_no_leftovers(pid_t pid) {
+  const std::string prefix = "ferry-bench." + std::to_string(pid) + ".";
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::temp_directory_path())) {
+    EXPECT_NE(entry.path().filename().string().rfind(prefix, 0), 0u) << "left behind: " << entry.path();
+  }
+}
+
+TEST(BenchCli, QuickRunWritesEveryField) {
+  const std::string json_path = temp_path("ferry-bench-test.json");
+  const CliRun run = run_ferry(
+      {"bench", "--quick", "--only", "floor.spin,pipe,eventfd,ferry.channel.adaptive", "--json", json_path});
+  ASSERT_EQ(run.signal, 0) << run.output;
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("Round trip, 64 B"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("One-way throughput, 1 MiB"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("pipe"), std::string::npos) << run.output;
+  expect_no_leftovers(run.pid);
+
+  std::ifstream file(json_path);
+  ASSERT_TRUE(file.good()) << "no JSON written to " << json_path << "\n" << run.output;
+  const nlohmann::json records = nlohmann::json::parse(file);
+  std::filesystem::remove(json_path);
+  ASSERT_TRUE(records.is_array());
+
+  const std::set<std::string> asked{"floor.spin", "pipe", "eventfd", "ferry.channel.adaptive"};
+  const std::set<std::size_t> sizes{64, 4096, 65536, 1048576};
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const nlohmann::json& record : records) {
+    SCOPED_TRACE(record.dump());
+    for (const char* field : {"transport", "pattern", "size", "status", "median_ns", "p99_ns", "p999_ns",
+                              "msgs_per_s", "bytes_per_s"}) {
+      EXPECT_TRUE(record.contains(field)) << field;
+    }
+    const std::string transport = record["transport"];
+    const std::string pattern = record["pattern"];
+    const std::string status = record["status"];
+    const std::size_t size = record["size"];
+    EXPECT_TRUE(asked.count(transport)) << transport;
+    EXPECT_TRUE(pattern == "rtt" || pattern == "throughput");
+    seen.emplace(transport, pattern + "/" + std::to_string(size));
+
+    if (transport == "eventfd" && pattern == "throughput") {
+      EXPECT_EQ(status, "n/a");
+      EXPECT_TRUE(record.contains("reason"));
+      EXPECT_TRUE(record["msgs_per_s"].is_null());
+      continue;
+    }
+    ASSERT_EQ(status, "ok") << record.value("reason", "");
+    EXPECT_GT(record["floor_ns"].get<double>(), 0);
+    if (pattern == "rtt") {
+      EXPECT_EQ(size, 64u);
+      const double median = record["median_ns"];
+      const double p99 = record["p99_ns"];
+      const double p999 = record["p999_ns"];
+      EXPECT_GT(median, 0);
+      EXPECT_GE(p99, median);
+      EXPECT_GE(p999, p99);
+      EXPECT_TRUE(record["msgs_per_s"].is_null());
+      EXPECT_TRUE(record["bytes_per_s"].is_null());
+      EXPECT_GT(record["samples"].get<double>(), 0);
+    } else {
+      EXPECT_TRUE(sizes.count(size)) << size;
+      const double messages = record["msgs_per_s"];
+      const double bytes = record["bytes_per_s"];
+      EXPECT_GT(messages, 0);
+      EXPECT_NEAR(bytes, messages * static_cast<double>(size), bytes * 1e-9);
+      EXPECT_TRUE(record["median_ns"].is_null());
+    }
+    EXPECT_FALSE(record["repetitions"].empty());
+    if (transport == "floor.spin") {
+      EXPECT_DOUBLE_EQ(record["vs_floor_spin"].get<double>(), 1.0);
+    }
+  }
+  // Every transport asked for: one rtt record and one per throughput size.
+  EXPECT_EQ(seen.size(), asked.size() * (1 + sizes.size()));
+}
+
+TEST(BenchCli, UnknownTransportIsAUsageError) {
+  const CliRun run = run_ferry({"bench", "--quick", "--only", "carrier.pigeon"});
+  EXPECT_EQ(run.status, 2) << run.output;
+  EXPECT_NE(run.output.find("unknown transport 'carrier.pigeon'"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("unix.stream"), std::string::npos) << "should list the transports that exist";
+}
+
+TEST(BenchCli, PlotWithoutGnuplotFailsClearlyBeforeMeasuring) {
+  const CliRun run = run_ferry({"bench", "--quick", "--only", "pipe", "--plot", temp_path("ferry-bench-test.png")},
+                            "/nonexistent");
+  EXPECT_EQ(run.signal, 0) << run.output;
+  EXPECT_EQ(run.status, 2) << run.output;
+  EXPECT_NE(run.output.find("gnuplot"), std::string::npos) << run.output;
+  EXPECT_EQ(run.output.find("Round trip"), std::string::npos) << "it must fail before measuring";
+}
+
+TEST(BenchCli, ListNamesEveryTransport) {
+  const CliRun run = run_ferry({"bench", "--list"});
+  ASSERT_EQ(run.status, 0) << run.output;
+  for (const char* name : {"floor.spin", "floor.futex", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
+                           "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
+                           "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block"}) {
+    EXPECT_NE(run.output.find(name), std::string::npos) << name;
+  }
+}
+
+}  // namespace

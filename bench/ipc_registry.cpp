@@ -1,0 +1,42 @@
+// The table of transports, in report order: the floors, the kernel's own
+// mechanisms, the peer libraries (each only when it was found at configure
+// time), then ferry.
+#include "ipc_transports.hpp"
+
+namespace ferry::bench {
+
+std::vector<TransportInfo> all_transports() {
+  std::vector<TransportInfo> list;
+  add_floor_transports(list);
+  add_os_transports(list);
+#ifdef FERRY_BENCH_HAVE_BOOST
+  add_boost_transport(list);
+#else
+  list.push_back(unavailable_transport("boost.mq", Group::peer,
+                                       "not built: Boost headers (Debian: libboost-dev) were not found"));
+#endif
+#ifdef FERRY_BENCH_HAVE_ZMQ
+  add_zmq_transport(list);
+#else
+  list.push_back(unavailable_transport("zmq.ipc", Group::peer,
+                                       "not built: libzmq (Debian: libzmq3-dev) was not found"));
+#endif
+#ifdef FERRY_BENCH_HAVE_NNG
+  add_nng_transport(list);
+#else
+  list.push_back(unavailable_transport("nng.ipc", Group::peer, "not built: nng (Debian: libnng-dev) was not found"));
+#endif
+#ifdef FERRY_BENCH_HAVE_ICEORYX
+  add_iceoryx_transports(list);
+#else
+  for (const char* name : {"iceoryx.poll", "iceoryx.waitset"}) {
+    list.push_back(unavailable_transport(
+        name, Group::peer,
+        "not built: iceoryx (Debian: libiceoryx-posh-dev, libiceoryx-hoofs-dev) was not found"));
+  }
+#endif
+  add_ferry_transports(list);
+  return list;
+}
+
+}  // namespace ferry::bench

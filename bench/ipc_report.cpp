@@ -1,0 +1,487 @@
+// The benchmark's report: text tables, the JSON records, the gnuplot picture.
+#include "ipc_report.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace ferry::bench {
+
+std::string format_rate(double per_second, const char* unit) {
+  char text[48];
+  if (per_second >= 1e9) {
+    std::snprintf(text, sizeof text, "%.2f G%s", per_second / 1e9, unit);
+  } else if (per_second >= 1e6) {
+    std::snprintf(text, sizeof text, "%.2f M%s", per_second / 1e6, unit);
+  } else if (per_second >= 1e3) {
+    std::snprintf(text, sizeof text, "%.1f k%s", per_second / 1e3, unit);
+  } else {
+    std::snprintf(text, sizeof text, "%.0f %s", per_second, unit);
+  }
+  return text;
+}
+
+namespace {
+
+std::string format_ratio(const std::optional<double>& ratio) {
+  if (!ratio) return "-";
+  char text[32];
+  if (*ratio >= 100) {
+    std::snprintf(text, sizeof text, "%.0fx", *ratio);
+  } else if (*ratio >= 0.1) {
+    std::snprintf(text, sizeof text, "%.2fx", *ratio);
+  } else {
+    std::snprintf(text, sizeof text, "%.2gx", *ratio);
+  }
+  return text;
+}
+
+std::string opt_ns(const std::optional<double>& ns) { return ns ? format_ns(*ns) : "-"; }
+
+// "190-240": the lowest and highest floor probe of a row's repetitions.
+std::string floor_range(const Record& record) {
+  if (record.repetition_floors.empty()) return "-";
+  const auto [low, high] = std::minmax_element(record.repetition_floors.begin(), record.repetition_floors.end());
+  char text[32];
+  std::snprintf(text, sizeof text, "%.0f-%.0f", *low, *high);
+  return text;
+}
+
+const Record* find_record(const std::vector<Record>& records, const std::string& transport, Pattern pattern,
+                          std::size_t size) {
+  for (const Record& record : records) {
+    if (record.transport == transport && record.pattern == pattern && record.size == size) return &record;
+  }
+  return nullptr;
+}
+
+// Time per message: what the ratios compare (lower is better).
+std::optional<double> cost(const Record& record) {
+  if (record.status != Status::ok) return std::nullopt;
+  if (record.pattern == Pattern::rtt) return record.median_ns;
+  if (record.msgs_per_s && *record.msgs_per_s > 0) return 1e9 / *record.msgs_per_s;
+  return std::nullopt;
+}
+
+// The sections of the report: the rtt, then each throughput size.
+std::vector<std::pair<Pattern, std::size_t>> sections(const std::vector<Record>& records) {
+  std::vector<std::pair<Pattern, std::size_t>> list;
+  for (const Record& record : records) {
+    const std::pair<Pattern, std::size_t> key{record.pattern, record.size};
+    if (std::find(list.begin(), list.end(), key) == list.end()) list.push_back(key);
+  }
+  std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first == Pattern::rtt;
+    return a.second < b.second;
+  });
+  return list;
+}
+
+std::string json_status(Status status) { return status_text(status); }
+
+}  // namespace
+
+const char* status_text(Status status) {
+  switch (status) {
+    case Status::ok:
+      return "ok";
+    case Status::not_applicable:
+      return "n/a";
+    case Status::not_available:
+      return "not available";
+    case Status::not_running:
+      return "not running";
+    case Status::none:
+    case Status::error:
+      break;
+  }
+  return "error";
+}
+
+const char* pattern_text(Pattern pattern) { return pattern == Pattern::rtt ? "rtt" : "throughput"; }
+
+const char* group_text(Group group) {
+  switch (group) {
+    case Group::floor:
+      return "floor";
+    case Group::os:
+      return "os";
+    case Group::peer:
+      return "peer";
+    case Group::ferry:
+      return "ferry";
+  }
+  return "?";
+}
+
+std::string format_ns(double ns) {
+  char text[32];
+  if (ns < 1000) {
+    std::snprintf(text, sizeof text, "%.0f ns", ns);
+  } else if (ns < 10'000) {
+    std::snprintf(text, sizeof text, "%.2f us", ns / 1e3);
+  } else if (ns < 1'000'000) {
+    std::snprintf(text, sizeof text, "%.1f us", ns / 1e3);
+  } else {
+    std::snprintf(text, sizeof text, "%.2f ms", ns / 1e6);
+  }
+  return text;
+}
+
+void compute_ratios(std::vector<Record>& records) {
+  for (const auto& [pattern, size] : sections(records)) {
+    const Record* floor = find_record(records, "floor.spin", pattern, size);
+    const double floor_cost = floor ? cost(*floor).value_or(0) : 0;
+    const Record* best = nullptr;
+    double best_cost = 0;
+    for (const Record& record : records) {
+      if (record.pattern != pattern || record.size != size || record.group != Group::peer) continue;
+      const double mine = cost(record).value_or(0);
+      if (mine > 0 && (best == nullptr || mine < best_cost)) {
+        best = &record;
+        best_cost = mine;
+      }
+    }
+    const std::string best_name = best ? best->transport : "";
+    for (Record& record : records) {
+      if (record.pattern != pattern || record.size != size) continue;
+      const double mine = cost(record).value_or(0);
+      if (mine <= 0) continue;
+      if (floor_cost > 0) record.vs_floor = mine / floor_cost;
+      if (best_cost > 0) {
+        record.vs_best_peer = mine / best_cost;
+        record.best_peer = best_name;
+      }
+    }
+  }
+}
+
+void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>& records) {
+  std::fprintf(out, "ferry bench: IPC transports side by side, two processes");
+  if (info.pinned) {
+    std::fprintf(out, ", initiator pinned to CPU %d, responder to CPU %d", info.cpu[0], info.cpu[1]);
+  } else {
+    std::fprintf(out, ", not pinned (fewer than 2 CPUs allowed)");
+  }
+  std::fprintf(out, "; %s, %ld CPUs online\n", info.kernel.c_str(), info.cpus_online);
+  std::fprintf(out,
+               "%s run: %d interleaved repetitions, each measurement %d ms after a %d ms warm-up; took %.1f s\n",
+               info.quick ? "quick" : "full", info.repetitions, info.budget_ms, info.warmup_ms, info.seconds);
+  if (!info.roudi.empty()) std::fprintf(out, "iceoryx: %s\n", info.roudi.c_str());
+  std::fprintf(out,
+               "Figures: medians over the repetitions (rtt: of their medians; p99, p99.9: all samples pooled).\n"
+               "floor: the cache-line round trip the same two processes measured right before, median over the\n"
+               "       repetitions, and its range in ns (~70 ns: vCPUs near each other; 300-470 ns: the host had\n"
+               "       moved them apart; a figure taken far is slower than it would be near).\n"
+               "x floor, x peer: times slower per message than floor.spin, than the fastest peer library.\n");
+
+  constexpr int kName = 23;
+  for (const auto& [pattern, size] : sections(records)) {
+    std::string best;
+    for (const Record& record : records) {
+      if (record.pattern == pattern && record.size == size && !record.best_peer.empty()) best = record.best_peer;
+    }
+    if (pattern == Pattern::rtt) {
+      std::fprintf(out, "\nRound trip, %s (ping-pong)%s%s\n", size_text(size).c_str(),
+                   best.empty() ? "" : "; fastest peer: ", best.c_str());
+      std::fprintf(out, "  %-*s %10s %10s %10s %9s %11s %9s %9s %8s\n", kName, "transport", "median", "p99", "p99.9",
+                   "floor", "floor range", "x floor", "x peer", "samples");
+    } else {
+      std::fprintf(out, "\nOne-way throughput, %s messages%s%s\n", size_text(size).c_str(),
+                   best.empty() ? "" : "; fastest peer: ", best.c_str());
+      std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s\n", kName, "transport", "messages/s", "bytes/s", "floor",
+                   "floor range", "x floor", "x peer");
+    }
+    for (const Record& record : records) {
+      if (record.pattern != pattern || record.size != size) continue;
+      if (record.status != Status::ok) {
+        std::fprintf(out, "  %-*s %s: %s\n", kName, record.transport.c_str(), status_text(record.status),
+                     record.reason.c_str());
+        continue;
+      }
+      if (pattern == Pattern::rtt) {
+        std::fprintf(out, "  %-*s %10s %10s %10s %9s %11s %9s %9s %8zu\n", kName, record.transport.c_str(),
+                     opt_ns(record.median_ns).c_str(), opt_ns(record.p99_ns).c_str(), opt_ns(record.p999_ns).c_str(),
+                     opt_ns(record.floor_ns).c_str(), floor_range(record).c_str(), format_ratio(record.vs_floor).c_str(),
+                     format_ratio(record.vs_best_peer).c_str(), record.samples);
+      } else {
+        std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s\n", kName, record.transport.c_str(),
+                     format_rate(record.msgs_per_s.value_or(0), "/s").c_str(),
+                     format_rate(record.bytes_per_s.value_or(0), "B/s").c_str(), opt_ns(record.floor_ns).c_str(),
+                     floor_range(record).c_str(), format_ratio(record.vs_floor).c_str(), format_ratio(record.vs_best_peer).c_str());
+      }
+    }
+  }
+
+  if (!info.all_floors.empty()) {
+    std::vector<double> floors = info.all_floors;
+    std::sort(floors.begin(), floors.end());
+    const auto apart = std::count_if(floors.begin(), floors.end(), [](double ns) { return ns > 200; });
+    std::fprintf(out,
+                 "\nFloor probes (cache-line round trip before each of the %zu measurements): min %s, median %s, "
+                 "max %s; %zu above 200 ns (vCPUs apart or a busy host)\n",
+                 floors.size(), format_ns(floors.front()).c_str(), format_ns(floors[floors.size() / 2]).c_str(),
+                 format_ns(floors.back()).c_str(), static_cast<std::size_t>(apart));
+  }
+  if (!info.spin_rtt_by_rep.empty()) {
+    std::fprintf(out, "floor.spin round trip, per repetition in order:");
+    for (const double ns : info.spin_rtt_by_rep) std::fprintf(out, " %s", format_ns(ns).c_str());
+    std::fprintf(out, "\n");
+  }
+  std::fprintf(out, "What each transport does exactly: ferry bench --list\n");
+}
+
+std::string write_json(const std::string& path, const std::vector<Record>& records) {
+  nlohmann::json array = nlohmann::json::array();
+  const auto number = [](const std::optional<double>& value) -> nlohmann::json {
+    if (!value || !std::isfinite(*value)) return nullptr;
+    return *value;
+  };
+  for (const Record& record : records) {
+    nlohmann::json item;
+    item["transport"] = record.transport;
+    item["group"] = group_text(record.group);
+    item["pattern"] = pattern_text(record.pattern);
+    item["size"] = record.size;
+    item["status"] = json_status(record.status);
+    if (record.status != Status::ok) item["reason"] = record.reason;
+    item["median_ns"] = number(record.median_ns);
+    item["p99_ns"] = number(record.p99_ns);
+    item["p999_ns"] = number(record.p999_ns);
+    item["msgs_per_s"] = number(record.msgs_per_s);
+    item["bytes_per_s"] = number(record.bytes_per_s);
+    item["floor_ns"] = number(record.floor_ns);
+    item["vs_floor_spin"] = number(record.vs_floor);
+    item["vs_best_peer"] = number(record.vs_best_peer);
+    if (!record.best_peer.empty()) item["best_peer"] = record.best_peer;
+    if (record.pattern == Pattern::rtt && record.status == Status::ok) item["samples"] = record.samples;
+    nlohmann::json repetitions = nlohmann::json::array();
+    for (std::size_t i = 0; i < record.repetition_values.size(); ++i) {
+      nlohmann::json one;
+      one[record.pattern == Pattern::rtt ? "median_ns" : "msgs_per_s"] = record.repetition_values[i];
+      one["floor_ns"] = i < record.repetition_floors.size() ? record.repetition_floors[i] : 0.0;
+      repetitions.push_back(std::move(one));
+    }
+    item["repetitions"] = std::move(repetitions);
+    if (!record.description.empty()) item["description"] = record.description;
+    array.push_back(std::move(item));
+  }
+  std::ofstream file(path, std::ios::trunc);
+  if (!file) return "cannot open " + path + ": " + std::strerror(errno);
+  file << array.dump(2) << '\n';
+  file.close();
+  if (!file) return "cannot write " + path + ": " + std::strerror(errno);
+  return {};
+}
+
+std::string find_gnuplot() {
+  std::vector<std::string> directories;
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream list(path);
+    std::string directory;
+    while (std::getline(list, directory, ':')) {
+      if (!directory.empty()) directories.push_back(directory);
+    }
+  }
+  for (const std::string& directory : directories) {
+    const std::string candidate = directory + "/gnuplot";
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
+}
+
+namespace {
+
+std::string quoted(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+const char* group_colour(Group group) {
+  switch (group) {
+    case Group::floor:
+      return "0x888888";
+    case Group::os:
+      return "0x4477aa";
+    case Group::peer:
+      return "0xcc6677";
+    case Group::ferry:
+      return "0x228833";
+  }
+  return "0x000000";
+}
+
+std::string gnuplot_script(const std::string& path, const RunInfo& info, const std::vector<Record>& records) {
+  std::ostringstream script;
+  script << "set terminal pngcairo size 1600,900 noenhanced font \"sans,10\"\n";
+  script << "set output " << quoted(path) << "\n";
+  script << "set encoding utf8\n";
+  char title[256];
+  std::snprintf(title, sizeof title, "ferry bench: %s run, %d repetitions, %s; bars: grey floors, blue kernel, red peers, green ferry; lines: dashed floors, dotted peers",
+                info.quick ? "quick" : "full", info.repetitions, info.kernel.c_str());
+  script << "set multiplot layout 1,2 title " << quoted(title) << "\n";
+
+  // Left: the round trip of every transport that has one.
+  script << "$rtt << EOD\n";
+  int bars = 0;
+  for (const Record& record : records) {
+    if (record.pattern != Pattern::rtt || record.status != Status::ok || !record.median_ns) continue;
+    script << quoted(record.transport) << " " << *record.median_ns / 1e3 << " "
+           << record.p99_ns.value_or(*record.median_ns) / 1e3 << " " << group_colour(record.group) << "\n";
+    ++bars;
+  }
+  script << "EOD\n";
+  script << "set title \"Round trip, 64 B: median (bar) and p99 (line)\"\n"
+            "set logscale y\nset ylabel \"microseconds (log scale)\"\nset grid ytics\n"
+            "set xtics rotate by -50 nomirror\nset style fill solid 0.7 border -1\nset boxwidth 0.7\n"
+            "set key top left\n";
+  if (bars > 0) {
+    script << "set xrange [-0.7:" << bars - 0.3 << "]\n";
+    script << "plot $rtt using 0:2:4:xtic(1) with boxes lc rgb variable title \"median\", "
+              "$rtt using 0:2:2:3 with yerrorbars lc rgb \"black\" ps 0 title \"p99\"\n";
+  } else {
+    script << "set label 1 \"no round trip measured\" at graph 0.5, graph 0.5 center\nunset logscale y\n"
+              "plot [0:1] [0:1] NaN notitle\nunset label 1\n";
+  }
+
+  // Right: throughput against message size, one line per transport.
+  std::map<std::string, std::vector<std::pair<std::size_t, double>>> lines;
+  std::vector<std::string> order;
+  std::map<std::string, Group> groups;
+  std::vector<std::size_t> sizes;
+  for (const Record& record : records) {
+    if (record.pattern != Pattern::throughput) continue;
+    if (std::find(sizes.begin(), sizes.end(), record.size) == sizes.end()) sizes.push_back(record.size);
+    if (record.status != Status::ok || !record.bytes_per_s) continue;
+    if (!lines.count(record.transport)) order.push_back(record.transport);
+    lines[record.transport].emplace_back(record.size, *record.bytes_per_s / 1e9);
+    groups[record.transport] = record.group;
+  }
+  std::sort(sizes.begin(), sizes.end());
+  script << "$tp << EOD\n";
+  for (const std::string& name : order) {
+    for (const auto& [size, gbps] : lines[name]) script << size << " " << gbps << "\n";
+    script << "\n\n";
+  }
+  script << "EOD\n";
+  script << "set title \"One-way throughput against message size\"\n"
+            "unset logscale\nset logscale xy\nset xlabel \"message size\"\nset ylabel \"GB/s (log scale)\"\n"
+            "set xtics norotate\nset grid xtics ytics\nset key outside right top\nunset xrange\n";
+  if (!sizes.empty()) {
+    script << "set xtics (";
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      script << (i ? ", " : "") << quoted(size_text(sizes[i])) << " " << sizes[i];
+    }
+    script << ")\n";
+    script << "set xrange [" << static_cast<double>(sizes.front()) / 1.5 << ":" << static_cast<double>(sizes.back()) * 1.5
+           << "]\n";
+  }
+  if (!order.empty()) {
+    script << "plot ";
+    static const char* const kColours[] = {"#000000", "#e69f00", "#56b4e9", "#009e73", "#d55e00", "#0072b2",
+                                           "#cc79a7", "#999999", "#8c510a", "#01665e", "#762a83", "#e7298a",
+                                           "#66a61e", "#a6761d", "#1b9e77", "#7570b3", "#e6ab02", "#666666"};
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const Group group = groups[order[i]];
+      const char* dash = group == Group::floor ? "dt 2" : (group == Group::peer ? "dt 4" : "dt 1");
+      script << (i ? ", " : "") << "$tp index " << i << " using 1:2 with linespoints lw 2 " << dash << " lc rgb \""
+             << kColours[i % std::size(kColours)] << "\" title " << quoted(order[i]);
+    }
+    script << "\n";
+  } else {
+    script << "set label 2 \"no throughput measured\" at graph 0.5, graph 0.5 center\nunset logscale\n"
+              "plot [0:1] [0:1] NaN notitle\n";
+  }
+  script << "unset multiplot\nset output\n";
+  return script.str();
+}
+
+}  // namespace
+
+std::string plot(const std::string& path, const RunInfo& info, const std::vector<Record>& records) {
+  const std::string gnuplot = find_gnuplot();
+  if (gnuplot.empty()) return "gnuplot is not installed (Debian: apt-get install gnuplot-nox)";
+  const std::string script = gnuplot_script(path, info, records);
+
+  char error_path[] = "/tmp/ferry-bench-gnuplot.XXXXXX";
+  const int error_fd = ::mkstemp(error_path);
+  if (error_fd < 0) return std::string("mkstemp: ") + std::strerror(errno);
+  ::unlink(error_path);
+  int input[2];
+  if (::pipe2(input, O_CLOEXEC) != 0) {
+    ::close(error_fd);
+    return std::string("pipe2: ") + std::strerror(errno);
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t child = ::fork();
+  if (child < 0) {
+    ::close(error_fd);
+    ::close(input[0]);
+    ::close(input[1]);
+    return std::string("fork: ") + std::strerror(errno);
+  }
+  if (child == 0) {
+    ::dup2(input[0], STDIN_FILENO);
+    ::dup2(error_fd, STDOUT_FILENO);
+    ::dup2(error_fd, STDERR_FILENO);
+    ::signal(SIGPIPE, SIG_DFL);
+    const char* arguments[] = {"gnuplot", nullptr};
+    ::execv(gnuplot.c_str(), const_cast<char* const*>(arguments));
+    ::_exit(127);
+  }
+  ::close(input[0]);
+  const auto previous = ::signal(SIGPIPE, SIG_IGN);
+  std::size_t written = 0;
+  while (written < script.size()) {
+    const ssize_t n = ::write(input[1], script.data() + written, script.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    written += static_cast<std::size_t>(n);
+  }
+  ::close(input[1]);
+  ::signal(SIGPIPE, previous);
+  int status = 0;
+  // gnuplot draws this in well under a second; a minute means it is stuck.
+  pid_t done = 0;
+  for (int waited_ms = 0; (done = ::waitpid(child, &status, WNOHANG)) == 0 && waited_ms < 60'000; waited_ms += 10) {
+    ::usleep(10'000);
+  }
+  if (done == 0) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  std::string messages;
+  char buffer[4096];
+  ::lseek(error_fd, 0, SEEK_SET);
+  ssize_t n = 0;
+  while ((n = ::read(error_fd, buffer, sizeof buffer)) > 0) messages.append(buffer, static_cast<std::size_t>(n));
+  ::close(error_fd);
+  while (!messages.empty() && std::isspace(static_cast<unsigned char>(messages.back()))) messages.pop_back();
+  if (done == 0) return "gnuplot did not finish within a minute";
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return "gnuplot failed" + (messages.empty() ? std::string() : ": " + messages);
+  }
+  struct stat drawn{};
+  if (::stat(path.c_str(), &drawn) != 0 || drawn.st_size == 0) {
+    return "gnuplot wrote no picture to " + path + (messages.empty() ? std::string() : ": " + messages);
+  }
+  return {};
+}
+
+}  // namespace ferry::bench

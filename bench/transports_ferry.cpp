@@ -1,0 +1,94 @@
+// ferry's own transports in the benchmark: the Channel, in each wait strategy.
+//
+// prepare() creates two channels (one per direction) in A and removes their
+// names at once: B inherits the mappings through fork, so nothing is left
+// behind whatever happens. Each side then claims its roles in open().
+//
+// rtt: every message is published at once (one index store each).
+// throughput: messages are committed with Publish::later and published every
+// kBatch messages (and for the stream's last one): the batching the Channel
+// offers for streams. The receiver reads in place (peek) and releases the
+// previous message at the next receive.
+#include <optional>
+#include <string>
+
+#include "ferry/messaging/channel.hpp"
+#include "ipc_transports.hpp"
+
+namespace ferry::bench {
+namespace {
+
+constexpr std::uint64_t kBatch = 32;
+
+template <WaitStrategy::Mode kMode>
+struct ChannelTransport : TransportBase {
+  static WaitStrategy strategy() { return WaitStrategy{kMode, std::chrono::microseconds(20)}; }
+
+  void prepare(const Spec& spec) {
+    const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
+    const ChannelOptions options{.capacity = kRingBytes, .max_message = std::max<std::size_t>(spec.size, 64)};
+    for (int direction = 0; direction < 2; ++direction) {
+      const std::string name = base + (direction == 0 ? "-ab" : "-ba");
+      auto made = Channel::create(name, options);
+      if (!made) fail("%s", made.error().message().c_str());
+      (void)Channel::destroy(name);  // both processes keep the mapping
+      channels_[direction].emplace(std::move(*made));
+    }
+  }
+
+  void open(Side side, const Spec& spec) {
+    batching_ = spec.pattern == Pattern::throughput;
+    const int out = side == Side::initiator ? 0 : 1;
+    auto tx = channels_[out]->sender();
+    if (!tx) fail("%s", tx.error().message().c_str());
+    auto rx = channels_[1 - out]->receiver();
+    if (!rx) fail("%s", rx.error().message().c_str());
+    tx_.emplace(std::move(*tx));
+    rx_.emplace(std::move(*rx));
+  }
+
+  void send(const std::byte* message, std::size_t size) {
+    auto space = tx_->reserve(size, strategy());
+    if (!space) fail("%s", space.error().message().c_str());
+    std::memcpy(space->data(), message, size);
+    const bool last = (read_stamp(message, size) & kLast) != 0;
+    const bool now = !batching_ || last || ++pending_ % kBatch == 0;
+    if (auto committed = tx_->commit(size, now ? Publish::now : Publish::later); !committed) {
+      fail("%s", committed.error().message().c_str());
+    }
+  }
+
+  const std::byte* receive(std::byte*, std::size_t size) {
+    if (holding_) (void)rx_->release();
+    auto message = rx_->peek(strategy());
+    if (!message) fail("%s", message.error().message().c_str());
+    if (message->size() != size) fail("received %zu bytes, expected %zu", message->size(), size);
+    holding_ = true;
+    return message->data();
+  }
+
+  void close(Side) {
+    if (holding_) (void)rx_->release();
+    if (tx_) tx_->publish();
+  }
+
+  std::optional<Channel> channels_[2];
+  std::optional<ChannelSender> tx_;
+  std::optional<ChannelReceiver> rx_;
+  bool batching_ = false;
+  bool holding_ = false;
+  std::uint64_t pending_ = 0;
+};
+
+}  // namespace
+
+void add_ferry_transports(std::vector<TransportInfo>& list) {
+  list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::busy_poll>>(
+      "ferry.channel.poll", Group::ferry, "ferry::Channel, WaitStrategy::busy_poll (never sleeps)"));
+  list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::adaptive>>(
+      "ferry.channel.adaptive", Group::ferry, "ferry::Channel, WaitStrategy::adaptive (spin 20 us, then futex)"));
+  list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::block>>(
+      "ferry.channel.block", Group::ferry, "ferry::Channel, WaitStrategy::block (futex only)"));
+}
+
+}  // namespace ferry::bench

@@ -1,0 +1,226 @@
+// The floors: what shared memory costs with nothing on top.
+//
+//   floor.spin   rtt: one cache line bounced between the two CPUs (both spin).
+//                throughput: a single-producer single-consumer ring of 4 MiB in
+//                shared memory; the payload is copied in and copied out; both
+//                sides spin when the ring is full / empty.
+//   floor.futex  rtt: one 32-bit word, futex wake after each store, futex wait
+//                (no spinning) for the answer.
+//                throughput: the same ring, but a side that must wait sleeps on
+//                a futex at once; the peer wakes it only if it sleeps (the
+//                producer once half the ring is free, the consumer as soon as a
+//                message is there).
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <new>
+
+#include "ipc_transports.hpp"
+
+namespace ferry::bench {
+
+namespace {
+
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) {
+  const timespec timeout{1, 0};  // only a safety net: the loops re-check and the watchdog bounds them
+  if (::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &timeout, nullptr, 0) != 0) {
+    if (errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT) fail_errno("futex wait");
+  }
+}
+
+void futex_wake(std::atomic<std::uint32_t>& word) {
+  if (::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0) < 0) {
+    fail_errno("futex wake");
+  }
+}
+
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "a futex word is 32 bits");
+
+// The ring's shared part. Every index on its own pair of cache lines.
+struct RingShared {
+  alignas(128) std::atomic<std::uint64_t> head{0};  // bytes published (producer writes)
+  alignas(128) std::atomic<std::uint64_t> tail{0};  // bytes consumed (consumer writes)
+  // Blocking mode only: a waiter stores the index it waits for (0: none) and
+  // sleeps on the matching futex word; the other side bumps the word and wakes.
+  alignas(128) std::atomic<std::uint64_t> consumer_wants{0};
+  std::atomic<std::uint32_t> data_signal{0};
+  alignas(128) std::atomic<std::uint64_t> producer_wants{0};
+  std::atomic<std::uint32_t> space_signal{0};
+  alignas(128) std::byte data[kRingBytes];
+};
+
+template <bool kBlocking>
+class Ring {
+ public:
+  void attach(RingShared* shared) noexcept { shared_ = shared; }
+
+  void push(const std::byte* message, std::size_t size) {
+    if (head_ + size - tail_cache_ > kRingBytes) wait_for_space(head_ + size - kRingBytes);
+    const std::size_t offset = head_ % kRingBytes;
+    const std::size_t first = std::min(size, kRingBytes - offset);
+    std::memcpy(shared_->data + offset, message, first);
+    std::memcpy(shared_->data, message + first, size - first);
+    head_ += size;
+    if constexpr (kBlocking) {
+      shared_->head.store(head_, std::memory_order_seq_cst);
+      const std::uint64_t wanted = shared_->consumer_wants.load(std::memory_order_seq_cst);
+      std::uint64_t wanted_now = wanted;
+      if (wanted != 0 && head_ >= wanted && shared_->consumer_wants.compare_exchange_strong(wanted_now, 0)) {
+        shared_->data_signal.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(shared_->data_signal);
+      }
+    } else {
+      shared_->head.store(head_, std::memory_order_release);
+    }
+  }
+
+  const std::byte* pop(std::byte* scratch, std::size_t size) {
+    if (head_cache_ - tail_ < size) wait_for_data(tail_ + size);
+    const std::size_t offset = tail_ % kRingBytes;
+    const std::size_t first = std::min(size, kRingBytes - offset);
+    std::memcpy(scratch, shared_->data + offset, first);
+    std::memcpy(scratch + first, shared_->data, size - first);
+    tail_ += size;
+    if constexpr (kBlocking) {
+      shared_->tail.store(tail_, std::memory_order_seq_cst);
+      const std::uint64_t wanted = shared_->producer_wants.load(std::memory_order_seq_cst);
+      std::uint64_t wanted_now = wanted;
+      if (wanted != 0 && tail_ >= wanted && shared_->producer_wants.compare_exchange_strong(wanted_now, 0)) {
+        shared_->space_signal.fetch_add(1, std::memory_order_seq_cst);
+        futex_wake(shared_->space_signal);
+      }
+    } else {
+      shared_->tail.store(tail_, std::memory_order_release);
+    }
+    return scratch;
+  }
+
+ private:
+  // Producer: until tail >= need.
+  void wait_for_space(std::uint64_t need) {
+    if constexpr (!kBlocking) {
+      spin_until([&] {
+        tail_cache_ = shared_->tail.load(std::memory_order_acquire);
+        return tail_cache_ >= need;
+      });
+    } else {
+      // Sleep until half the ring is free (fewer, batched wake-ups), at least until `need`.
+      const std::uint64_t half_free = head_ > kRingBytes / 2 ? head_ - kRingBytes / 2 : 0;
+      const std::uint64_t wake_at = std::max(need, half_free);
+      for (;;) {
+        tail_cache_ = shared_->tail.load(std::memory_order_acquire);
+        if (tail_cache_ >= need) return;
+        shared_->producer_wants.store(wake_at, std::memory_order_seq_cst);
+        const std::uint32_t seen = shared_->space_signal.load(std::memory_order_seq_cst);
+        tail_cache_ = shared_->tail.load(std::memory_order_seq_cst);
+        if (tail_cache_ >= wake_at) {
+          shared_->producer_wants.store(0, std::memory_order_relaxed);
+          return;
+        }
+        futex_wait(shared_->space_signal, seen);
+      }
+    }
+  }
+
+  // Consumer: until head >= need.
+  void wait_for_data(std::uint64_t need) {
+    if constexpr (!kBlocking) {
+      spin_until([&] {
+        head_cache_ = shared_->head.load(std::memory_order_acquire);
+        return head_cache_ >= need;
+      });
+    } else {
+      for (;;) {
+        head_cache_ = shared_->head.load(std::memory_order_acquire);
+        if (head_cache_ >= need) return;
+        shared_->consumer_wants.store(need, std::memory_order_seq_cst);
+        const std::uint32_t seen = shared_->data_signal.load(std::memory_order_seq_cst);
+        head_cache_ = shared_->head.load(std::memory_order_seq_cst);
+        if (head_cache_ >= need) {
+          shared_->consumer_wants.store(0, std::memory_order_relaxed);
+          return;
+        }
+        futex_wait(shared_->data_signal, seen);
+      }
+    }
+  }
+
+  RingShared* shared_ = nullptr;
+  std::uint64_t head_ = 0;        // producer: own index
+  std::uint64_t tail_cache_ = 0;  // producer: last tail seen
+  std::uint64_t tail_ = 0;        // consumer: own index
+  std::uint64_t head_cache_ = 0;  // consumer: last head seen
+};
+
+struct alignas(128) PingLine {
+  std::atomic<std::uint32_t> word{0};  // 0: the initiator's turn; 1: ping; 2: the last ping
+};
+
+template <bool kBlocking>
+struct Floor : TransportBase {
+  static constexpr bool kCustomRtt = true;
+
+  static std::string not_applicable(Pattern pattern, std::size_t size) {
+    if (pattern == Pattern::throughput && size > kRingBytes) return "a message larger than the 4 MiB ring";
+    return {};
+  }
+
+  void prepare(const Spec& spec) {
+    if (spec.pattern == Pattern::rtt) {
+      line_ = new (map_shared(sizeof(PingLine))) PingLine;
+    } else {
+      ring_.attach(new (map_shared(sizeof(RingShared))) RingShared);
+    }
+  }
+
+  void ping(bool stop) {
+    std::atomic<std::uint32_t>& word = line_->word;
+    const std::uint32_t value = stop ? 2 : 1;
+    if constexpr (kBlocking) {
+      word.store(value, std::memory_order_seq_cst);
+      futex_wake(word);
+      while (word.load(std::memory_order_acquire) != 0) futex_wait(word, value);
+    } else {
+      word.store(value, std::memory_order_release);
+      spin_until([&] { return word.load(std::memory_order_acquire) == 0; });
+    }
+  }
+
+  bool pong() {
+    std::atomic<std::uint32_t>& word = line_->word;
+    std::uint32_t value = 0;
+    if constexpr (kBlocking) {
+      while ((value = word.load(std::memory_order_acquire)) == 0) futex_wait(word, 0);
+      word.store(0, std::memory_order_seq_cst);
+      futex_wake(word);
+    } else {
+      spin_until([&] { return (value = word.load(std::memory_order_acquire)) != 0; });
+      word.store(0, std::memory_order_release);
+    }
+    return value == 1;
+  }
+
+  void send(const std::byte* message, std::size_t size) { ring_.push(message, size); }
+  const std::byte* receive(std::byte* scratch, std::size_t size) { return ring_.pop(scratch, size); }
+
+  PingLine* line_ = nullptr;
+  Ring<kBlocking> ring_;
+};
+
+}  // namespace
+
+void add_floor_transports(std::vector<TransportInfo>& list) {
+  list.push_back(make_transport<Floor<false>>(
+      "floor.spin", Group::floor,
+      "rtt: one cache line bounced between the CPUs; throughput: SPSC ring of 4 MiB, copy in + copy out, spinning"));
+  list.push_back(make_transport<Floor<true>>(
+      "floor.futex", Group::floor,
+      "rtt: a futex word, wake + wait; throughput: the same ring, futex sleep when full/empty, wake only a sleeper"));
+}
+
+}  // namespace ferry::bench

@@ -1,0 +1,394 @@
+// The kernel's own IPC mechanisms, each used the plain way: blocking calls,
+// default buffer sizes unless a message would not fit otherwise.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/msg.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <vector>
+
+#include "ipc_transports.hpp"
+
+namespace ferry::bench {
+
+namespace {
+
+long read_proc_number(const char* path) {
+  std::ifstream file(path);
+  long value = -1;
+  if (!(file >> value)) return -1;
+  return value;
+}
+
+bool has_capability(int capability) {
+  std::ifstream file("/proc/self/status");
+  std::string line;
+  while (std::getline(file, line)) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      const unsigned long long mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+      return (mask >> capability) & 1u;
+    }
+  }
+  return false;
+}
+
+constexpr int kCapSysResource = 24;
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+// A byte stream carries fixed-size messages: both sides know the size.
+struct StreamIo {
+  int out = -1;
+  int in = -1;
+
+  void send(const std::byte* message, std::size_t size) {
+    if (!write_full(out, message, size)) fail_errno("write");
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    if (!read_full(in, scratch, size)) {
+      if (errno == EPIPE) fail("read: the peer closed its end");
+      fail_errno("read");
+    }
+    return scratch;
+  }
+};
+
+// ---------------------------------------------------------------------------
+
+struct EventFd : TransportBase {
+  static std::string not_applicable(Pattern pattern, std::size_t) {
+    if (pattern == Pattern::throughput) return "eventfd carries no payload (a counter): ping-pong only";
+    return {};
+  }
+  void prepare(const Spec&) {
+    for (int& fd : fds_) {
+      fd = ::eventfd(0, EFD_CLOEXEC);
+      if (fd < 0) fail_errno("eventfd");
+    }
+  }
+  void open(Side side, const Spec&) {
+    out_ = fds_[side == Side::initiator ? 0 : 1];
+    in_ = fds_[side == Side::initiator ? 1 : 0];
+  }
+  // The counter carries the message's stamp + 1 (a counter of 0 cannot be read).
+  void send(const std::byte* message, std::size_t) {
+    std::uint64_t value = 0;
+    std::memcpy(&value, message, sizeof value);
+    ++value;
+    if (!write_full(out_, &value, sizeof value)) fail_errno("write (eventfd)");
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    std::uint64_t value = 0;
+    if (!read_full(in_, &value, sizeof value)) fail_errno("read (eventfd)");
+    stamp(scratch, size, value - 1);
+    return scratch;
+  }
+  int fds_[2] = {-1, -1};  // initiator → responder, responder → initiator
+  int out_ = -1;
+  int in_ = -1;
+};
+
+struct Pipe : TransportBase, StreamIo {
+  void prepare(const Spec&) {
+    if (::pipe2(to_responder_, O_CLOEXEC) != 0 || ::pipe2(to_initiator_, O_CLOEXEC) != 0) fail_errno("pipe2");
+  }
+  void open(Side side, const Spec&) {
+    const bool initiator = side == Side::initiator;
+    out = initiator ? to_responder_[1] : to_initiator_[1];
+    in = initiator ? to_initiator_[0] : to_responder_[0];
+    ::close(initiator ? to_responder_[0] : to_responder_[1]);
+    ::close(initiator ? to_initiator_[1] : to_initiator_[0]);
+  }
+  int to_responder_[2] = {-1, -1};
+  int to_initiator_[2] = {-1, -1};
+};
+
+// Named pipes in the measurement's directory. Each side opens its reading end
+// first (non-blocking, so that open does not wait for a writer), then its
+// writing end once the other side's reader exists; then both names go.
+struct Fifo : TransportBase, StreamIo {
+  void prepare(const Spec& spec) {
+    to_responder_ = spec.dir + "/to-responder.fifo";
+    to_initiator_ = spec.dir + "/to-initiator.fifo";
+    if (::mkfifo(to_responder_.c_str(), 0600) != 0 || ::mkfifo(to_initiator_.c_str(), 0600) != 0) {
+      fail_errno("mkfifo");
+    }
+  }
+  void open(Side side, const Spec&) {
+    const std::string& path = side == Side::initiator ? to_initiator_ : to_responder_;
+    in = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (in < 0) fail_errno("open (fifo, reading end)");
+  }
+  void connect(Side side, const Spec&) {
+    const std::string& path = side == Side::initiator ? to_responder_ : to_initiator_;
+    out = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (out < 0) fail_errno("open (fifo, writing end)");
+    const int flags = ::fcntl(in, F_GETFL);
+    if (flags < 0 || ::fcntl(in, F_SETFL, flags & ~O_NONBLOCK) != 0) fail_errno("fcntl (fifo)");
+    if (side == Side::initiator) {  // the responder has both ends open by now
+      ::unlink(to_responder_.c_str());
+      ::unlink(to_initiator_.c_str());
+    }
+  }
+  std::string to_responder_;
+  std::string to_initiator_;
+};
+
+struct UnixStream : TransportBase, StreamIo {
+  void prepare(const Spec&) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair_) != 0) fail_errno("socketpair (AF_UNIX, SOCK_STREAM)");
+  }
+  void open(Side side, const Spec&) {
+    const int mine = side == Side::initiator ? 0 : 1;
+    in = out = pair_[mine];
+    ::close(pair_[1 - mine]);
+  }
+  int pair_[2] = {-1, -1};
+};
+
+// Datagrams keep message boundaries; a datagram must fit the sender's socket
+// buffer, so the buffer is raised (up to net.core.wmem_max) for big messages.
+struct UnixDatagram : TransportBase {
+  void prepare(const Spec& spec) {
+    if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair_) != 0) fail_errno("socketpair (AF_UNIX, SOCK_DGRAM)");
+    for (const int fd : pair_) {
+      int current = 0;
+      socklen_t length = sizeof current;
+      if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &current, &length) != 0) fail_errno("getsockopt (SO_SNDBUF)");
+      if (static_cast<std::size_t>(current) < spec.size + 4096) {
+        const int wanted = static_cast<int>(std::min<std::size_t>(spec.size + 4096, INT32_MAX / 2));
+        // SO_SNDBUFFORCE goes past wmem_max but needs CAP_NET_ADMIN; then the plain one.
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &wanted, sizeof wanted) != 0) {
+          ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &wanted, sizeof wanted);
+        }
+      }
+    }
+  }
+  void open(Side side, const Spec&) {
+    const int mine = side == Side::initiator ? 0 : 1;
+    fd_ = pair_[mine];
+    ::close(pair_[1 - mine]);
+  }
+  void send(const std::byte* message, std::size_t size) {
+    for (;;) {
+      const ssize_t sent = ::send(fd_, message, size, 0);
+      if (sent == static_cast<ssize_t>(size)) return;
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0 && errno == ENOBUFS && size > (std::size_t{1} << 20)) {
+        fail_not_applicable("the kernel cannot allocate a %s datagram (ENOBUFS)", size_text(size).c_str());
+      }
+      if (sent < 0 && errno == EMSGSIZE) {
+        int buffer = 0;
+        socklen_t length = sizeof buffer;
+        ::getsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buffer, &length);
+        fail_not_applicable("a %s datagram does not fit the socket's send buffer (%d bytes; net.core.wmem_max is %ld)",
+                       size_text(size).c_str(), buffer, read_proc_number("/proc/sys/net/core/wmem_max"));
+      }
+      if (sent < 0) fail_errno("send (datagram)");
+      fail("send (datagram): %zd of %zu bytes", sent, size);
+    }
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    for (;;) {
+      const ssize_t received = ::recv(fd_, scratch, size, MSG_TRUNC);
+      if (received == static_cast<ssize_t>(size)) return scratch;
+      if (received < 0 && errno == EINTR) continue;
+      if (received < 0) fail_errno("recv (datagram)");
+      fail("recv (datagram): a %zd-byte datagram, expected %zu", received, size);
+    }
+  }
+  int pair_[2] = {-1, -1};
+  int fd_ = -1;
+};
+
+void set_no_delay(int fd) {
+  const int one = 1;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) fail_errno("setsockopt (TCP_NODELAY)");
+}
+
+// TCP over loopback with TCP_NODELAY; the initiator listens on an ephemeral port.
+struct Tcp : TransportBase, StreamIo {
+  void prepare(const Spec&) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listener_ < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    socklen_t length = sizeof address;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) fail_errno("bind (127.0.0.1)");
+    if (::listen(listener_, 1) != 0) fail_errno("listen");
+    if (::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) fail_errno("getsockname");
+    address_ = address;
+  }
+  void open(Side side, const Spec&) {
+    if (side == Side::responder) close_fd(listener_);
+  }
+  void connect(Side side, const Spec&) {
+    int fd = -1;
+    if (side == Side::responder) {
+      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
+      while (::connect(fd, reinterpret_cast<const sockaddr*>(&address_), sizeof address_) != 0) {
+        if (errno != EINTR) fail_errno("connect (127.0.0.1)");
+      }
+    } else {
+      while ((fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC)) < 0) {
+        if (errno != EINTR) fail_errno("accept");
+      }
+      close_fd(listener_);
+    }
+    set_no_delay(fd);
+    in = out = fd;
+  }
+  int listener_ = -1;
+  sockaddr_in address_{};
+};
+
+// POSIX message queues: one per direction, unlinked as soon as they exist.
+struct PosixMq : TransportBase {
+  static std::string not_applicable(Pattern, std::size_t size) {
+    const long maximum = read_proc_number("/proc/sys/fs/mqueue/msgsize_max");
+    if (maximum > 0 && size > static_cast<std::size_t>(maximum) && !has_capability(kCapSysResource)) {
+      char text[200];
+      std::snprintf(text, sizeof text,
+                    "%s exceeds fs.mqueue.msgsize_max (%ld); a larger queue needs CAP_SYS_RESOURCE, which this "
+                    "process lacks",
+                    size_text(size).c_str(), maximum);
+      return text;
+    }
+    return {};
+  }
+  void prepare(const Spec& spec) {
+    long depth = static_cast<long>(queue_depth(spec.size));
+    const long msg_max = read_proc_number("/proc/sys/fs/mqueue/msg_max");
+    if (msg_max > 0 && !has_capability(kCapSysResource)) depth = std::min(depth, msg_max);
+    mq_attr attributes{};
+    attributes.mq_maxmsg = depth;
+    attributes.mq_msgsize = static_cast<long>(spec.size);
+    for (int i = 0; i < 2; ++i) {
+      char name[96];
+      std::snprintf(name, sizeof name, "/ferry-bench.%d.%llu.%d", static_cast<int>(::getpid()),
+                    static_cast<unsigned long long>(spec.serial), i);
+      queues_[i] = ::mq_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600, &attributes);
+      if (queues_[i] == static_cast<mqd_t>(-1)) {
+        const int error = errno;
+        if (error == EINVAL || error == EMFILE || error == ENOMEM) {
+          fail_not_applicable("mq_open (%ld messages of %s): %s", depth, size_text(spec.size).c_str(), std::strerror(error));
+        }
+        errno = error;
+        fail_errno("mq_open");
+      }
+      ::mq_unlink(name);  // the descriptors (inherited by fork) keep them alive
+    }
+  }
+  void open(Side side, const Spec&) {
+    out_ = queues_[side == Side::initiator ? 0 : 1];
+    in_ = queues_[side == Side::initiator ? 1 : 0];
+  }
+  void send(const std::byte* message, std::size_t size) {
+    while (::mq_send(out_, reinterpret_cast<const char*>(message), size, 0) != 0) {
+      if (errno != EINTR) fail_errno("mq_send");
+    }
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    for (;;) {
+      const ssize_t received = ::mq_receive(in_, reinterpret_cast<char*>(scratch), size, nullptr);
+      if (received == static_cast<ssize_t>(size)) return scratch;
+      if (received < 0 && errno == EINTR) continue;
+      if (received < 0) fail_errno("mq_receive");
+      fail("mq_receive: %zd bytes, expected %zu", received, size);
+    }
+  }
+  mqd_t queues_[2] = {static_cast<mqd_t>(-1), static_cast<mqd_t>(-1)};
+  mqd_t out_ = static_cast<mqd_t>(-1);
+  mqd_t in_ = static_cast<mqd_t>(-1);
+};
+
+// System V message queue: one private queue, message type 1 towards the
+// responder, 2 towards the initiator.
+struct SysvMq : TransportBase {
+  static std::string not_applicable(Pattern, std::size_t size) {
+    const long maximum = read_proc_number("/proc/sys/kernel/msgmax");
+    const long queue_bytes = read_proc_number("/proc/sys/kernel/msgmnb");
+    if (maximum > 0 && size > static_cast<std::size_t>(maximum)) {
+      char text[160];
+      std::snprintf(text, sizeof text, "%s exceeds kernel.msgmax (%ld)", size_text(size).c_str(), maximum);
+      return text;
+    }
+    if (queue_bytes > 0 && size > static_cast<std::size_t>(queue_bytes)) {
+      char text[160];
+      std::snprintf(text, sizeof text, "%s exceeds kernel.msgmnb (%ld)", size_text(size).c_str(), queue_bytes);
+      return text;
+    }
+    return {};
+  }
+  void prepare(const Spec& spec) {
+    queue_ = ::msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+    if (queue_ < 0) fail_errno("msgget");
+    detail::register_sysv_queue(queue_);
+    outgoing_.resize(sizeof(long) + spec.size);
+    incoming_.resize(sizeof(long) + spec.size);
+  }
+  void open(Side side, const Spec&) {
+    out_type_ = side == Side::initiator ? 1 : 2;
+    in_type_ = side == Side::initiator ? 2 : 1;
+    std::memcpy(outgoing_.data(), &out_type_, sizeof out_type_);
+  }
+  void send(const std::byte* message, std::size_t size) {
+    std::memcpy(outgoing_.data() + sizeof(long), message, size);
+    while (::msgsnd(queue_, outgoing_.data(), size, 0) != 0) {
+      if (errno == EINVAL) fail_not_applicable("msgsnd (%s): %s", size_text(size).c_str(), std::strerror(errno));
+      if (errno != EINTR) fail_errno("msgsnd");
+    }
+  }
+  const std::byte* receive(std::byte*, std::size_t size) {
+    for (;;) {
+      const ssize_t received = ::msgrcv(queue_, incoming_.data(), size, in_type_, 0);
+      if (received == static_cast<ssize_t>(size)) return incoming_.data() + sizeof(long);
+      if (received < 0 && errno == EINTR) continue;
+      if (received < 0) fail_errno("msgrcv");
+      fail("msgrcv: %zd bytes, expected %zu", received, size);
+    }
+  }
+  void close(Side side) {
+    if (side == Side::initiator) ::msgctl(queue_, IPC_RMID, nullptr);
+  }
+  int queue_ = -1;
+  long out_type_ = 1;
+  long in_type_ = 2;
+  std::vector<std::byte> outgoing_;  // long mtype, then the payload
+  std::vector<std::byte> incoming_;
+};
+
+}  // namespace
+
+void add_os_transports(std::vector<TransportInfo>& list) {
+  auto eventfd = make_transport<EventFd>("eventfd", Group::os,
+                                         "two eventfds; the counter carries the sequence number (no payload)");
+  list.push_back(std::move(eventfd));
+  list.push_back(make_transport<Pipe>("pipe", Group::os, "two anonymous pipes, default capacity (64 KiB)"));
+  list.push_back(make_transport<Fifo>("fifo", Group::os, "two named pipes in a private temporary directory"));
+  list.push_back(make_transport<UnixStream>("unix.stream", Group::os, "socketpair(AF_UNIX, SOCK_STREAM)"));
+  list.push_back(make_transport<UnixDatagram>(
+      "unix.dgram", Group::os, "socketpair(AF_UNIX, SOCK_DGRAM); SO_SNDBUF raised when a datagram needs it"));
+  list.push_back(make_transport<Tcp>("tcp", Group::os, "TCP over 127.0.0.1, TCP_NODELAY"));
+  list.push_back(make_transport<PosixMq>("posix.mq", Group::os,
+                                         "two POSIX message queues, as deep as fs.mqueue.msg_max allows"));
+  list.push_back(make_transport<SysvMq>("sysv.mq", Group::os, "one System V queue, a message type per direction"));
+}
+
+}  // namespace ferry::bench
