@@ -270,6 +270,7 @@ result<ChannelSender> Channel::sender() {
   if (auto claimed = detail::claim_role(shared_->control->sender, "sender", shared_->description); !claimed) {
     return std::move(claimed).error();
   }
+  (void)shared_->segment.prefault();  // no page faults on the data path (best effort)
   auto state = std::make_unique<ChannelSender::State>();
   state->shared = shared_;
   // Resume after what the previous sender published; what it had not, is gone.
@@ -535,6 +536,7 @@ result<ChannelReceiver> Channel::receiver() {
       !claimed) {
     return std::move(claimed).error();
   }
+  (void)shared_->segment.prefault();  // no page faults on the data path (best effort)
   auto state = std::make_unique<ChannelReceiver::State>();
   state->shared = shared_;
   // Resume at the last message the previous receiver released.

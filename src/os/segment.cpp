@@ -797,6 +797,23 @@ void Segment::keep_mapped_until_exit() noexcept {
   (void)state_.release();
 }
 
+result<void> Segment::prefault() {
+  if (!attached()) return error(errc::invalid_argument, "segment", "not attached");
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+  const int advice = state_->access == Access::read_only ? MADV_POPULATE_READ : MADV_POPULATE_WRITE;
+  if (::madvise(state_->base, state_->mapped_size, advice) == 0) return {};
+  if (errno != EINVAL) return error::from_errno(errno, *state_->description, "madvise(MADV_POPULATE)");
+  // Before Linux 5.14: touch every page.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  for (std::size_t offset = 0; offset < state_->mapped_size; offset += static_cast<std::size_t>(page)) {
+    (void)*static_cast<volatile const std::byte*>(state_->base + offset);
+  }
+  return {};
+}
+
 result<void> Segment::detach() {
   if (!attached()) return {};
   SegmentState& state = *state_;

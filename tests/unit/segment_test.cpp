@@ -181,6 +181,16 @@ TEST_P(SegmentKinds, DestroyRemovesTheNameButKeepsMappings) {
   EXPECT_EQ(Segment::destroy(name(), GetParam()).error().code(), errc::not_found);
 }
 
+TEST_P(SegmentKinds, PrefaultKeepsTheBytes) {
+  auto made = Segment::create(name(), {.kind = GetParam(), .size = 1 << 20});
+  ASSERT_TRUE(made) << made.error().message();
+  std::memcpy(made->data().data() + 12345, "kept", 4);
+  ASSERT_TRUE(made->prefault());
+  EXPECT_EQ(std::memcmp(made->data().data() + 12345, "kept", 4), 0);
+  ASSERT_TRUE(made->detach());
+  EXPECT_EQ(made->prefault().error().code(), errc::invalid_argument) << "not attached";
+}
+
 TEST_P(SegmentKinds, DetachUnmapsAndIsIdempotent) {
   auto made = Segment::create(name(), {.kind = GetParam(), .size = 64});
   ASSERT_TRUE(made) << made.error().message();

@@ -168,6 +168,10 @@ class Segment {
   /// Writes modified pages back to the backing file (msync MS_SYNC).
   result<void> sync();
 
+  /// Faults the whole mapping in now (MADV_POPULATE_WRITE, or a read of every
+  /// page where the kernel lacks it), so hot paths never take a page fault.
+  result<void> prefault();
+
   /// Unmaps now (the destructor does it otherwise). For a process-persistent
   /// segment, the last process to detach destroys it.
   result<void> detach();
