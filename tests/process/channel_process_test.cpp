@@ -174,10 +174,15 @@ TEST(ChannelCrash, ReceiverKilledMidReadIsReplacedAndResumes) {
   ChannelName n;
   auto channel = Channel::create(n.name, {.capacity = 1 << 14, .max_message = kMaxMessage});
   ASSERT_TRUE(channel);
-  auto tx = channel->sender();
   SharedAnonymous<ReceiverProgress> progress;
   const std::int64_t count = static_cast<std::int64_t>(ferry::test::scaled(300'000));
-  std::thread sender([&] {
+  // The sender is a process of its own: the test forks receivers, and a
+  // process that forks should have no other threads.
+  auto sender = Child::spawn([&] {
+    auto opened = Channel::open(n.name);
+    FERRY_CHILD_CHECK(opened);
+    auto tx = opened->sender();
+    FERRY_CHILD_CHECK(tx);
     std::uint64_t words[kMaxMessage / 8];
     for (std::int64_t sequence = 0; sequence < count; ++sequence) {
       const std::size_t size = encode(3, static_cast<std::uint64_t>(sequence), words);
@@ -186,6 +191,7 @@ TEST(ChannelCrash, ReceiverKilledMidReadIsReplacedAndResumes) {
         std::this_thread::sleep_for(1ms);
       }
     }
+    return 0;
   });
   const auto receive = [&] {
     auto opened = Channel::open(n.name);
@@ -226,7 +232,7 @@ TEST(ChannelCrash, ReceiverKilledMidReadIsReplacedAndResumes) {
     child.kill(SIGKILL);
     child.wait_for(kWatchdog);
   }
-  sender.join();
+  EXPECT_EQ(sender.wait_for(kWatchdog), 0);
   EXPECT_FALSE(progress->damaged.load());
   EXPECT_FALSE(progress->bad_resume.load());
   EXPECT_EQ(progress->released.load(), count - 1);
