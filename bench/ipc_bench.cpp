@@ -117,23 +117,6 @@ std::string signal_text(int signo) {
   return text;
 }
 
-std::string find_executable(const std::string& name) {
-  std::vector<std::string> directories;
-  if (const char* path = std::getenv("PATH")) {
-    std::stringstream list(path);
-    std::string directory;
-    while (std::getline(list, directory, ':')) {
-      if (!directory.empty()) directories.push_back(directory);
-    }
-  }
-  for (const char* fallback : {"/usr/bin", "/usr/local/bin", "/bin"}) directories.emplace_back(fallback);
-  for (const std::string& directory : directories) {
-    const std::string candidate = directory + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return {};
-}
-
 // Waits for `pid` (our child) to exit, up to `timeout_ms`; false on timeout or
 // interruption (g_stop). Sleeps in poll() on a pidfd: no periodic wake-ups
 // that would disturb the measurement. With `reap` false the child stays a
@@ -213,7 +196,7 @@ class Roudi {
   }
 
   bool start(const std::string& directory, const std::vector<std::size_t>& sizes) {
-    const std::string program = find_executable("iox-roudi");
+    const std::string program = find_executable("iox-roudi", true);
     if (program.empty()) {
       reason_ = "iox-roudi is not installed (Debian package: iceoryx)";
       return false;

@@ -285,7 +285,7 @@ std::string write_json(const std::string& path, const std::vector<Record>& recor
   return {};
 }
 
-std::string find_gnuplot() {
+std::string find_executable(const std::string& name, bool system_directories) {
   std::vector<std::string> directories;
   if (const char* path = std::getenv("PATH")) {
     std::stringstream list(path);
@@ -294,12 +294,17 @@ std::string find_gnuplot() {
       if (!directory.empty()) directories.push_back(directory);
     }
   }
+  if (system_directories) {
+    for (const char* fallback : {"/usr/bin", "/usr/local/bin", "/bin"}) directories.emplace_back(fallback);
+  }
   for (const std::string& directory : directories) {
-    const std::string candidate = directory + "/gnuplot";
+    const std::string candidate = directory + "/" + name;
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return {};
 }
+
+std::string find_gnuplot() { return find_executable("gnuplot", false); }
 
 namespace {
 

@@ -59,7 +59,10 @@ void compute_ratios(std::vector<Record>& records);
 void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>& records);
 // "" on success, else why not.
 std::string write_json(const std::string& path, const std::vector<Record>& records);
-std::string find_gnuplot();  // its path, or "" when it is not installed
+// The path of `name` on PATH (and, with `system_directories`, in /usr/bin,
+// /usr/local/bin, /bin), or "" when it is not there.
+std::string find_executable(const std::string& name, bool system_directories);
+std::string find_gnuplot();  // on PATH only: its path, or "" when it is not installed
 std::string plot(const std::string& path, const RunInfo& info, const std::vector<Record>& records);
 
 std::string format_ns(double ns);
