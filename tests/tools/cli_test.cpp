@@ -221,7 +221,7 @@ TEST(CliLs, ShowsAChannelWithItsQueueAndPeers) {
   EXPECT_EQ(details["capacity"], "4096");
   EXPECT_EQ(details["max_message"], "100");
   EXPECT_EQ(details["queued_messages"], "2");
-  EXPECT_EQ(details["queued_bytes"], "96") << "two 48-byte records";
+  EXPECT_EQ(details["queued_bytes"], "128") << "two records of a cache line each";
   EXPECT_EQ(details["sender_pid"], std::to_string(::getpid()));
   EXPECT_EQ(details["sender_alive"], "yes");
   EXPECT_EQ(details["receiver"], "none");

@@ -129,9 +129,10 @@ TEST(Channel, WrapAroundAtEveryOffset) {
   auto tx = f.channel->sender();
   auto rx = f.channel->receiver();
   std::vector<std::byte> buffer(64);
-  // Advance the ring by one 8-byte record per round, then send messages of
-  // every size, so that records start (and wrap) at every offset.
-  for (std::size_t shift = 0; shift < 256 / 8; ++shift) {
+  // Advance the ring by one record (one cache line) per round, then send
+  // messages of every size, so that records of one and two lines start (and
+  // wrap) at every line of the ring.
+  for (std::size_t shift = 0; shift < 256 / ferry::detail::kRecordAlignment; ++shift) {
     ASSERT_TRUE(*tx->try_send({}));
     ASSERT_EQ(**rx->try_receive(buffer), 0u);
     for (std::size_t size = 1; size <= 64; ++size) {
@@ -179,10 +180,10 @@ TEST(Channel, ZeroCopyReserveCommitPeekRelease) {
 }
 
 TEST(Channel, DeferredCommitsArePublishedTogether) {
-  Fixture f({.capacity = 4096, .max_message = 64});
+  Fixture f({.capacity = 4096, .max_message = 120});
   auto tx = f.channel->sender();
   auto rx = f.channel->receiver();
-  std::vector<std::byte> buffer(64);
+  std::vector<std::byte> buffer(120);
   for (int i = 0; i < 3; ++i) {
     auto space = tx->reserve(8);
     ASSERT_TRUE(space);
@@ -199,23 +200,24 @@ TEST(Channel, DeferredCommitsArePublishedTogether) {
   }
 
   std::vector<std::vector<std::byte>> payloads;
-  for (int i = 0; i < 100; ++i) payloads.push_back(pattern(56, static_cast<std::uint64_t>(i)));
+  for (int i = 0; i < 100; ++i) payloads.push_back(pattern(120, static_cast<std::uint64_t>(i)));
   std::vector<std::span<const std::byte>> batch(payloads.begin(), payloads.end());
   auto sent = tx->try_send_batch(batch);
   ASSERT_TRUE(sent);
-  // The ring is empty but starts at offset 48 (three 16-byte records above):
-  // 63 records of 64 bytes fit before the end; the 64th would need the
-  // 16 bytes left at the end (a wrap record) plus 64.
-  EXPECT_EQ(*sent, 63u);
+  // The ring is empty but starts at offset 192 (three 64-byte records above):
+  // 30 records of 128 bytes fit before the end; the 31st goes after a wrap
+  // record over the 64 bytes left there, into the room the first three
+  // left; the 32nd does not fit.
+  EXPECT_EQ(*sent, 31u);
   for (std::size_t i = 0; i < *sent; ++i) {
-    ASSERT_EQ(**rx->try_receive(buffer), 56u);
-    EXPECT_EQ(std::memcmp(buffer.data(), payloads[i].data(), 56), 0);
+    ASSERT_EQ(**rx->try_receive(buffer), 120u);
+    EXPECT_EQ(std::memcmp(buffer.data(), payloads[i].data(), 120), 0);
   }
   std::thread receiver([&] {
-    std::vector<std::byte> local(64);
+    std::vector<std::byte> local(120);
     for (int i = 0; i < 100; ++i) {
-      ASSERT_EQ(*rx->receive(local), 56u);
-      EXPECT_EQ(std::memcmp(local.data(), payloads[static_cast<std::size_t>(i)].data(), 56), 0);
+      ASSERT_EQ(*rx->receive(local), 120u);
+      EXPECT_EQ(std::memcmp(local.data(), payloads[static_cast<std::size_t>(i)].data(), 120), 0);
     }
   });
   ASSERT_TRUE(tx->send_batch(batch));
@@ -226,13 +228,15 @@ TEST(Channel, AWrapRecordAheadOfADeferredBatchIsNotCorruption) {
   // The wrap record is visible once written; the batch behind it is not. A
   // receiver that skips the wrap and stores its position must not make the
   // sender believe the segment is corrupt.
-  Fixture f({.capacity = 256, .max_message = 56});
+  // Records of one and two lines, mixed, leave a one-line gap at the end of
+  // the ring now and then: a wrap record.
+  Fixture f({.capacity = 512, .max_message = 100});
   auto tx = f.channel->sender();
   auto rx = f.channel->receiver();
-  std::vector<std::byte> buffer(64);
+  std::vector<std::byte> buffer(100);
   for (int round = 0; round < 50; ++round) {
     for (int i = 0; i < 3; ++i) {
-      auto space = tx->reserve(40 + static_cast<std::size_t>(round % 7));
+      auto space = tx->reserve((round + i) % 3 == 0 ? 100 : 40);
       ASSERT_TRUE(space) << round << ": " << space.error().message();
       ASSERT_TRUE(tx->commit(space->size(), ferry::Publish::later));
       auto nothing_yet = rx->try_receive(buffer);  // may skip a wrap and store its position

@@ -6,16 +6,23 @@
 //                             capacity (ring bytes, a power of two), ring_offset
 //      32     0  creator      label (the channel's name, for error messages)
 //      64     1  sender       tail: bytes published, ever (monotonic)
-//      72     1  sender       sender: packed ProcessId, 0 = none yet, 1 = left
-//      80     1  sender       messages_sent
+//      72     1  sender       messages_sent
 //     128     2  receiver     head: bytes released, ever (monotonic)
-//     136     2  receiver     receiver: packed ProcessId, 0 = none yet, 1 = left
-//     144     2  receiver     messages_received
+//     136     2  receiver     messages_received
 //     192     3  both         data_ready  (WaitPoint: the receiver sleeps here)
 //     256     4  both         space_ready (WaitPoint: the sender sleeps here)
+//     320     5  claimant     sender:   packed ProcessId, 0 = none yet, 1 = left
+//     328     5  claimant     receiver: packed ProcessId, 0 = none yet, 1 = left
 //     512        sender       ring: `capacity` bytes of records
 //
-// A record is an 8-byte header and its payload, padded to 8 bytes. The
+// Each line has one writer on the data path, so no line bounces between the
+// two processes except the records themselves: the role words, which each
+// side reads every time it waits, change only when a role is claimed or left.
+//
+// A record is an 8-byte header and its payload, padded to a cache line
+// (64 bytes): records never share a line, so the receiver polling the next
+// header does not pull away the line the sender is still writing, and a
+// payload of up to 56 bytes travels in the same line as its header. The
 // header is the record's commit word: one 64-bit store, written after the
 // payload, makes the record visible.
 //
@@ -62,12 +69,12 @@
 namespace ferry::detail {
 
 inline constexpr std::uint64_t kChannelMagic = 0x4E48'4359'5252'4546ull;  // "FERRYCHN"
-inline constexpr std::uint32_t kChannelLayoutVersion = 1;
+inline constexpr std::uint32_t kChannelLayoutVersion = 2;
 inline constexpr std::size_t kChannelRingOffset = 512;
 inline constexpr std::size_t kRecordHeaderSize = 8;
-inline constexpr std::size_t kRecordAlignment = 8;
+inline constexpr std::size_t kRecordAlignment = 64;
 inline constexpr std::uint64_t kMinChannelCapacity = 256;
-// Tags repeat every (2^31 - 1) * 8 bytes (~16 GiB): the ring must be smaller.
+// Tags repeat every (2^31 - 1) * 64 bytes (~128 GiB): the ring must be smaller.
 inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 33;
 inline constexpr std::uint32_t kWrapBit = 0x8000'0000u;
 inline constexpr std::uint64_t kRoleNone = 0;
@@ -82,15 +89,16 @@ struct ChannelControl {
   Label label;
 
   alignas(64) std::atomic<std::uint64_t> tail;
-  std::atomic<std::uint64_t> sender;
   std::atomic<std::uint64_t> messages_sent;
 
   alignas(64) std::atomic<std::uint64_t> head;
-  std::atomic<std::uint64_t> receiver;
   std::atomic<std::uint64_t> messages_received;
 
   alignas(64) WaitPoint data_ready;
   alignas(64) WaitPoint space_ready;
+
+  alignas(64) std::atomic<std::uint64_t> sender;
+  std::atomic<std::uint64_t> receiver;
 };
 
 
@@ -101,13 +109,13 @@ static_assert(offsetof(ChannelControl, capacity) == 16);
 static_assert(offsetof(ChannelControl, ring_offset) == 24);
 static_assert(offsetof(ChannelControl, label) == 32);
 static_assert(offsetof(ChannelControl, tail) == 64);
-static_assert(offsetof(ChannelControl, sender) == 72);
-static_assert(offsetof(ChannelControl, messages_sent) == 80);
+static_assert(offsetof(ChannelControl, messages_sent) == 72);
 static_assert(offsetof(ChannelControl, head) == 128);
-static_assert(offsetof(ChannelControl, receiver) == 136);
-static_assert(offsetof(ChannelControl, messages_received) == 144);
+static_assert(offsetof(ChannelControl, messages_received) == 136);
 static_assert(offsetof(ChannelControl, data_ready) == 192);
 static_assert(offsetof(ChannelControl, space_ready) == 256);
+static_assert(offsetof(ChannelControl, sender) == 320);
+static_assert(offsetof(ChannelControl, receiver) == 328);
 static_assert(sizeof(ChannelControl) <= kChannelRingOffset);
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
