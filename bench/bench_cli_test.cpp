@@ -164,7 +164,7 @@ TEST(BenchCli, PlotWithoutGnuplotFailsClearlyBeforeMeasuring) {
 TEST(BenchCli, ListNamesEveryTransport) {
   const CliRun run = run_ferry({"bench", "--list"});
   ASSERT_EQ(run.status, 0) << run.output;
-  for (const char* name : {"floor.spin", "floor.futex", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
+  for (const char* name : {"floor.spin", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
                            "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
                            "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;

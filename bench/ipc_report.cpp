@@ -143,6 +143,8 @@ void compute_ratios(std::vector<Record>& records) {
   for (const auto& [pattern, size] : sections(records)) {
     const Record* floor = find_record(records, "floor.spin", pattern, size);
     const double floor_cost = floor ? cost(*floor).value_or(0) : 0;
+    const Record* copy = find_record(records, "floor.memcpy", pattern, size);
+    const double copy_cost = copy ? cost(*copy).value_or(0) : 0;
     const Record* best = nullptr;
     double best_cost = 0;
     for (const Record& record : records) {
@@ -159,6 +161,7 @@ void compute_ratios(std::vector<Record>& records) {
       const double mine = cost(record).value_or(0);
       if (mine <= 0) continue;
       if (floor_cost > 0) record.vs_floor = mine / floor_cost;
+      if (copy_cost > 0) record.vs_memcpy = mine / copy_cost;
       if (best_cost > 0) {
         record.vs_best_peer = mine / best_cost;
         record.best_peer = best_name;
@@ -184,7 +187,8 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
                "floor: the cache-line round trip the same two processes measured right before, median over the\n"
                "       repetitions, and its range in ns (~70 ns: vCPUs near each other; 300-470 ns: the host had\n"
                "       moved them apart; a figure taken far is slower than it would be near).\n"
-               "x floor, x peer: times slower per message than floor.spin, than the fastest peer library.\n");
+               "x floor, x peer, x memcpy: times slower per message than floor.spin, than the fastest peer\n"
+               "       library, than one process copying alone (floor.memcpy).\n");
 
   constexpr int kName = 23;
   for (const auto& [pattern, size] : sections(records)) {
@@ -200,8 +204,8 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
     } else {
       std::fprintf(out, "\nOne-way throughput, %s messages%s%s\n", size_text(size).c_str(),
                    best.empty() ? "" : "; fastest peer: ", best.c_str());
-      std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s\n", kName, "transport", "messages/s", "bytes/s", "floor",
-                   "floor range", "x floor", "x peer");
+      std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s %9s\n", kName, "transport", "messages/s", "bytes/s",
+                   "floor", "floor range", "x floor", "x peer", "x memcpy");
     }
     for (const Record& record : records) {
       if (record.pattern != pattern || record.size != size) continue;
@@ -216,10 +220,11 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
                      opt_ns(record.floor_ns).c_str(), floor_range(record).c_str(), format_ratio(record.vs_floor).c_str(),
                      format_ratio(record.vs_best_peer).c_str(), record.samples);
       } else {
-        std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s\n", kName, record.transport.c_str(),
+        std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s %9s\n", kName, record.transport.c_str(),
                      format_rate(record.msgs_per_s.value_or(0), "/s").c_str(),
                      format_rate(record.bytes_per_s.value_or(0), "B/s").c_str(), opt_ns(record.floor_ns).c_str(),
-                     floor_range(record).c_str(), format_ratio(record.vs_floor).c_str(), format_ratio(record.vs_best_peer).c_str());
+                     floor_range(record).c_str(), format_ratio(record.vs_floor).c_str(),
+                     format_ratio(record.vs_best_peer).c_str(), format_ratio(record.vs_memcpy).c_str());
       }
     }
   }
@@ -264,6 +269,7 @@ std::string write_json(const std::string& path, const std::vector<Record>& recor
     item["floor_ns"] = number(record.floor_ns);
     item["vs_floor_spin"] = number(record.vs_floor);
     item["vs_best_peer"] = number(record.vs_best_peer);
+    if (record.pattern == Pattern::throughput) item["vs_memcpy"] = number(record.vs_memcpy);
     if (!record.best_peer.empty()) item["best_peer"] = record.best_peer;
     if (record.pattern == Pattern::rtt && record.status == Status::ok) item["samples"] = record.samples;
     nlohmann::json repetitions = nlohmann::json::array();

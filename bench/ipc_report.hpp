@@ -29,6 +29,7 @@ struct Record {
   std::optional<double> floor_ns;      // median of the floor probes taken with it
   std::optional<double> vs_floor;      // times slower than floor.spin (per message)
   std::optional<double> vs_best_peer;  // times slower than the fastest peer library
+  std::optional<double> vs_memcpy;     // throughput: times slower than floor.memcpy
   std::string best_peer;
   std::vector<double> repetition_values;  // rtt: median ns; throughput: msgs/s
   std::vector<double> repetition_floors;  // ns
@@ -54,7 +55,7 @@ const char* status_text(Status status);  // "ok", "n/a", "not available", "not r
 const char* pattern_text(Pattern pattern);
 const char* group_text(Group group);
 
-// Fills vs_floor, vs_best_peer and best_peer.
+// Fills vs_floor, vs_best_peer, vs_memcpy and best_peer.
 void compute_ratios(std::vector<Record>& records);
 void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>& records);
 // "" on success, else why not.

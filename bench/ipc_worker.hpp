@@ -49,6 +49,8 @@
 //   void close(Side);
 //   static constexpr bool kCustomRtt;     true: ping(bool stop) / pong() replace
 //       the generic 64-byte echo (the floors: a bare cache line or futex word).
+//   static constexpr bool kCustomStream;  true: stream(side, spec, area) replaces
+//       the two-process stream (floor.memcpy: one process copying alone).
 //   static constexpr bool kExitNormally;  true: leave with exit() so that static
 //       destructors run (iceoryx deregisters its runtime from RouDi there).
 //
@@ -174,6 +176,7 @@ struct TransportBase {
   void connect(Side, const Spec&) {}
   void close(Side) {}
   static constexpr bool kCustomRtt = false;
+  static constexpr bool kCustomStream = false;
   static constexpr bool kExitNormally = false;
 };
 
@@ -305,6 +308,14 @@ void receive_stream(Transport& transport, const Spec& spec, SharedArea& area) {
 
 }  // namespace detail
 
+// Whether a transport has the copying send/receive pair (all but floor.memcpy,
+// which the coordinator never asks for a round trip: not_applicable).
+template <class Transport>
+concept CarriesMessages = requires(Transport transport, std::byte* bytes, std::size_t size) {
+  transport.send(bytes, size);
+  transport.receive(bytes, size);
+};
+
 // The whole measurement, in A. Never returns.
 template <class Transport>
 [[noreturn]] void run_measurement(const Spec& spec, SharedArea& area) {
@@ -323,7 +334,7 @@ template <class Transport>
       if constexpr (Transport::kCustomRtt) {
         while (transport.pong()) {
         }
-      } else {
+      } else if constexpr (CarriesMessages<Transport>) {
         std::byte* scratch = detail::allocate_message(spec.size);
         for (std::uint64_t expected = 0;; ++expected) {
           const std::byte* message = transport.receive(scratch, spec.size);
@@ -333,7 +344,9 @@ template <class Transport>
           if (value & kStop) break;
         }
       }
-    } else {
+    } else if constexpr (Transport::kCustomStream) {
+      transport.stream(Side::responder, spec, area);
+    } else if constexpr (CarriesMessages<Transport>) {
       detail::receive_stream(transport, spec, area);
     }
     transport.close(Side::responder);
@@ -350,7 +363,7 @@ template <class Transport>
   if (spec.pattern == Pattern::rtt) {
     if constexpr (Transport::kCustomRtt) {
       detail::initiate_rtt(spec, area, [&](bool stop) { transport.ping(stop); });
-    } else {
+    } else if constexpr (CarriesMessages<Transport>) {
       std::byte* message = detail::allocate_message(spec.size);
       std::byte* scratch = detail::allocate_message(spec.size);
       std::uint64_t sequence = 0;
@@ -362,7 +375,9 @@ template <class Transport>
         if (echo != value) [[unlikely]] detail::fail_echo(value, echo);
       });
     }
-  } else {
+  } else if constexpr (Transport::kCustomStream) {
+    transport.stream(Side::initiator, spec, area);
+  } else if constexpr (CarriesMessages<Transport>) {
     detail::send_stream(transport, spec);
   }
   detail::peer_may_exit();

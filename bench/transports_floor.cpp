@@ -10,6 +10,10 @@
 //                a futex at once; the peer wakes it only if it sleeps (the
 //                producer once half the ring is free, the consumer as soon as a
 //                message is there).
+//   floor.memcpy throughput only: one process copying each message into the
+//                next place of a private 4 MiB ring, nobody reading: what a
+//                copy costs with no second CPU involved (the bandwidth a
+//                transport that copies once can hope for).
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -212,6 +216,48 @@ struct Floor : TransportBase {
   Ring<kBlocking> ring_;
 };
 
+// The initiator copies for the warm-up, then counts the copies of the
+// budget; the responder has nothing to do.
+struct MemcpyReference : TransportBase {
+  static constexpr bool kCustomStream = true;
+
+  static std::string not_applicable(Pattern pattern, std::size_t size) {
+    if (pattern == Pattern::rtt) return "a single process: throughput only";
+    if (size > kRingBytes) return "a message larger than the 4 MiB ring";
+    return {};
+  }
+
+  void stream(Side side, const Spec& spec, SharedArea& area) {
+    if (side == Side::responder) return;
+    const std::byte* message = detail::allocate_message(spec.size);
+    std::byte* ring = detail::allocate_message(kRingBytes);
+    std::size_t offset = 0;
+    const auto copy = [&] {
+      std::memcpy(ring + offset, message, spec.size);
+      asm volatile("" : : "r"(ring) : "memory");  // the copy is not dead: keep it
+      offset += spec.size;
+      if (offset + spec.size > kRingBytes) offset = 0;
+    };
+    const std::uint64_t clock_every = spec.size <= 4096 ? 32 : 1;
+    const std::uint64_t warm_end = now_ns() + spec.warmup_ns;
+    while (now_ns() < warm_end) {
+      for (std::uint64_t i = 0; i < clock_every; ++i) copy();
+    }
+    const std::uint64_t first_ns = now_ns();
+    const std::uint64_t end = first_ns + spec.budget_ns;
+    std::uint64_t copies = 0;
+    std::uint64_t last_ns = first_ns;
+    while (last_ns < end) {
+      for (std::uint64_t i = 0; i < clock_every; ++i) copy();
+      copies += clock_every;
+      last_ns = now_ns();
+    }
+    area.stream_first_ns = first_ns;
+    area.stream_last_ns = last_ns;
+    area.stream_messages = copies;
+  }
+};
+
 }  // namespace
 
 void add_floor_transports(std::vector<TransportInfo>& list) {
@@ -221,6 +267,9 @@ void add_floor_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<Floor<true>>(
       "floor.futex", Group::floor,
       "rtt: a futex word, wake + wait; throughput: the same ring, futex sleep when full/empty, wake only a sleeper"));
+  list.push_back(make_transport<MemcpyReference>(
+      "floor.memcpy", Group::floor,
+      "throughput only: one process memcpy-ing each message into a private 4 MiB ring (the bandwidth of one copy)"));
 }
 
 }  // namespace ferry::bench
