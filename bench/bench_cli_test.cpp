@@ -82,6 +82,7 @@ TEST(BenchCli, QuickRunWritesEveryField) {
   ASSERT_EQ(run.signal, 0) << run.output;
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("Round trip, 64 B"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("Wake-up round trip, 64 B"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("One-way throughput, 1 MiB"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("pipe"), std::string::npos) << run.output;
   expect_no_leftovers(run.pid);
@@ -106,7 +107,7 @@ TEST(BenchCli, QuickRunWritesEveryField) {
     const std::string status = record["status"];
     const std::size_t size = record["size"];
     EXPECT_TRUE(asked.count(transport)) << transport;
-    EXPECT_TRUE(pattern == "rtt" || pattern == "throughput");
+    EXPECT_TRUE(pattern == "rtt" || pattern == "wake" || pattern == "throughput") << pattern;
     seen.emplace(transport, pattern + "/" + std::to_string(size));
 
     if (transport == "eventfd" && pattern == "throughput") {
@@ -115,9 +116,13 @@ TEST(BenchCli, QuickRunWritesEveryField) {
       EXPECT_TRUE(record["msgs_per_s"].is_null());
       continue;
     }
+    if (transport == "floor.spin" && pattern == "wake") {
+      EXPECT_EQ(status, "n/a") << "a spinner never sleeps";
+      continue;
+    }
     ASSERT_EQ(status, "ok") << record.value("reason", "");
     EXPECT_GT(record["floor_ns"].get<double>(), 0);
-    if (pattern == "rtt") {
+    if (pattern == "rtt" || pattern == "wake") {
       EXPECT_EQ(size, 64u);
       const double median = record["median_ns"];
       const double p99 = record["p99_ns"];
@@ -141,8 +146,8 @@ TEST(BenchCli, QuickRunWritesEveryField) {
       EXPECT_DOUBLE_EQ(record["vs_floor_spin"].get<double>(), 1.0);
     }
   }
-  // Every transport asked for: one rtt record and one per throughput size.
-  EXPECT_EQ(seen.size(), asked.size() * (1 + sizes.size()));
+  // Every transport asked for: one rtt, one wake and one per throughput size.
+  EXPECT_EQ(seen.size(), asked.size() * (2 + sizes.size()));
 }
 
 TEST(BenchCli, UnknownTransportIsAUsageError) {

@@ -445,7 +445,7 @@ class Coordinator {
     } else {
       outcome.status = Status::ok;
       outcome.floor_ns = static_cast<double>(area_->floor_ns);
-      if (pattern == Pattern::rtt) {
+      if (is_round_trip(pattern)) {
         const std::uint32_t count = std::min(area_->sample_count, kMaxSamples);
         outcome.samples.assign(area_->samples, area_->samples + count);
         if (count == 0) {
@@ -539,7 +539,7 @@ std::string describe(const Cell& cell) {
 std::string brief_value(const Cell& cell, const Outcome& outcome) {
   char text[96];
   if (outcome.status != Status::ok) return std::string(status_text(outcome.status)) + ": " + outcome.reason;
-  if (cell.pattern == Pattern::rtt) {
+  if (is_round_trip(cell.pattern)) {
     std::snprintf(text, sizeof text, "median %s", format_ns(outcome.value).c_str());
   } else {
     std::snprintf(text, sizeof text, "%s, %s", format_rate(outcome.value, "msg/s").c_str(),
@@ -695,7 +695,7 @@ int run_command(const Options& options) {
   // ---- the cells ----
   std::vector<Cell> cells;
   for (const TransportInfo& transport : transports) {
-    std::vector<std::pair<Pattern, std::size_t>> shapes{{Pattern::rtt, kRttSize}};
+    std::vector<std::pair<Pattern, std::size_t>> shapes{{Pattern::rtt, kRttSize}, {Pattern::wake, kRttSize}};
     for (const std::size_t size : settings.sizes) shapes.emplace_back(Pattern::throughput, size);
     for (const auto& [pattern, size] : shapes) {
       Cell cell;
@@ -864,7 +864,7 @@ int run_command(const Options& options) {
     } else {
       record.status = Status::ok;
       record.floor_ns = median(cell.floors);
-      if (cell.pattern == Pattern::rtt) {
+      if (is_round_trip(cell.pattern)) {
         record.median_ns = median(cell.values);
         record.samples = cell.samples.size();
         record.p99_ns = percentile(cell.samples, 0.99);

@@ -69,12 +69,12 @@ const Record* find_record(const std::vector<Record>& records, const std::string&
 // Time per message: what the ratios compare (lower is better).
 std::optional<double> cost(const Record& record) {
   if (record.status != Status::ok) return std::nullopt;
-  if (record.pattern == Pattern::rtt) return record.median_ns;
+  if (is_round_trip(record.pattern)) return record.median_ns;
   if (record.msgs_per_s && *record.msgs_per_s > 0) return 1e9 / *record.msgs_per_s;
   return std::nullopt;
 }
 
-// The sections of the report: the rtt, then each throughput size.
+// The sections of the report: the rtt, the wake-up rtt, then each throughput size.
 std::vector<std::pair<Pattern, std::size_t>> sections(const std::vector<Record>& records) {
   std::vector<std::pair<Pattern, std::size_t>> list;
   for (const Record& record : records) {
@@ -82,13 +82,15 @@ std::vector<std::pair<Pattern, std::size_t>> sections(const std::vector<Record>&
     if (std::find(list.begin(), list.end(), key) == list.end()) list.push_back(key);
   }
   std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
-    if (a.first != b.first) return a.first == Pattern::rtt;
+    if (a.first != b.first) return a.first < b.first;
     return a.second < b.second;
   });
   return list;
 }
 
 std::string json_status(Status status) { return status_text(status); }
+
+const char* floor_reference(Pattern pattern) { return pattern == Pattern::wake ? "floor.futex" : "floor.spin"; }
 
 }  // namespace
 
@@ -109,7 +111,17 @@ const char* status_text(Status status) {
   return "error";
 }
 
-const char* pattern_text(Pattern pattern) { return pattern == Pattern::rtt ? "rtt" : "throughput"; }
+const char* pattern_text(Pattern pattern) {
+  switch (pattern) {
+    case Pattern::rtt:
+      return "rtt";
+    case Pattern::wake:
+      return "wake";
+    case Pattern::throughput:
+      break;
+  }
+  return "throughput";
+}
 
 const char* group_text(Group group) {
   switch (group) {
@@ -141,7 +153,8 @@ std::string format_ns(double ns) {
 
 void compute_ratios(std::vector<Record>& records) {
   for (const auto& [pattern, size] : sections(records)) {
-    const Record* floor = find_record(records, "floor.spin", pattern, size);
+    // A wake-up is a sleeper's: floor.futex is its floor (floor.spin never sleeps).
+    const Record* floor = find_record(records, floor_reference(pattern), pattern, size);
     const double floor_cost = floor ? cost(*floor).value_or(0) : 0;
     const Record* copy = find_record(records, "floor.memcpy", pattern, size);
     const double copy_cost = copy ? cost(*copy).value_or(0) : 0;
@@ -196,9 +209,16 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
     for (const Record& record : records) {
       if (record.pattern == pattern && record.size == size && !record.best_peer.empty()) best = record.best_peer;
     }
-    if (pattern == Pattern::rtt) {
-      std::fprintf(out, "\nRound trip, %s (ping-pong)%s%s\n", size_text(size).c_str(),
-                   best.empty() ? "" : "; fastest peer: ", best.c_str());
+    if (is_round_trip(pattern)) {
+      if (pattern == Pattern::rtt) {
+        std::fprintf(out, "\nRound trip, %s (ping-pong)%s%s\n", size_text(size).c_str(),
+                     best.empty() ? "" : "; fastest peer: ", best.c_str());
+      } else {
+        std::fprintf(out, "\nWake-up round trip, %s (the initiator idles %s before each ping; x floor: against "
+                     "floor.futex)%s%s\n",
+                     size_text(size).c_str(), format_ns(static_cast<double>(kWakeIdleNs)).c_str(),
+                     best.empty() ? "" : "; fastest peer: ", best.c_str());
+      }
       std::fprintf(out, "  %-*s %10s %10s %10s %9s %11s %9s %9s %8s\n", kName, "transport", "median", "p99", "p99.9",
                    "floor", "floor range", "x floor", "x peer", "samples");
     } else {
@@ -214,7 +234,7 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
                      record.reason.c_str());
         continue;
       }
-      if (pattern == Pattern::rtt) {
+      if (is_round_trip(pattern)) {
         std::fprintf(out, "  %-*s %10s %10s %10s %9s %11s %9s %9s %8zu\n", kName, record.transport.c_str(),
                      opt_ns(record.median_ns).c_str(), opt_ns(record.p99_ns).c_str(), opt_ns(record.p999_ns).c_str(),
                      opt_ns(record.floor_ns).c_str(), floor_range(record).c_str(), format_ratio(record.vs_floor).c_str(),
@@ -267,15 +287,15 @@ std::string write_json(const std::string& path, const std::vector<Record>& recor
     item["msgs_per_s"] = number(record.msgs_per_s);
     item["bytes_per_s"] = number(record.bytes_per_s);
     item["floor_ns"] = number(record.floor_ns);
-    item["vs_floor_spin"] = number(record.vs_floor);
+    item[record.pattern == Pattern::wake ? "vs_floor_futex" : "vs_floor_spin"] = number(record.vs_floor);
     item["vs_best_peer"] = number(record.vs_best_peer);
     if (record.pattern == Pattern::throughput) item["vs_memcpy"] = number(record.vs_memcpy);
     if (!record.best_peer.empty()) item["best_peer"] = record.best_peer;
-    if (record.pattern == Pattern::rtt && record.status == Status::ok) item["samples"] = record.samples;
+    if (is_round_trip(record.pattern) && record.status == Status::ok) item["samples"] = record.samples;
     nlohmann::json repetitions = nlohmann::json::array();
     for (std::size_t i = 0; i < record.repetition_values.size(); ++i) {
       nlohmann::json one;
-      one[record.pattern == Pattern::rtt ? "median_ns" : "msgs_per_s"] = record.repetition_values[i];
+      one[is_round_trip(record.pattern) ? "median_ns" : "msgs_per_s"] = record.repetition_values[i];
       one["floor_ns"] = i < record.repetition_floors.size() ? record.repetition_floors[i] : 0.0;
       repetitions.push_back(std::move(one));
     }

@@ -27,7 +27,7 @@ struct Record {
   std::optional<double> msgs_per_s;    // throughput: median of the repetition rates
   std::optional<double> bytes_per_s;
   std::optional<double> floor_ns;      // median of the floor probes taken with it
-  std::optional<double> vs_floor;      // times slower than floor.spin (per message)
+  std::optional<double> vs_floor;      // times slower than floor.spin (wake: floor.futex), per message
   std::optional<double> vs_best_peer;  // times slower than the fastest peer library
   std::optional<double> vs_memcpy;     // throughput: times slower than floor.memcpy
   std::string best_peer;

@@ -67,7 +67,13 @@
 
 namespace ferry::bench {
 
-enum class Pattern : int { rtt, throughput };
+// rtt: ping-pong, both sides busy. wake: the same round trip, but the
+// initiator idles kWakeIdleNs before each ping, so the responder's wait has
+// gone to sleep (if it ever sleeps): what the first message after a pause
+// costs. throughput: one-way stream.
+enum class Pattern : int { rtt, wake, throughput };
+
+constexpr bool is_round_trip(Pattern pattern) noexcept { return pattern != Pattern::throughput; }
 enum class Side : int { initiator = 0, responder = 1 };
 
 // What a measurement ended with. The numeric values travel through SharedArea.
@@ -85,6 +91,9 @@ enum class Status : int {
 enum class Group : int { floor, os, peer, ferry };
 
 inline constexpr std::size_t kRttSize = 64;
+// Far beyond a 20 us adaptive spin and the host's halt polling: the
+// responder's CPU is idle when the ping comes.
+inline constexpr std::uint64_t kWakeIdleNs = 500'000;
 inline constexpr std::uint32_t kMaxSamples = 1u << 17;  // per repetition
 inline constexpr std::size_t kRingBytes = std::size_t{4} << 20;
 inline constexpr std::uint32_t kProbeRoundTrips = 600;  // the first 100 are warm-up
@@ -233,15 +242,22 @@ std::byte* allocate_message(std::size_t size);  // 64-byte aligned, touched, fil
 [[noreturn, gnu::cold]] void fail_echo(std::uint64_t sent, std::uint64_t received);
 [[noreturn, gnu::cold]] void fail_order(std::uint64_t expected, std::uint64_t received);
 
-// One timed ping-pong run: `ping(stop)` does one whole round trip.
+// One timed ping-pong run: `ping(stop)` does one whole round trip. For
+// Pattern::wake this side spins idle before each timed ping (spinning, so
+// only the responder's CPU goes to sleep).
 template <class Ping>
 void initiate_rtt(const Spec& spec, SharedArea& area, Ping&& ping) {
   const std::uint64_t warm_end = now_ns() + spec.warmup_ns;
   while (now_ns() < warm_end) ping(false);
+  const bool idle_first = spec.pattern == Pattern::wake;
   std::uint64_t before = now_ns();
   const std::uint64_t end = before + spec.budget_ns;
   std::uint32_t count = 0;
   while (count < spec.max_samples) {
+    if (idle_first) {
+      const std::uint64_t idle_end = before + kWakeIdleNs;
+      while ((before = now_ns()) < idle_end) cpu_relax();
+    }
     ping(false);
     const std::uint64_t after = now_ns();
     const std::uint64_t took = after - before;
@@ -330,7 +346,7 @@ template <class Transport>
     detail::send_command('R');
     detail::expect_command('S', "the initiator to connect");
     detail::probe_respond(area);
-    if (spec.pattern == Pattern::rtt) {
+    if (is_round_trip(spec.pattern)) {
       if constexpr (Transport::kCustomRtt) {
         while (transport.pong()) {
         }
@@ -360,7 +376,7 @@ template <class Transport>
   transport.connect(Side::initiator, spec);
   detail::send_command('S');
   detail::probe_initiate(area);
-  if (spec.pattern == Pattern::rtt) {
+  if (is_round_trip(spec.pattern)) {
     if constexpr (Transport::kCustomRtt) {
       detail::initiate_rtt(spec, area, [&](bool stop) { transport.ping(stop); });
     } else if constexpr (CarriesMessages<Transport>) {

@@ -56,6 +56,11 @@ template <bool kWaitSet>
 struct Iceoryx : TransportBase {
   static constexpr bool kExitNormally = true;
 
+  static std::string not_applicable(Pattern pattern, std::size_t) {
+    if (pattern == Pattern::wake && !kWaitSet) return "spins: never sleeps, so nothing to wake";
+    return {};
+  }
+
   void prepare(const Spec& spec) {
     // Unique in this run and across runs: A's pid and the measurement's serial.
     char instance[64];

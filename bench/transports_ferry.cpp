@@ -24,6 +24,13 @@ template <WaitStrategy::Mode kMode>
 struct ChannelTransport : TransportBase {
   static WaitStrategy strategy() { return WaitStrategy{kMode, std::chrono::microseconds(20)}; }
 
+  static std::string not_applicable(Pattern pattern, std::size_t) {
+    if (pattern == Pattern::wake && kMode == WaitStrategy::Mode::busy_poll) {
+      return "spins: never sleeps, so nothing to wake";
+    }
+    return {};
+  }
+
   void prepare(const Spec& spec) {
     const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
     const ChannelOptions options{.capacity = kRingBytes, .max_message = std::max<std::size_t>(spec.size, 64)};

@@ -171,11 +171,12 @@ struct Floor : TransportBase {
 
   static std::string not_applicable(Pattern pattern, std::size_t size) {
     if (pattern == Pattern::throughput && size > kRingBytes) return "a message larger than the 4 MiB ring";
+    if (pattern == Pattern::wake && !kBlocking) return "spins: never sleeps, so nothing to wake";
     return {};
   }
 
   void prepare(const Spec& spec) {
-    if (spec.pattern == Pattern::rtt) {
+    if (is_round_trip(spec.pattern)) {
       line_ = new (map_shared(sizeof(PingLine))) PingLine;
     } else {
       ring_.attach(new (map_shared(sizeof(RingShared))) RingShared);
@@ -222,7 +223,7 @@ struct MemcpyReference : TransportBase {
   static constexpr bool kCustomStream = true;
 
   static std::string not_applicable(Pattern pattern, std::size_t size) {
-    if (pattern == Pattern::rtt) return "a single process: throughput only";
+    if (is_round_trip(pattern)) return "a single process: throughput only";
     if (size > kRingBytes) return "a message larger than the 4 MiB ring";
     return {};
   }
