@@ -55,6 +55,10 @@ struct ChannelTransport : TransportBase {
   }
 
   void send(const std::byte* message, std::size_t size) {
+    if (!batching_) {
+      if (auto sent = tx_->send({message, size}, strategy()); !sent) fail("%s", sent.error().message().c_str());
+      return;
+    }
     auto space = tx_->reserve(size, strategy());
     if (!space) fail("%s", space.error().message().c_str());
     std::memcpy(space->data(), message, size);

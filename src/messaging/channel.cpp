@@ -67,6 +67,13 @@ template <class Ready, class Corrupt>
 WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Corrupt&& corrupt,
                           const std::atomic<std::uint64_t>& peer, WaitStrategy strategy,
                           std::optional<deadline> until) {
+  // A message or room about to arrive is caught before the clock is read.
+  if (strategy.mode != WaitStrategy::Mode::block) {
+    for (int poll = 0; poll < 64; ++poll) {
+      if (ready()) return WaitOutcome::ready;
+      cpu_relax();
+    }
+  }
   for (bool slice_passed = false;; slice_passed = true) {
     if (ready()) return WaitOutcome::ready;
     if (slice_passed && corrupt()) return WaitOutcome::corrupt;
@@ -390,12 +397,29 @@ void ChannelSender::publish() noexcept {
   control.data_ready.notify_all();  // no system call unless the receiver sleeps
 }
 
+namespace {
+
+// Copies a payload into its record: the lines after the header's line
+// first, the header's line last. The receiver is polling the header's line;
+// written last, it is taken from the receiver once and stays here until the
+// header is stored, instead of being pulled back while the next line is
+// fetched. (A 64-byte message with its header spans two lines.)
+void copy_record_payload(std::byte* record_payload, std::span<const std::byte> message) noexcept {
+  constexpr std::size_t kFirstLine = detail::kRecordAlignment - detail::kRecordHeaderSize;
+  if (message.size() > kFirstLine) {
+    std::memcpy(record_payload + kFirstLine, message.data() + kFirstLine, message.size() - kFirstLine);
+  }
+  if (!message.empty()) std::memcpy(record_payload, message.data(), std::min(message.size(), kFirstLine));
+}
+
+}  // namespace
+
 result<bool> ChannelSender::send_impl(std::span<const std::byte> message, std::optional<deadline> until,
                                       WaitStrategy strategy, bool wait, Publish when) {
   auto reserved = reserve_impl(message.size(), until, strategy, wait);
   if (!reserved) return std::move(reserved).error();
   if (!*reserved) return false;
-  if (!message.empty()) std::memcpy((*reserved)->data(), message.data(), message.size());
+  copy_record_payload((*reserved)->data(), message);
   if (auto committed = commit(message.size(), when); !committed) return std::move(committed).error();
   return true;
 }

@@ -26,7 +26,9 @@
 // Zero copy: `reserve(n)` gives the sender the bytes in the ring to write,
 // `commit(used)` publishes them; `peek()` gives the receiver the next message
 // in place and `release()` frees it. Batching: `commit(used, Publish::later)`
-// (and `send_batch`) publish several messages with one index store.
+// (and `send_batch`) publish several messages with one index store. For
+// messages of a cache line or two, copying `send()` is the faster path: it
+// writes the line the receiver polls last (see copy_record_payload).
 //
 // Thread-safety: a ChannelSender or ChannelReceiver is used by one thread at a
 // time. Different processes (or threads) hold the two roles.
