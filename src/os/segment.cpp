@@ -46,6 +46,9 @@ std::string to_string(ObjectType type) {
     case ObjectType::spin_lock: return "spin_lock";
     case ObjectType::monitor: return "monitor";
     case ObjectType::channel: return "channel";
+    case ObjectType::mailbox: return "mailbox";
+    case ObjectType::mailbox_queue: return "mailbox queue";
+    case ObjectType::mailbox_sender: return "mailbox sender log";
   }
   return "type " + std::to_string(static_cast<unsigned>(type));
 }

@@ -63,7 +63,10 @@ void describe_sync_object(ObjectRecord& record, std::span<const std::byte> data)
       break;
     case ObjectType::condvar:
     case ObjectType::segment:
-    case ObjectType::channel: break;
+    case ObjectType::channel:
+    case ObjectType::mailbox:
+    case ObjectType::mailbox_queue:
+    case ObjectType::mailbox_sender: break;
   }
 }
 

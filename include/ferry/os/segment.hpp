@@ -63,6 +63,9 @@ enum class ObjectType : std::uint16_t {
   spin_lock = 4,
   monitor = 5,
   channel = 6,
+  mailbox = 7,
+  mailbox_queue = 8,
+  mailbox_sender = 9,
 };
 enum class Persistence : std::uint8_t { process = 1, kernel = 2, filesystem = 3 };
 enum class Access : std::uint8_t { read_write, read_only };

@@ -1,0 +1,261 @@
+// Mailbox: a named queue many processes send to and many receive from; each
+// message goes to exactly one receiver (indirect communication).
+//
+//   auto box = ferry::Mailbox::create("orders", {.capacity = ferry::Capacity::bounded(1024, 4096)});
+//   box->send(std::as_bytes(std::span(order)), {.priority = 5});        // any process
+//
+//   auto opened = ferry::Mailbox::open("orders");                        // another process
+//   auto message = opened->receive();
+//   message->data();      // the bytes, as sent
+//   message->sender();    // uid, gid and pid of the sending process, attested by the kernel
+//
+// Order: higher priority first (0..31), FIFO per sender within a priority;
+// an urgent send overtakes everything queued. A redelivered message (its
+// lease was nacked, or its receiver died) carries its delivery count and may
+// arrive after later ones.
+//
+// Capacity: rendezvous (send returns once a receiver took the message),
+// bounded(count, max_message), unbounded(memory_limit, max_message). A full
+// mailbox makes send wait (or try_send return false); a message larger than
+// the maximum is invalid_argument naming both sizes.
+//
+// Leases: receive_leased() hands out a message that stays in the mailbox
+// until ack(); nack(), dropping the Lease, or the death of the receiving
+// process make it available again. receive() is a lease acknowledged at once.
+//
+// Access: the mode (default 0600) works as for POSIX mq: read permission is
+// receiving, write permission is sending. Each sender writes into a file of
+// its own that nobody else may write, so no participant can change another's
+// messages or claim another's identity; sender() comes from the kernel (the
+// file's owner and the sender's record lock), never from the message.
+//
+// Persistence: kernel (default; /dev/shm/ferry.<name>/), process (destroyed
+// with the last participant), filesystem (a name starting with '/' is a
+// directory path; messages survive a reboot; sync() flushes them).
+//
+// Thread-safety: one Mailbox object per thread, or external locking; a
+// process may hold several.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/os/clock.hpp"
+#include "ferry/os/error.hpp"
+#include "ferry/os/segment.hpp"
+#include "ferry/sync/wait.hpp"
+
+namespace ferry {
+
+/// How many messages a mailbox holds before send waits.
+struct Capacity {
+  enum class Kind : std::uint8_t { rendezvous, bounded, unbounded };
+  Kind kind = Kind::bounded;
+  std::size_t count = 256;               // bounded: messages
+  std::size_t max_message = 4096;        // bytes
+  std::size_t memory_limit = 64u << 20;  // unbounded: bytes of payload queued at most
+
+  static Capacity rendezvous(std::size_t max_message = 4096) noexcept {
+    return {Kind::rendezvous, 0, max_message, 0};
+  }
+  static Capacity bounded(std::size_t count, std::size_t max_message = 4096) noexcept {
+    return {Kind::bounded, count, max_message, 0};
+  }
+  static Capacity unbounded(std::size_t memory_limit, std::size_t max_message = 4096) noexcept {
+    return {Kind::unbounded, 0, max_message, memory_limit};
+  }
+};
+
+struct MailboxOptions {
+  Capacity capacity;
+  Persistence persistence = Persistence::kernel;
+  /// Read = may receive, write = may send, for owner, group and others.
+  mode_t mode = 0600;
+  /// How many processes may send at once (each holds a slot while it lives).
+  std::uint32_t max_senders = 32;
+};
+
+struct MailboxOpenOptions {
+  /// Open a mailbox created by another user (refused by default).
+  bool allow_foreign_owner = false;
+};
+
+/// Who sent a message, as the kernel knows it.
+struct SenderIdentity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+  /// false: the sender had died before any receiver saw it alive, so its pid
+  /// could not be attested (uid still is).
+  bool pid_attested = false;
+};
+
+struct SendOptions {
+  /// 0 (lowest) .. 31.
+  unsigned priority = 0;
+  /// Overtakes everything queued (and is not discarded by flush()).
+  bool urgent = false;
+};
+
+/// A received message: a copy, owned by the caller.
+class Message {
+ public:
+  [[nodiscard]] std::span<const std::byte> data() const noexcept { return bytes_; }
+  [[nodiscard]] std::size_t size() const noexcept { return bytes_.size(); }
+  [[nodiscard]] const SenderIdentity& sender() const noexcept { return sender_; }
+  [[nodiscard]] unsigned priority() const noexcept { return priority_; }
+  [[nodiscard]] bool urgent() const noexcept { return urgent_; }
+  /// 1 the first time; more when an earlier lease was nacked or its receiver died.
+  [[nodiscard]] std::uint32_t delivery_count() const noexcept { return deliveries_; }
+  /// The sender's own message number (1, 2, ...): per-sender order.
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return sequence_; }
+
+ private:
+  friend class Mailbox;
+  std::vector<std::byte> bytes_;
+  SenderIdentity sender_;
+  unsigned priority_ = 0;
+  bool urgent_ = false;
+  std::uint32_t deliveries_ = 0;
+  std::uint64_t sequence_ = 0;
+};
+
+namespace detail {
+struct MailboxShared;
+}
+
+class Mailbox;
+
+/// A leased message: it stays in the mailbox until ack(). Dropping a Lease
+/// that was neither acked nor nacked nacks it.
+class Lease {
+ public:
+  Lease(Lease&&) noexcept;
+  Lease& operator=(Lease&&) noexcept;
+  ~Lease();
+
+  [[nodiscard]] const Message& message() const noexcept { return message_; }
+  [[nodiscard]] std::span<const std::byte> data() const noexcept { return message_.data(); }
+  [[nodiscard]] const SenderIdentity& sender() const noexcept { return message_.sender(); }
+  [[nodiscard]] std::uint32_t delivery_count() const noexcept { return message_.delivery_count(); }
+
+  /// Removes the message for good. Errors: invalid_argument (already acked
+  /// or nacked), busy (the lease was taken back: this process was thought dead).
+  result<void> ack();
+  /// Gives the message back for the next receiver.
+  result<void> nack();
+
+ private:
+  friend class Mailbox;
+  Lease(std::shared_ptr<detail::MailboxShared> shared, Message message, std::uint32_t descriptor,
+        std::uint64_t lease) noexcept;
+  result<void> finish(bool acknowledged);
+
+  std::shared_ptr<detail::MailboxShared> shared_;
+  Message message_;
+  std::uint32_t descriptor_ = 0;
+  std::uint64_t lease_ = 0;
+};
+
+/// What a mailbox holds and has done, read without disturbing traffic.
+struct MailboxStats {
+  std::string name;
+  Capacity capacity;
+  mode_t mode = 0;
+  uid_t owner_uid = 0;
+  std::uint64_t queued = 0;     // waiting for a receiver
+  std::uint64_t leased = 0;     // handed out, not yet acked
+  std::uint64_t depth[33] = {};  // queued per priority; [32] = urgent
+  std::uint64_t high_water = 0;
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;    // acked (plain receives included)
+  std::uint64_t redelivered = 0;
+  std::uint64_t flushed = 0;
+  struct Peer {
+    pid_t pid;
+    uid_t uid;
+    bool alive;
+  };
+  std::vector<Peer> senders;
+};
+
+class Mailbox {
+ public:
+  static constexpr unsigned kPriorities = 32;
+
+  /// Errors: invalid_argument (name, sizes, mode), already_exists, permission_denied, no_space.
+  static result<Mailbox> create(std::string_view name, const MailboxOptions& options = {});
+  /// Errors: not_found, permission_denied (the mode, or another user's
+  /// mailbox without allow_foreign_owner), corrupt, version_mismatch.
+  static result<Mailbox> open(std::string_view name, const MailboxOpenOptions& options = {});
+  /// Removes the mailbox's files; processes that have it open keep working
+  /// with what they mapped.
+  static result<void> destroy(std::string_view name);
+
+  Mailbox(Mailbox&&) noexcept;
+  Mailbox& operator=(Mailbox&&) noexcept;
+  ~Mailbox();
+
+  /// Sends a copy of `message`, waiting while the mailbox is full (and, for
+  /// rendezvous, until a receiver took it). Errors: invalid_argument (too
+  /// large, priority), permission_denied (the mode does not allow sending),
+  /// limit_reached (no free sender slot), corrupt.
+  result<void> send(std::span<const std::byte> message, SendOptions options = {}, WaitStrategy strategy = {});
+  /// As send, without waiting for room: false when full.
+  result<bool> try_send(std::span<const std::byte> message, SendOptions options = {});
+  /// As send; errors also timed_out.
+  result<void> send_until(std::span<const std::byte> message, deadline until, SendOptions options = {},
+                          WaitStrategy strategy = {});
+  result<void> send_for(std::span<const std::byte> message, steady_clock::duration timeout,
+                        SendOptions options = {}, WaitStrategy strategy = {}) {
+    return send_until(message, deadline_after(timeout), options, strategy);
+  }
+
+  /// The next message (highest priority first). Errors: permission_denied
+  /// (the mode does not allow receiving), corrupt.
+  result<Message> receive(WaitStrategy strategy = {});
+  /// Nothing waiting: an empty optional at once.
+  result<std::optional<Message>> try_receive();
+  /// As receive; errors also timed_out.
+  result<Message> receive_until(deadline until, WaitStrategy strategy = {});
+  result<Message> receive_for(steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return receive_until(deadline_after(timeout), strategy);
+  }
+
+  /// As receive, but the message stays in the mailbox until the Lease is acked.
+  result<Lease> receive_leased(WaitStrategy strategy = {});
+  result<std::optional<Lease>> try_receive_leased();
+  result<Lease> receive_leased_until(deadline until, WaitStrategy strategy = {});
+  result<Lease> receive_leased_for(steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return receive_leased_until(deadline_after(timeout), strategy);
+  }
+
+  /// Discards queued messages of a priority below `below` (default: every
+  /// priority; urgent messages stay) and returns how many.
+  result<std::size_t> flush(unsigned below = kPriorities);
+
+  [[nodiscard]] MailboxStats stats() const;
+  [[nodiscard]] const std::string& name() const noexcept;
+  [[nodiscard]] std::size_t max_message() const noexcept;
+  /// Writes queued messages to the backing files (filesystem persistence).
+  result<void> sync();
+
+ private:
+  explicit Mailbox(std::shared_ptr<detail::MailboxShared> shared) noexcept : shared_(std::move(shared)) {}
+  result<bool> send_impl(std::span<const std::byte> message, SendOptions options, std::optional<deadline> until,
+                         WaitStrategy strategy, bool wait);
+  result<std::optional<Message>> receive_impl(std::optional<deadline> until, WaitStrategy strategy, bool wait,
+                                              bool leased, std::uint32_t* descriptor, std::uint64_t* lease);
+
+  std::shared_ptr<detail::MailboxShared> shared_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,1342 @@
+#include "ferry/messaging/mailbox.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <new>
+#include <random>
+
+#include "ferry/messaging/detail/mailbox_layout.hpp"
+#include "ferry/os/process.hpp"
+
+namespace ferry {
+namespace detail {
+namespace {
+
+// How often a waiting side wakes to look for dead lessees and new senders
+// that will never notify.
+constexpr auto kWaitSlice = std::chrono::milliseconds(100);
+// How often a receiver that finds work anyway checks leases for dead lessees.
+constexpr auto kLeaseCheckInterval = std::chrono::milliseconds(50);
+constexpr std::uint64_t kLeftSlot = 1;  // a slot's owner value after its sender left
+
+std::string directory_of(std::string_view name) {
+  if (!name.empty() && name.front() == '/') return std::string(name);
+  return "/dev/shm/ferry." + std::string(name);
+}
+
+result<void> validate_name(std::string_view name, const std::string& description) {
+  if (name.empty()) return error(errc::invalid_argument, description, "empty name");
+  if (name.front() == '/') {
+    if (name.size() >= 3000) return error(errc::invalid_argument, description, "path too long");
+    if (name.find('\0') != std::string_view::npos) {
+      return error(errc::invalid_argument, description, "path contains a NUL byte");
+    }
+    return {};
+  }
+  if (name.size() > 200) return error(errc::invalid_argument, description, "name longer than 200 characters");
+  if (name == "." || name == ".." || name.find('/') != std::string_view::npos ||
+      name.find('\0') != std::string_view::npos) {
+    return error(errc::invalid_argument, description, "a name must not contain '/' or NUL, nor be . or ..");
+  }
+  return {};
+}
+
+// Per class (owner, group, other) of the mailbox mode: r = may receive, w = may send.
+mode_t class_bits(mode_t mode, int shift) noexcept { return (mode >> shift) & 07; }
+
+mode_t directory_mode(mode_t mode) noexcept {
+  mode_t result = S_ISVTX | S_ISGID | 0700;
+  for (int shift : {3, 0}) {
+    const mode_t bits = class_bits(mode, shift);
+    if (bits & 06) result |= mode_t{05} << shift;  // may enter and list
+    if (bits & 02) result |= mode_t{02} << shift;  // senders create their logs
+  }
+  return result;
+}
+
+mode_t control_mode(mode_t mode) noexcept {
+  mode_t result = 0600;
+  for (int shift : {3, 0}) {
+    if (class_bits(mode, shift) & 06) result |= mode_t{06} << shift;
+  }
+  return result;
+}
+
+mode_t queue_mode(mode_t mode) noexcept {
+  mode_t result = 0600;
+  for (int shift : {3, 0}) {
+    const mode_t bits = class_bits(mode, shift);
+    if (bits & 04) result |= mode_t{06} << shift;
+    else if (bits & 02) result |= mode_t{04} << shift;
+  }
+  return result;
+}
+
+// A sender's log: its owner writes; every class that may receive reads. The
+// mailbox's owner reads through the group (the directory is setgid).
+mode_t log_mode(mode_t mode) noexcept {
+  mode_t result = 0600;
+  if ((class_bits(mode, 6) | class_bits(mode, 3)) & 04) result |= 040;
+  if (class_bits(mode, 0) & 04) result |= 04;
+  return result;
+}
+
+std::string log_path(const std::string& dir, std::uint64_t log_id) {
+  char text[32];
+  std::snprintf(text, sizeof text, "/sender.%016llx", static_cast<unsigned long long>(log_id));
+  return dir + text;
+}
+
+gid_t effective_gid_of(pid_t pid, gid_t fallback) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "Gid:") {
+      unsigned long real = 0, effective = 0;
+      if (status >> real >> effective) return static_cast<gid_t>(effective);
+      break;
+    }
+    std::getline(status, key);
+  }
+  return fallback;
+}
+
+// The pid holding a POSIX record lock on byte 0 of `fd` (the sender's
+// liveness and identity, from the kernel), or 0 if nobody (else) holds it.
+pid_t lock_holder(int fd) noexcept {
+  struct flock query{};
+  query.l_type = F_RDLCK;
+  query.l_whence = SEEK_SET;
+  query.l_start = 0;
+  query.l_len = 1;
+  if (::fcntl(fd, F_GETLK, &query) != 0 || query.l_type == F_UNLCK) return 0;
+  return query.l_pid;
+}
+
+// POSIX record locks belong to the process and are dropped when it closes
+// ANY descriptor of the file. A receiver that mapped this process's own log
+// must therefore not close its descriptor while the log's sender lives:
+// such segments are parked here until the sender closes its log.
+struct OwnLogs {
+  std::mutex mutex;
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::vector<Segment>> parked;  // by (dev, ino)
+  static OwnLogs& instance() {
+    static OwnLogs* logs = new OwnLogs;  // never destroyed: used from destructors at exit
+    return *logs;
+  }
+};
+
+}  // namespace
+
+struct MappedLog {
+  std::uint64_t log_id = 0;
+  Segment segment;
+  const SenderLogHeader* header = nullptr;
+  const std::byte* records = nullptr;
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+};
+
+struct OwnLog {
+  std::uint32_t slot = 0;
+  std::uint64_t log_id = 0;
+  Segment segment;
+  SenderLogHeader* header = nullptr;
+  std::byte* records = nullptr;
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  std::uint64_t tail = 0;      // next record position
+  std::uint64_t sequence = 0;  // of the last record
+  std::uint64_t bytes = 0;     // payload published
+  ProcessId owner;
+};
+
+struct MailboxShared {
+  std::string name;
+  std::string dir;
+  std::shared_ptr<const std::string> description;
+  std::optional<Segment> control_segment;
+  MailboxControl* control = nullptr;
+  std::optional<Segment> queue_segment;
+  MailboxQueue* queue = nullptr;
+  SlotProgress* progress = nullptr;
+  Descriptor* descriptors = nullptr;
+  bool may_receive = false;
+  bool may_send = false;
+  bool process_persistent = false;
+  // Copied once and validated; bounds checks use these, never the shared copies.
+  CapacityKind kind{};
+  std::uint64_t count = 0;
+  std::uint64_t memory_limit = 0;
+  std::uint32_t max_message = 0;
+  std::uint32_t max_senders = 0;
+  std::uint32_t descriptor_count = 0;
+  std::uint64_t log_capacity = 0;
+  mode_t mode = 0;
+
+  std::optional<OwnLog> own;
+  std::vector<std::optional<MappedLog>> logs;  // by slot
+  std::uint64_t senders_seen = ~std::uint64_t{0};
+  steady_clock::time_point next_lease_check{};
+  std::uint32_t next_slot_hint = 0;
+
+  ~MailboxShared();
+
+  error corrupt(std::string detail) const { return error(errc::corrupt, description, std::move(detail)); }
+
+  // ---- receiving side (queue mutex held unless said otherwise)
+  result<void> lock_queue(std::optional<deadline> until, WaitStrategy strategy);
+  void unlock_queue() noexcept { (void)queue->lock.unlock(); }
+  void repair_queue();
+  result<void> bind_senders();
+  result<void> index_new_records();
+  void check_leases(bool force);
+  std::optional<std::uint32_t> take_head();
+  void finish(std::uint32_t index);
+  void requeue_front(std::uint32_t index);
+  void push_level(std::uint32_t index, bool front);
+  void retire_slot(std::uint32_t slot);
+  void update_reclaim(std::uint32_t slot);
+  std::uint64_t indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const;
+  bool has_work() const;  // without the mutex: for waiting
+
+  // ---- sending side
+  result<void> register_sender();
+  std::uint64_t reclaim_position() const;
+};
+
+// ------------------------------------------------------------ queue mutex
+
+result<void> MailboxShared::lock_queue(std::optional<deadline> until, WaitStrategy strategy) {
+  auto locked = until ? queue->lock.lock_until(*until, strategy) : queue->lock.lock(strategy);
+  if (locked) return {};
+  if (locked.error().code() != errc::owner_died) return locked.error();
+  repair_queue();
+  if (auto marked = queue->lock.mark_consistent(); !marked) return marked.error();
+  return {};
+}
+
+// The messages of `slot` indexed so far (and their bytes): what the record at
+// `scanned` says came before it, or all that was published.
+std::uint64_t MailboxShared::indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const {
+  const auto& log = logs[slot];
+  const SlotProgress& p = progress[slot];
+  if (!log) {
+    *bytes = 0;
+    return 0;
+  }
+  const std::uint64_t mask = log_capacity - 1;
+  const std::uint64_t scanned = p.scanned.load(std::memory_order_relaxed);
+  const std::uint64_t published = log->header->published.load(std::memory_order_acquire);
+  if (scanned != published) {
+    const std::byte* record = log->records + (scanned & mask);
+    std::uint64_t commit = 0, sequence = 0, packed = 0;
+    std::memcpy(&commit, record, 8);
+    std::memcpy(&sequence, record + 8, 8);
+    std::memcpy(&packed, record + 16, 8);
+    if ((static_cast<std::uint32_t>(commit >> 32) & ~kLogWrapBit) == log_record_tag(scanned) &&
+        !(static_cast<std::uint32_t>(commit >> 32) & kLogWrapBit) && sequence > 0) {
+      *bytes = packed & ((std::uint64_t{1} << 48) - 1);
+      return sequence - 1;
+    }
+  }
+  *bytes = log->header->bytes.load(std::memory_order_acquire);
+  return log->header->messages.load(std::memory_order_acquire);
+}
+
+// After a receiver died holding the mutex: the lists and counters may be
+// half-updated. Rebuild them from the descriptors' states and the logs.
+void MailboxShared::repair_queue() {
+  // Descriptors of records at or past `scanned` were being indexed: drop them.
+  for (std::uint32_t i = 0; i < descriptor_count; ++i) {
+    Descriptor& d = descriptors[i];
+    if (d.state == DescriptorState::free) continue;
+    if (d.slot >= max_senders || d.position >= progress[d.slot].scanned.load(std::memory_order_relaxed)) {
+      d.state = DescriptorState::free;
+    }
+  }
+  std::vector<std::uint32_t> live;
+  queue->free_first = kNoDescriptor;
+  for (std::uint32_t i = descriptor_count; i-- > 0;) {
+    if (descriptors[i].state == DescriptorState::free) {
+      descriptors[i].next = queue->free_first;
+      queue->free_first = i;
+    } else {
+      live.push_back(i);
+    }
+  }
+  for (auto& level : queue->levels) level = {kNoDescriptor, kNoDescriptor};
+  for (auto& depth : queue->depth) depth.store(0, std::memory_order_relaxed);
+  std::sort(live.begin(), live.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return descriptors[a].order < descriptors[b].order;
+  });
+  std::uint64_t queued = 0, leased = 0;
+  for (std::uint32_t i : live) {
+    if (descriptors[i].state == DescriptorState::queued) {
+      if (descriptors[i].level >= kLevels) descriptors[i].level = 0;
+      push_level(i, false);
+      ++queued;
+    } else if (descriptors[i].state == DescriptorState::leased) {
+      ++leased;
+    }
+  }
+  queue->queued.store(queued, std::memory_order_relaxed);
+  queue->leased.store(leased, std::memory_order_relaxed);
+  // Each sender's records, oldest first; the finished counts follow.
+  std::sort(live.begin(), live.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return descriptors[a].position < descriptors[b].position;
+  });
+  for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
+    SlotProgress& p = progress[slot];
+    p.log_first = p.log_last = kNoDescriptor;
+    std::uint64_t outstanding = 0, outstanding_bytes = 0;
+    for (std::uint32_t i : live) {
+      if (descriptors[i].slot != slot) continue;
+      descriptors[i].log_next = kNoDescriptor;
+      if (p.log_last == kNoDescriptor) p.log_first = i;
+      else descriptors[p.log_last].log_next = i;
+      p.log_last = i;
+      if (descriptors[i].state != DescriptorState::done) {
+        ++outstanding;
+        outstanding_bytes += descriptors[i].length;
+      }
+    }
+    if (p.log_id != 0 && logs[slot]) {
+      std::uint64_t bytes = 0;
+      const std::uint64_t indexed = indexed_messages(slot, &bytes);
+      p.finished.store(indexed - outstanding, std::memory_order_relaxed);
+      p.finished_bytes.store(bytes - outstanding_bytes, std::memory_order_relaxed);
+    }
+    update_reclaim(slot);
+  }
+  queue->finishes.fetch_add(1, std::memory_order_seq_cst);
+}
+
+// --------------------------------------------------------------- lists
+
+void MailboxShared::push_level(std::uint32_t index, bool front) {
+  Descriptor& d = descriptors[index];
+  LevelList& list = queue->levels[d.level];
+  d.order = front ? queue->order_front-- : queue->order_back++;
+  if (front) {
+    d.next = list.first;
+    list.first = index;
+    if (list.last == kNoDescriptor) list.last = index;
+  } else {
+    d.next = kNoDescriptor;
+    if (list.last == kNoDescriptor) list.first = index;
+    else descriptors[list.last].next = index;
+    list.last = index;
+  }
+  queue->depth[d.level].fetch_add(1, std::memory_order_relaxed);
+}
+
+// The head of the highest non-empty level, unlinked (still marked queued).
+std::optional<std::uint32_t> MailboxShared::take_head() {
+  for (unsigned level = kLevels; level-- > 0;) {
+    LevelList& list = queue->levels[level];
+    const std::uint32_t index = list.first;
+    if (index == kNoDescriptor) continue;
+    if (index >= descriptor_count) return std::nullopt;  // scribbled: repair_queue rebuilds
+    list.first = descriptors[index].next;
+    if (list.first == kNoDescriptor) list.last = kNoDescriptor;
+    queue->depth[level].fetch_sub(1, std::memory_order_relaxed);
+    queue->queued.fetch_sub(1, std::memory_order_relaxed);
+    return index;
+  }
+  return std::nullopt;
+}
+
+void MailboxShared::requeue_front(std::uint32_t index) {
+  descriptors[index].state = DescriptorState::queued;
+  descriptors[index].lessee = 0;
+  push_level(index, true);
+  queue->queued.fetch_add(1, std::memory_order_relaxed);
+  queue->leased.fetch_sub(1, std::memory_order_relaxed);
+  queue->redelivered.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The sender may reuse its log below the oldest record not yet freed.
+void MailboxShared::update_reclaim(std::uint32_t slot) {
+  SlotProgress& p = progress[slot];
+  while (p.log_first != kNoDescriptor && p.log_first < descriptor_count &&
+         descriptors[p.log_first].state == DescriptorState::done) {
+    const std::uint32_t index = p.log_first;
+    p.log_first = descriptors[index].log_next;
+    if (p.log_first == kNoDescriptor) p.log_last = kNoDescriptor;
+    descriptors[index].state = DescriptorState::free;
+    descriptors[index].next = queue->free_first;
+    queue->free_first = index;
+  }
+  const std::uint64_t oldest = p.log_first == kNoDescriptor || p.log_first >= descriptor_count
+                                   ? p.scanned.load(std::memory_order_relaxed)
+                                   : descriptors[p.log_first].position;
+  p.reclaim.store(oldest, std::memory_order_seq_cst);
+}
+
+// A message leaves the mailbox (acked, received, flushed).
+void MailboxShared::finish(std::uint32_t index) {
+  Descriptor& d = descriptors[index];
+  d.state = DescriptorState::done;
+  d.lessee = 0;
+  SlotProgress& p = progress[d.slot];
+  p.finished_bytes.fetch_add(d.length, std::memory_order_relaxed);
+  p.finished.fetch_add(1, std::memory_order_seq_cst);
+  update_reclaim(d.slot);
+  queue->finishes.fetch_add(1, std::memory_order_seq_cst);
+}
+
+// --------------------------------------------------------- senders' logs
+
+// Maps the log of every sender slot that names a new one (and retires logs
+// whose sender is gone and whose records are all finished).
+result<void> MailboxShared::bind_senders() {
+  const std::uint64_t changed = control->senders_changed.load(std::memory_order_seq_cst);
+  const bool rescan = changed != senders_seen;
+  senders_seen = changed;
+  for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
+    SlotProgress& p = progress[slot];
+    const std::uint64_t announced = control->slots[slot].log_id.load(std::memory_order_acquire);
+    auto& log = logs[slot];
+    if (p.log_id != 0 && (!log || log->log_id != p.log_id)) {
+      // Bound by another receiver (or before this process looked): map it.
+      if (!rescan && log) continue;
+    } else if (p.log_id == 0 && (announced == 0 || !rescan)) {
+      continue;
+    } else if (p.log_id != 0 && log && log->log_id == p.log_id) {
+      // Bound and mapped: retire it once its sender is gone and all is finished.
+      const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
+      const bool gone = owner == kLeftSlot || owner == 0 ||
+                        (lock_holder(log->segment.fd().get()) == 0 &&
+                         !(own && own->log_id == p.log_id) && !ProcessId::from_packed(owner).alive());
+      if (gone && p.log_first == kNoDescriptor &&
+          p.scanned.load(std::memory_order_relaxed) == log->header->published.load(std::memory_order_acquire)) {
+        retire_slot(slot);
+      }
+      continue;
+    }
+    const std::uint64_t log_id = p.log_id != 0 ? p.log_id : announced;
+    const std::string path = log_path(dir, log_id);
+    auto segment = Segment::open(path, {.kind = SegmentKind::file,
+                                        .access = Access::read_only,
+                                        .allow_foreign_owner = true,
+                                        .object_type = ObjectType::mailbox_sender});
+    if (!segment) {
+      if (segment.error().code() == errc::not_found && p.log_id == 0) continue;  // not linked yet
+      return error(segment.error().code(), description,
+                   "cannot read the log of sender slot " + std::to_string(slot) + ": " + segment.error().message());
+    }
+    const auto data = segment->data();
+    if (data.size() != kSenderLogRecords + log_capacity) return corrupt("a sender log of the wrong size");
+    const auto* header = reinterpret_cast<const SenderLogHeader*>(data.data());
+    if (header->magic != kSenderLogMagic || header->layout_version != kMailboxLayoutVersion ||
+        header->capacity != log_capacity || header->slot != slot || header->log_id != log_id) {
+      return corrupt("sender log " + path + " fails its header checks");
+    }
+    struct stat facts{};
+    if (::fstat(segment->fd().get(), &facts) != 0) return error::from_errno(errno, *description, "fstat");
+    MappedLog mapped{log_id, std::move(*segment), header, data.data() + kSenderLogRecords,
+                     static_cast<std::uint64_t>(facts.st_dev), static_cast<std::uint64_t>(facts.st_ino)};
+    if (p.log_id == 0) {
+      // First sight: bind the slot and record who the kernel says wrote it.
+      pid_t pid = lock_holder(mapped.segment.fd().get());
+      if (pid == 0 && own && own->dev == mapped.dev && own->ino == mapped.ino) pid = ::getpid();
+      p.uid = facts.st_uid;
+      p.gid = pid != 0 ? effective_gid_of(pid, facts.st_gid) : facts.st_gid;
+      p.pid = pid;
+      p.log_dev = mapped.dev;
+      p.log_ino = mapped.ino;
+      p.log_first = p.log_last = kNoDescriptor;
+      p.scanned.store(0, std::memory_order_relaxed);
+      p.reclaim.store(0, std::memory_order_relaxed);
+      p.finished.store(0, std::memory_order_relaxed);
+      p.finished_bytes.store(0, std::memory_order_relaxed);
+      p.taken.store(0, std::memory_order_relaxed);
+      p.log_id = log_id;
+    } else if (p.log_dev != mapped.dev || p.log_ino != mapped.ino) {
+      return corrupt("sender slot " + std::to_string(slot) + " names a different log file than it was bound to");
+    }
+    log.emplace(std::move(mapped));
+  }
+  return {};
+}
+
+// The slot's sender is gone and everything it sent is finished: free it.
+void MailboxShared::retire_slot(std::uint32_t slot) {
+  SlotProgress& p = progress[slot];
+  auto& log = logs[slot];
+  // Its share of the capacity (admitted minus finished, per log) goes with it.
+  p.finished.store(0, std::memory_order_relaxed);
+  p.finished_bytes.store(0, std::memory_order_relaxed);
+  (void)::unlink(log_path(dir, p.log_id).c_str());  // only its owner or the mailbox's may (sticky)
+  p.log_id = 0;
+  log.reset();
+  control->slots[slot].admitted.store(0, std::memory_order_relaxed);
+  control->slots[slot].admitted_bytes.store(0, std::memory_order_relaxed);
+  control->slots[slot].log_id.store(0, std::memory_order_release);
+  control->slots[slot].owner.store(0, std::memory_order_release);
+  control->senders_changed.fetch_add(1, std::memory_order_seq_cst);
+}
+
+
+// Turns the records published since the last look into queued descriptors,
+// oldest first per sender. Every header is read once and checked.
+result<void> MailboxShared::index_new_records() {
+  const std::uint64_t mask = log_capacity - 1;
+  for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
+    SlotProgress& p = progress[slot];
+    const auto& log = logs[slot];
+    if (p.log_id == 0 || !log || log->log_id != p.log_id) continue;
+    const std::uint64_t published = log->header->published.load(std::memory_order_seq_cst);
+    std::uint64_t scanned = p.scanned.load(std::memory_order_relaxed);
+    if (published - scanned > log_capacity) return corrupt("sender slot " + std::to_string(slot) + ": published is out of bounds");
+    while (scanned != published) {
+      if (queue->free_first == kNoDescriptor) return {};  // all in use: the rest waits in the log
+      const std::uint64_t offset = scanned & mask;
+      const std::byte* record = log->records + offset;
+      const std::uint64_t commit = std::atomic_ref<const std::uint64_t>(*reinterpret_cast<const std::uint64_t*>(record))
+                                       .load(std::memory_order_acquire);
+      const auto tag = static_cast<std::uint32_t>(commit >> 32);
+      const auto length = static_cast<std::uint32_t>(commit);
+      if ((tag & ~kLogWrapBit) != log_record_tag(scanned)) {
+        return corrupt("sender slot " + std::to_string(slot) + ": no record where its log says one is");
+      }
+      if (tag & kLogWrapBit) {
+        if (length != log_capacity - offset - kLogRecordHeader) return corrupt("a bad wrap record");
+        scanned += log_capacity - offset;
+        p.scanned.store(scanned, std::memory_order_relaxed);
+        continue;
+      }
+      if (length > max_message || offset + log_record_size(length) > log_capacity) {
+        return corrupt("sender slot " + std::to_string(slot) + ": a record of " + std::to_string(length) +
+                       " bytes at offset " + std::to_string(offset));
+      }
+      std::uint64_t sequence = 0, packed = 0;
+      std::memcpy(&sequence, record + 8, 8);
+      std::memcpy(&packed, record + 16, 8);
+      const auto level = static_cast<std::uint8_t>(packed >> 48);
+      const auto flags = static_cast<std::uint8_t>(packed >> 56);
+      const std::uint32_t index = queue->free_first;
+      if (index >= descriptor_count) return corrupt("the free descriptor list is out of bounds");
+      Descriptor& d = descriptors[index];
+      queue->free_first = d.next;
+      d.slot = slot;
+      d.position = scanned;
+      d.sequence = sequence;
+      d.length = length;
+      d.level = static_cast<std::uint8_t>((flags & kRecordUrgent) ? kUrgentLevel : std::min<unsigned>(level, kPriorityLevels - 1));
+      d.deliveries = 0;
+      d.lessee = 0;
+      d.lease = 0;
+      d.log_next = kNoDescriptor;
+      d.state = DescriptorState::queued;
+      push_level(index, false);
+      if (p.log_last == kNoDescriptor || p.log_last >= descriptor_count) p.log_first = index;
+      else descriptors[p.log_last].log_next = index;
+      p.log_last = index;
+      queue->queued.fetch_add(1, std::memory_order_relaxed);
+      scanned += log_record_size(length);
+      p.scanned.store(scanned, std::memory_order_relaxed);
+    }
+  }
+  return {};
+}
+
+// Leases of dead receivers go back to the front of their level.
+void MailboxShared::check_leases(bool force) {
+  if (queue->leased.load(std::memory_order_relaxed) == 0) return;
+  const auto now = steady_clock::now();
+  if (!force && now < next_lease_check) return;
+  next_lease_check = now + kLeaseCheckInterval;
+  std::map<std::uint64_t, bool> alive;
+  for (std::uint32_t i = 0; i < descriptor_count; ++i) {
+    Descriptor& d = descriptors[i];
+    if (d.state != DescriptorState::leased) continue;
+    auto [seen, inserted] = alive.try_emplace(d.lessee, false);
+    if (inserted) seen->second = d.lessee > kLeftSlot && ProcessId::from_packed(d.lessee).alive();
+    if (!seen->second) requeue_front(i);
+  }
+}
+
+// Whether a receiver has something to do: read without the mutex, for waiting.
+bool MailboxShared::has_work() const {
+  if (queue->queued.load(std::memory_order_seq_cst) > 0) return true;
+  if (control->senders_changed.load(std::memory_order_seq_cst) != senders_seen) return true;
+  for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
+    const auto& log = logs[slot];
+    if (log && log->header->published.load(std::memory_order_seq_cst) !=
+                   progress[slot].scanned.load(std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ------------------------------------------------------------ sending side
+
+result<void> MailboxShared::register_sender() {
+  if (!may_send) return error(errc::permission_denied, description, "its mode does not let this user send");
+  const ProcessId me = ProcessId::current();
+  std::uint32_t slot = max_senders;
+  for (std::uint32_t i = 0; i < max_senders; ++i) {
+    std::uint64_t expected = 0;
+    if (control->slots[i].owner.compare_exchange_strong(expected, me.packed(), std::memory_order_seq_cst)) {
+      slot = i;
+      break;
+    }
+  }
+  if (slot == max_senders) {
+    return error(errc::limit_reached, description,
+                 "all " + std::to_string(max_senders) + " sender slots are taken (senders whose messages are still queued keep theirs)");
+  }
+  std::random_device random;
+  const std::uint64_t log_id = (std::uint64_t{random()} << 32 | random()) | 1;
+  const std::string path = log_path(dir, log_id);
+  SegmentOptions options{.kind = SegmentKind::file,
+                         .size = kSenderLogRecords + log_capacity,
+                         .persistence = Persistence::filesystem,
+                         .mode = log_mode(mode),
+                         .object_type = ObjectType::mailbox_sender};
+  options.initialize = [&](std::span<std::byte> data) {
+    auto* header = new (data.data()) SenderLogHeader{};
+    header->magic = kSenderLogMagic;
+    header->layout_version = kMailboxLayoutVersion;
+    header->slot = slot;
+    header->log_id = log_id;
+    header->capacity = log_capacity;
+    header->pid = ::getpid();
+  };
+  auto segment = Segment::create(path, options);
+  if (!segment) {
+    control->slots[slot].owner.store(0, std::memory_order_seq_cst);
+    return error(segment.error().code(), description, "cannot create this sender's log: " + segment.error().message());
+  }
+  // The record lock is the kernel's word for which process writes this log.
+  struct flock lock{};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = 0;
+  lock.l_len = 1;
+  if (::fcntl(segment->fd().get(), F_SETLK, &lock) != 0) {
+    const int saved = errno;
+    (void)::unlink(path.c_str());
+    control->slots[slot].owner.store(0, std::memory_order_seq_cst);
+    return error(errc::system, description, "cannot lock this sender's log", saved);
+  }
+  struct stat facts{};
+  (void)::fstat(segment->fd().get(), &facts);
+  const auto data = segment->data();
+  own.emplace(OwnLog{.slot = slot,
+                     .log_id = log_id,
+                     .segment = std::move(*segment),
+                     .header = reinterpret_cast<SenderLogHeader*>(data.data()),
+                     .records = data.data() + kSenderLogRecords,
+                     .dev = static_cast<std::uint64_t>(facts.st_dev),
+                     .ino = static_cast<std::uint64_t>(facts.st_ino),
+                     .owner = me});
+  {
+    auto& own_logs = OwnLogs::instance();
+    std::lock_guard guard(own_logs.mutex);
+    own_logs.parked[{own->dev, own->ino}];  // marks it as this process's own
+  }
+  control->slots[slot].admitted.store(0, std::memory_order_relaxed);
+  control->slots[slot].admitted_bytes.store(0, std::memory_order_relaxed);
+  control->slots[slot].log_id.store(log_id, std::memory_order_seq_cst);
+  control->senders_changed.fetch_add(1, std::memory_order_seq_cst);
+  control->data_ready.notify_all();
+  return {};
+}
+
+// Where this sender may write up to (exclusive: position + capacity).
+std::uint64_t MailboxShared::reclaim_position() const {
+  const SlotProgress& p = progress[own->slot];
+  if (p.log_id != own->log_id) return 0;  // not bound yet: nothing was finished
+  return p.reclaim.load(std::memory_order_seq_cst);
+}
+
+MailboxShared::~MailboxShared() {
+  for (auto& log : logs) {
+    if (!log) continue;
+    // Never close a descriptor of this process's own live log (see OwnLogs).
+    auto& own_logs = OwnLogs::instance();
+    std::lock_guard guard(own_logs.mutex);
+    auto found = own_logs.parked.find({log->dev, log->ino});
+    if (found != own_logs.parked.end()) found->second.push_back(std::move(log->segment));
+  }
+  logs.clear();
+  if (own) {
+    const std::uint32_t slot = own->slot;
+    {
+      auto& own_logs = OwnLogs::instance();
+      std::lock_guard guard(own_logs.mutex);
+      own_logs.parked.erase({own->dev, own->ino});
+    }
+    std::uint64_t me = own->owner.packed();
+    control->slots[slot].owner.compare_exchange_strong(me, kLeftSlot, std::memory_order_seq_cst);
+    control->senders_changed.fetch_add(1, std::memory_order_seq_cst);
+    control->data_ready.notify_all();
+    own.reset();
+  }
+  if (process_persistent) {
+    (void)control_segment->detach();
+    // The last participant took the control file with it: remove the rest.
+    if (::access((dir + "/control").c_str(), F_OK) != 0 && errno == ENOENT) (void)Mailbox::destroy(name);
+  }
+}
+
+}  // namespace detail
+}  // namespace ferry
+
+namespace ferry {
+
+using detail::Descriptor;
+using detail::DescriptorState;
+using detail::MailboxControl;
+using detail::MailboxQueue;
+using detail::MailboxShared;
+using detail::SlotProgress;
+
+namespace {
+
+using detail::kLevels;
+using detail::kNoDescriptor;
+
+result<std::shared_ptr<MailboxShared>> adopt(std::string name, std::string dir, Segment control_segment,
+                                             bool process_persistent) {
+  auto shared = std::make_shared<MailboxShared>();
+  shared->name = std::move(name);
+  shared->dir = std::move(dir);
+  shared->description = std::make_shared<const std::string>("mailbox '" + shared->name + "'");
+  const auto data = control_segment.data();
+  auto* control = reinterpret_cast<MailboxControl*>(data.data());
+  if (data.size() < offsetof(MailboxControl, slots)) return shared->corrupt("too small for a mailbox header");
+  if (control->magic != detail::kMailboxMagic) return shared->corrupt("not a mailbox (bad magic)");
+  if (control->layout_version != detail::kMailboxLayoutVersion) {
+    return error(errc::version_mismatch, shared->description,
+                 "mailbox layout version " + std::to_string(control->layout_version) + ", this ferry reads " +
+                     std::to_string(detail::kMailboxLayoutVersion));
+  }
+  shared->kind = control->capacity_kind;
+  shared->count = control->capacity_count;
+  shared->memory_limit = control->memory_limit;
+  shared->max_message = control->max_message;
+  shared->max_senders = control->max_senders;
+  shared->descriptor_count = control->descriptors;
+  shared->log_capacity = control->log_capacity;
+  shared->mode = control->mode & 0777;
+  if (shared->kind < detail::CapacityKind::rendezvous || shared->kind > detail::CapacityKind::unbounded ||
+      shared->max_senders == 0 || shared->max_senders > detail::kMaxMailboxSenders ||
+      data.size() < detail::control_size(shared->max_senders) || shared->descriptor_count == 0 ||
+      !std::has_single_bit(shared->log_capacity) || shared->log_capacity > (std::uint64_t{1} << 34) ||
+      detail::log_record_size(shared->max_message) * 2 > shared->log_capacity) {
+    return shared->corrupt("geometry out of bounds");
+  }
+  shared->control = control;
+  shared->control_segment.emplace(std::move(control_segment));
+  shared->process_persistent = process_persistent;
+  shared->may_send = ::faccessat(AT_FDCWD, shared->dir.c_str(), W_OK | X_OK, AT_EACCESS) == 0;
+  const std::string queue_path = shared->dir + "/queue";
+  shared->may_receive = ::faccessat(AT_FDCWD, queue_path.c_str(), W_OK, AT_EACCESS) == 0;
+  auto queue = Segment::open(queue_path, {.kind = SegmentKind::file,
+                                          .access = shared->may_receive ? Access::read_write : Access::read_only,
+                                          .allow_foreign_owner = true,
+                                          .object_type = ObjectType::mailbox_queue});
+  if (!queue) return error(queue.error().code(), shared->description, "its queue: " + queue.error().message());
+  const auto queue_data = queue->data();
+  if (queue_data.size() != detail::queue_size(shared->max_senders, shared->descriptor_count)) {
+    return shared->corrupt("the queue has the wrong size");
+  }
+  shared->queue = reinterpret_cast<MailboxQueue*>(queue_data.data());
+  if (shared->queue->magic != detail::kQueueMagic || shared->queue->descriptors != shared->descriptor_count ||
+      shared->queue->max_senders != shared->max_senders) {
+    return shared->corrupt("the queue fails its header checks");
+  }
+  shared->progress = reinterpret_cast<SlotProgress*>(queue_data.data() + detail::queue_slots_offset());
+  shared->descriptors =
+      reinterpret_cast<Descriptor*>(queue_data.data() + detail::queue_descriptors_offset(shared->max_senders));
+  shared->queue_segment.emplace(std::move(*queue));
+  shared->logs.resize(shared->max_senders);
+  return shared;
+}
+
+// Removes a directory's files, then the directory.
+result<void> remove_directory(const std::string& dir, const std::shared_ptr<const std::string>& description) {
+  DIR* listing = ::opendir(dir.c_str());
+  if (listing == nullptr) {
+    if (errno == ENOENT) return error(errc::not_found, description, "no such mailbox", ENOENT);
+    return error::from_errno(errno, *description, "opendir " + dir);
+  }
+  int failure = 0;
+  while (const dirent* entry = ::readdir(listing)) {
+    const std::string file = entry->d_name;
+    if (file == "." || file == "..") continue;
+    if (::unlink((dir + "/" + file).c_str()) != 0 && errno != ENOENT) failure = errno;
+  }
+  ::closedir(listing);
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) failure = errno;
+  if (failure != 0) {
+    return error(failure == EACCES || failure == EPERM ? errc::permission_denied : errc::system, description,
+                 "cannot remove all of " + dir, failure);
+  }
+  return {};
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------- Mailbox
+
+result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& options) {
+  const std::string description = "mailbox '" + std::string(name) + "'";
+  if (auto valid = detail::validate_name(name, description); !valid) return valid.error();
+  const Capacity& capacity = options.capacity;
+  if (capacity.max_message > (std::size_t{1} << 30)) {
+    return error(errc::invalid_argument, description, "max_message is beyond 1 GiB");
+  }
+  if (options.max_senders == 0 || options.max_senders > detail::kMaxMailboxSenders) {
+    return error(errc::invalid_argument, description,
+                 "max_senders must be 1.." + std::to_string(detail::kMaxMailboxSenders));
+  }
+  if (options.mode & ~mode_t{0777}) return error(errc::invalid_argument, description, "mode has bits outside 0777");
+  const bool filesystem = name.front() == '/';
+  if (filesystem != (options.persistence == Persistence::filesystem) && options.persistence != Persistence::process) {
+    return error(errc::invalid_argument, description,
+                 "filesystem persistence needs a path ('/...'), kernel persistence a name");
+  }
+  const std::uint64_t record = detail::log_record_size(capacity.max_message);
+  std::uint64_t log_bytes = 0;
+  std::uint64_t descriptors = 0;
+  detail::CapacityKind kind{};
+  switch (capacity.kind) {
+    case Capacity::Kind::rendezvous:
+      kind = detail::CapacityKind::rendezvous;
+      log_bytes = 4 * record;
+      descriptors = options.max_senders * 2;
+      break;
+    case Capacity::Kind::bounded:
+      if (capacity.count == 0) return error(errc::invalid_argument, description, "bounded capacity of 0 messages");
+      kind = detail::CapacityKind::bounded;
+      log_bytes = (capacity.count + 1) * record;
+      descriptors = capacity.count;
+      break;
+    case Capacity::Kind::unbounded:
+      if (capacity.memory_limit < capacity.max_message) {
+        return error(errc::invalid_argument, description, "memory_limit is smaller than max_message");
+      }
+      kind = detail::CapacityKind::unbounded;
+      log_bytes = capacity.memory_limit + 2 * record;
+      descriptors = std::min<std::uint64_t>(capacity.memory_limit / 64 + 1, 1u << 22);
+      break;
+  }
+  log_bytes = std::bit_ceil(std::max<std::uint64_t>({log_bytes, 2 * record, 4096}));
+  if (log_bytes > (std::uint64_t{1} << 34) || descriptors > (1u << 24)) {
+    return error(errc::invalid_argument, description, "the capacity asks for more than 16 GiB per sender");
+  }
+
+  const std::string dir = detail::directory_of(name);
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) return error(errc::already_exists, description, "it exists already", EEXIST);
+    return error::from_errno(errno, description, "mkdir " + dir);
+  }
+  auto shared_description = std::make_shared<const std::string>(description);
+  auto undo = [&](error failure) -> error {
+    (void)remove_directory(dir, shared_description);
+    return failure;
+  };
+  if (::chmod(dir.c_str(), detail::directory_mode(options.mode)) != 0) {
+    return undo(error::from_errno(errno, description, "chmod " + dir));
+  }
+  const auto max_senders = options.max_senders;
+  const auto descriptor_count = static_cast<std::uint32_t>(descriptors);
+  SegmentOptions queue_options{.kind = SegmentKind::file,
+                               .size = detail::queue_size(max_senders, descriptor_count),
+                               .persistence = Persistence::filesystem,
+                               .mode = detail::queue_mode(options.mode),
+                               .object_type = ObjectType::mailbox_queue};
+  queue_options.initialize = [&](std::span<std::byte> data) {
+    auto* queue = new (data.data()) MailboxQueue{};
+    queue->magic = detail::kQueueMagic;
+    queue->layout_version = detail::kMailboxLayoutVersion;
+    queue->descriptors = descriptor_count;
+    queue->max_senders = max_senders;
+    queue->order_back = std::uint64_t{1} << 62;
+    queue->order_front = (std::uint64_t{1} << 62) - 1;
+    new (&queue->lock) Mutex(name);
+    for (auto& level : queue->levels) level = {kNoDescriptor, kNoDescriptor};
+    auto* progress = reinterpret_cast<SlotProgress*>(data.data() + detail::queue_slots_offset());
+    for (std::uint32_t i = 0; i < max_senders; ++i) {
+      new (&progress[i]) SlotProgress{};
+      progress[i].log_first = progress[i].log_last = kNoDescriptor;
+    }
+    auto* pool = reinterpret_cast<Descriptor*>(data.data() + detail::queue_descriptors_offset(max_senders));
+    for (std::uint32_t i = 0; i < descriptor_count; ++i) {
+      new (&pool[i]) Descriptor{};
+      pool[i].next = i + 1 < descriptor_count ? i + 1 : kNoDescriptor;
+    }
+    queue->free_first = 0;
+  };
+  if (auto queue = Segment::create(dir + "/queue", queue_options); !queue) return undo(queue.error());
+
+  SegmentOptions control_options{.kind = SegmentKind::file,
+                                 .size = detail::control_size(max_senders),
+                                 .persistence = options.persistence == Persistence::process ? Persistence::process
+                                                                                            : Persistence::filesystem,
+                                 .mode = detail::control_mode(options.mode),
+                                 .max_attachments = 1024,
+                                 .object_type = ObjectType::mailbox};
+  control_options.initialize = [&](std::span<std::byte> data) {
+    auto* control = new (data.data()) MailboxControl{};
+    control->magic = detail::kMailboxMagic;
+    control->layout_version = detail::kMailboxLayoutVersion;
+    control->capacity_kind = kind;
+    control->capacity_count = capacity.kind == Capacity::Kind::bounded ? capacity.count : 0;
+    control->memory_limit = capacity.kind == Capacity::Kind::unbounded ? capacity.memory_limit : 0;
+    control->max_message = static_cast<std::uint32_t>(capacity.max_message);
+    control->max_senders = max_senders;
+    control->log_capacity = log_bytes;
+    control->descriptors = descriptor_count;
+    control->mode = options.mode;
+    control->label = detail::Label(name);
+    new (&control->admission) Mutex(name);
+    for (std::uint32_t i = 0; i < max_senders; ++i) new (&control->slots[i]) detail::SenderSlot{};
+  };
+  auto control = Segment::create(dir + "/control", control_options);
+  if (!control) return undo(control.error());
+  auto shared = adopt(std::string(name), dir, std::move(*control), options.persistence == Persistence::process);
+  if (!shared) return undo(shared.error());
+  return Mailbox(std::move(*shared));
+}
+
+result<Mailbox> Mailbox::open(std::string_view name, const MailboxOpenOptions& options) {
+  const std::string description = "mailbox '" + std::string(name) + "'";
+  if (auto valid = detail::validate_name(name, description); !valid) return valid.error();
+  const std::string dir = detail::directory_of(name);
+  struct stat facts{};
+  if (::stat(dir.c_str(), &facts) != 0) {
+    if (errno == ENOENT) return error(errc::not_found, description, "no such mailbox", ENOENT);
+    return error::from_errno(errno, description, "stat " + dir);
+  }
+  if (!S_ISDIR(facts.st_mode)) return error(errc::invalid_argument, description, dir + " is not a mailbox directory");
+  if (facts.st_uid != ::geteuid() && !options.allow_foreign_owner) {
+    return error(errc::permission_denied, description,
+                 "owned by uid " + std::to_string(facts.st_uid) + ", not by uid " + std::to_string(::geteuid()) +
+                     " (allow_foreign_owner opens it anyway)");
+  }
+  auto control = Segment::open(dir + "/control", {.kind = SegmentKind::file,
+                                                  .allow_foreign_owner = true,
+                                                  .object_type = ObjectType::mailbox});
+  if (!control) return error(control.error().code(), description, control.error().message(), control.error().sys_errno());
+  const bool process_persistent = control->info().persistence == Persistence::process;
+  auto shared = adopt(std::string(name), dir, std::move(*control), process_persistent);
+  if (!shared) return std::move(shared).error();
+  return Mailbox(std::move(*shared));
+}
+
+result<void> Mailbox::destroy(std::string_view name) {
+  const std::string description = "mailbox '" + std::string(name) + "'";
+  if (auto valid = detail::validate_name(name, description); !valid) return valid.error();
+  return remove_directory(detail::directory_of(name), std::make_shared<const std::string>(description));
+}
+
+Mailbox::Mailbox(Mailbox&&) noexcept = default;
+Mailbox& Mailbox::operator=(Mailbox&&) noexcept = default;
+Mailbox::~Mailbox() = default;
+
+const std::string& Mailbox::name() const noexcept { return shared_->name; }
+std::size_t Mailbox::max_message() const noexcept { return shared_->max_message; }
+
+result<void> Mailbox::sync() {
+  MailboxShared& s = *shared_;
+  if (auto synced = s.control_segment->sync(); !synced) return synced;
+  if (s.queue_segment && s.may_receive) {
+    if (auto synced = s.queue_segment->sync(); !synced) return synced;
+  }
+  if (s.own) return s.own->segment.sync();
+  return {};
+}
+
+// ---------------------------------------------------------------- sending
+
+namespace {
+
+// Messages (and bytes) in the mailbox: per slot, admitted minus finished.
+std::pair<std::uint64_t, std::uint64_t> outstanding(const MailboxShared& s) {
+  std::uint64_t messages = 0, bytes = 0;
+  for (std::uint32_t i = 0; i < s.max_senders; ++i) {
+    const auto& slot = s.control->slots[i];
+    const std::uint64_t admitted = slot.admitted.load(std::memory_order_seq_cst);
+    if (admitted == 0) continue;
+    const std::uint64_t admitted_bytes = slot.admitted_bytes.load(std::memory_order_seq_cst);
+    const SlotProgress& p = s.progress[i];
+    const bool bound = p.log_id != 0 && p.log_id == slot.log_id.load(std::memory_order_relaxed);
+    const std::uint64_t finished = bound ? p.finished.load(std::memory_order_seq_cst) : 0;
+    const std::uint64_t finished_bytes = bound ? p.finished_bytes.load(std::memory_order_seq_cst) : 0;
+    messages += admitted > finished ? admitted - finished : 0;
+    bytes += admitted_bytes > finished_bytes ? admitted_bytes - finished_bytes : 0;
+  }
+  return {messages, bytes};
+}
+
+// Whether one more message of `size` bytes fits the capacity.
+bool capacity_allows(const MailboxShared& s, std::size_t size) {
+  if (s.kind == detail::CapacityKind::rendezvous) return true;  // one at a time per sender: see send_impl
+  const auto [messages, bytes] = outstanding(s);
+  if (messages + 1 > s.descriptor_count) return false;
+  if (s.kind == detail::CapacityKind::bounded) return messages < s.count;
+  return bytes + size <= s.memory_limit;
+}
+
+}  // namespace
+
+result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions options,
+                                std::optional<deadline> until, WaitStrategy strategy, bool wait) {
+  MailboxShared& s = *shared_;
+  if (message.size() > s.max_message) {
+    return error(errc::invalid_argument, s.description,
+                 "a message of " + std::to_string(message.size()) + " bytes is larger than its maximum of " +
+                     std::to_string(s.max_message));
+  }
+  if (options.priority >= kPriorities) {
+    return error(errc::invalid_argument, s.description,
+                 "priority " + std::to_string(options.priority) + " is beyond 0.." + std::to_string(kPriorities - 1));
+  }
+  if (s.own && s.own->owner != ProcessId::current()) s.own.reset();  // a forked child registers anew
+  if (!s.own) {
+    if (auto registered = s.register_sender(); !registered) return registered.error();
+  }
+  detail::OwnLog& log = *s.own;
+  const std::uint64_t mask = s.log_capacity - 1;
+  const std::uint64_t need = detail::log_record_size(message.size());
+  const auto room_needed = [&] {
+    const std::uint64_t to_end = s.log_capacity - (log.tail & mask);
+    return need <= to_end ? need : to_end + need;
+  };
+  const auto log_room = [&] { return s.log_capacity - (log.tail - s.reclaim_position()); };
+  const auto can_go = [&] { return log_room() >= room_needed() && capacity_allows(s, message.size()); };
+
+  // Admission, under the control mutex so that two senders cannot both take
+  // the last place. Waiting happens outside it.
+  for (;;) {
+    auto locked = s.control->admission.lock(strategy);
+    if (!locked && locked.error().code() == errc::owner_died) {
+      (void)s.control->admission.mark_consistent();  // the counters are per slot: nothing to repair
+    } else if (!locked) {
+      return locked.error();
+    }
+    if (can_go()) {
+      auto& slot = s.control->slots[log.slot];
+      slot.admitted_bytes.fetch_add(message.size(), std::memory_order_seq_cst);
+      slot.admitted.fetch_add(1, std::memory_order_seq_cst);
+      const std::uint64_t now_queued = outstanding(s).first;
+      std::uint64_t high = s.control->high_water.load(std::memory_order_relaxed);
+      while (now_queued > high && !s.control->high_water.compare_exchange_weak(high, now_queued)) {
+      }
+      (void)s.control->admission.unlock();
+      break;
+    }
+    (void)s.control->admission.unlock();
+    if (!wait) return false;
+    const auto outcome = s.control->space_ready.wait(can_go, strategy,
+                                                     until ? std::min(*until, deadline_after(detail::kWaitSlice))
+                                                           : deadline_after(detail::kWaitSlice));
+    if (outcome == wait_status::timed_out && until && steady_clock::now() >= *until) {
+      return error(errc::timed_out, s.description, "full: no room within the timeout");
+    }
+  }
+
+  // The record: payload and meta first, the commit word last.
+  std::uint64_t offset = log.tail & mask;
+  if (need > s.log_capacity - offset) {
+    const std::uint64_t to_end = s.log_capacity - offset;
+    std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(log.records + offset))
+        .store((std::uint64_t{detail::log_record_tag(log.tail) | detail::kLogWrapBit} << 32) |
+                   (to_end - detail::kLogRecordHeader),
+               std::memory_order_release);
+    log.tail += to_end;
+    offset = 0;
+  }
+  std::byte* record = log.records + offset;
+  const std::uint64_t sequence = ++log.sequence;
+  const std::uint64_t packed = (log.bytes & ((std::uint64_t{1} << 48) - 1)) |
+                               (std::uint64_t{options.priority} << 48) |
+                               (std::uint64_t{options.urgent ? detail::kRecordUrgent : std::uint8_t{0}} << 56);
+  std::memcpy(record + 8, &sequence, 8);
+  std::memcpy(record + 16, &packed, 8);
+  if (!message.empty()) std::memcpy(record + detail::kLogRecordHeader, message.data(), message.size());
+  std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(record))
+      .store((std::uint64_t{detail::log_record_tag(log.tail)} << 32) | message.size(), std::memory_order_release);
+  log.tail += need;
+  log.bytes += message.size();
+  log.header->bytes.store(log.bytes, std::memory_order_relaxed);
+  log.header->messages.store(sequence, std::memory_order_relaxed);
+  log.header->published.store(log.tail, std::memory_order_seq_cst);  // WaitPoint's contract
+  s.control->sent.fetch_add(1, std::memory_order_relaxed);
+  s.control->data_ready.notify_all();
+
+  if (s.kind != detail::CapacityKind::rendezvous) return true;
+  // Rendezvous: back only once a receiver took it.
+  const auto taken = [&] {
+    const SlotProgress& p = s.progress[log.slot];
+    return p.log_id == log.log_id && p.taken.load(std::memory_order_seq_cst) >= sequence;
+  };
+  while (!taken()) {
+    const auto slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
+    if (s.control->space_ready.wait(taken, strategy, slice) == wait_status::ready) break;
+    if (until && steady_clock::now() >= *until) {
+      return error(errc::timed_out, s.description,
+                   "no receiver took the message within the timeout (it stays queued)");
+    }
+  }
+  return true;
+}
+
+result<void> Mailbox::send(std::span<const std::byte> message, SendOptions options, WaitStrategy strategy) {
+  auto sent = send_impl(message, options, std::nullopt, strategy, true);
+  if (!sent) return std::move(sent).error();
+  return {};
+}
+
+result<bool> Mailbox::try_send(std::span<const std::byte> message, SendOptions options) {
+  return send_impl(message, options, std::nullopt, {}, false);
+}
+
+result<void> Mailbox::send_until(std::span<const std::byte> message, deadline until, SendOptions options,
+                                 WaitStrategy strategy) {
+  auto sent = send_impl(message, options, until, strategy, true);
+  if (!sent) return std::move(sent).error();
+  return {};
+}
+
+// --------------------------------------------------------------- receiving
+
+result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> until, WaitStrategy strategy, bool wait,
+                                                     bool leased, std::uint32_t* descriptor, std::uint64_t* lease) {
+  MailboxShared& s = *shared_;
+  if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user receive");
+  const std::uint64_t mask = s.log_capacity - 1;
+  bool force_lease_check = false;
+  for (;;) {
+    if (auto locked = s.lock_queue(until, strategy); !locked) {
+      if (locked.error().code() == errc::timed_out) return error(errc::timed_out, s.description, "nothing within the timeout");
+      return locked.error();
+    }
+    struct Unlock {
+      MailboxShared& s;
+      bool held = true;
+      void now() {
+        if (held) s.unlock_queue();
+        held = false;
+      }
+      ~Unlock() { now(); }
+    } unlock{s};
+    if (auto bound = s.bind_senders(); !bound) return bound.error();
+    if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
+    s.check_leases(force_lease_check);
+    force_lease_check = false;
+    std::optional<std::uint32_t> head = s.take_head();
+    if (head) {
+      Descriptor& d = s.descriptors[*head];
+      const detail::MappedLog* log = d.slot < s.max_senders && s.logs[d.slot] ? &*s.logs[d.slot] : nullptr;
+      const std::uint64_t offset = d.position & mask;
+      if (!log || d.length > s.max_message || offset + detail::log_record_size(d.length) > s.log_capacity) {
+        return s.corrupt("a queued message points outside its sender's log");
+      }
+      const std::byte* record = log->records + offset;
+      std::uint64_t commit = 0, sequence = 0;
+      std::memcpy(&commit, record, 8);
+      std::memcpy(&sequence, record + 8, 8);
+      if (commit != ((std::uint64_t{detail::log_record_tag(d.position)} << 32) | d.length) ||
+          sequence != d.sequence) {
+        return s.corrupt("a queued message's record was overwritten");
+      }
+      Message message;
+      message.bytes_.assign(record + detail::kLogRecordHeader, record + detail::kLogRecordHeader + d.length);
+      const SlotProgress& p = s.progress[d.slot];
+      message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid != 0};
+      message.priority_ = d.level == detail::kUrgentLevel ? kPriorities - 1 : d.level;
+      message.urgent_ = d.level == detail::kUrgentLevel;
+      message.deliveries_ = ++d.deliveries;
+      message.sequence_ = d.sequence;
+      if (d.deliveries == 1) s.progress[d.slot].taken.fetch_add(1, std::memory_order_seq_cst);
+      if (leased) {
+        d.state = DescriptorState::leased;
+        d.lessee = ProcessId::current().packed();
+        d.lease = ++s.queue->lease_counter;
+        s.queue->leased.fetch_add(1, std::memory_order_relaxed);
+        *descriptor = *head;
+        *lease = d.lease;
+      } else {
+        s.queue->received.fetch_add(1, std::memory_order_relaxed);
+        s.finish(*head);
+      }
+      unlock.now();
+      s.control->space_ready.notify_all();  // room, or a rendezvous sender's message was taken
+      return std::optional<Message>(std::move(message));
+    }
+    unlock.now();
+    if (!wait) return std::optional<Message>{};
+    const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
+    if (s.control->data_ready.wait([&] { return s.has_work(); }, strategy, slice) == wait_status::timed_out) {
+      if (until && steady_clock::now() >= *until) return error(errc::timed_out, s.description, "nothing within the timeout");
+      force_lease_check = true;  // a lessee may have died: nobody notifies for that
+    }
+  }
+}
+
+result<Message> Mailbox::receive(WaitStrategy strategy) { return receive_until(deadline::max(), strategy); }
+
+result<std::optional<Message>> Mailbox::try_receive() {
+  return receive_impl(std::nullopt, {}, false, false, nullptr, nullptr);
+}
+
+result<Message> Mailbox::receive_until(deadline until, WaitStrategy strategy) {
+  auto received = receive_impl(until == deadline::max() ? std::nullopt : std::optional<deadline>(until), strategy, true,
+                               false, nullptr, nullptr);
+  if (!received) return std::move(received).error();
+  return std::move(**received);
+}
+
+result<Lease> Mailbox::receive_leased(WaitStrategy strategy) { return receive_leased_until(deadline::max(), strategy); }
+
+result<std::optional<Lease>> Mailbox::try_receive_leased() {
+  std::uint32_t descriptor = 0;
+  std::uint64_t lease = 0;
+  auto received = receive_impl(std::nullopt, {}, false, true, &descriptor, &lease);
+  if (!received) return std::move(received).error();
+  if (!*received) return std::optional<Lease>{};
+  return std::optional<Lease>(Lease(shared_, std::move(**received), descriptor, lease));
+}
+
+result<Lease> Mailbox::receive_leased_until(deadline until, WaitStrategy strategy) {
+  std::uint32_t descriptor = 0;
+  std::uint64_t lease = 0;
+  auto received = receive_impl(until == deadline::max() ? std::nullopt : std::optional<deadline>(until), strategy, true,
+                               true, &descriptor, &lease);
+  if (!received) return std::move(received).error();
+  return Lease(shared_, std::move(**received), descriptor, lease);
+}
+
+result<std::size_t> Mailbox::flush(unsigned below) {
+  MailboxShared& s = *shared_;
+  if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user flush it");
+  if (auto locked = s.lock_queue(std::nullopt, {}); !locked) return locked.error();
+  std::size_t flushed = 0;
+  auto indexed = s.bind_senders();
+  if (indexed) indexed = s.index_new_records();
+  if (indexed) {
+    for (unsigned level = 0; level < std::min(below, kPriorities); ++level) {
+      auto& list = s.queue->levels[level];
+      while (list.first != kNoDescriptor && list.first < s.descriptor_count) {
+        const std::uint32_t index = list.first;
+        list.first = s.descriptors[index].next;
+        if (list.first == kNoDescriptor) list.last = kNoDescriptor;
+        s.queue->depth[level].fetch_sub(1, std::memory_order_relaxed);
+        s.queue->queued.fetch_sub(1, std::memory_order_relaxed);
+        s.finish(index);
+        ++flushed;
+      }
+    }
+    s.queue->flushed.fetch_add(flushed, std::memory_order_relaxed);
+  }
+  s.unlock_queue();
+  if (!indexed) return indexed.error();
+  s.control->space_ready.notify_all();
+  return flushed;
+}
+
+MailboxStats Mailbox::stats() const {
+  const MailboxShared& s = *shared_;
+  MailboxStats stats;
+  stats.name = s.name;
+  switch (s.kind) {
+    case detail::CapacityKind::rendezvous: stats.capacity = Capacity::rendezvous(s.max_message); break;
+    case detail::CapacityKind::bounded: stats.capacity = Capacity::bounded(s.count, s.max_message); break;
+    case detail::CapacityKind::unbounded: stats.capacity = Capacity::unbounded(s.memory_limit, s.max_message); break;
+  }
+  stats.mode = s.mode;
+  stats.owner_uid = s.control_segment->info().creator_uid;
+  stats.queued = s.queue->queued.load(std::memory_order_relaxed);
+  stats.leased = s.queue->leased.load(std::memory_order_relaxed);
+  for (unsigned level = 0; level < kLevels; ++level) stats.depth[level] = s.queue->depth[level].load(std::memory_order_relaxed);
+  stats.high_water = s.control->high_water.load(std::memory_order_relaxed);
+  stats.sent = s.control->sent.load(std::memory_order_relaxed);
+  stats.received = s.queue->received.load(std::memory_order_relaxed);
+  stats.redelivered = s.queue->redelivered.load(std::memory_order_relaxed);
+  stats.flushed = s.queue->flushed.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < s.max_senders; ++i) {
+    const std::uint64_t owner = s.control->slots[i].owner.load(std::memory_order_relaxed);
+    if (owner <= detail::kLeftSlot) continue;
+    const ProcessId process = ProcessId::from_packed(owner);
+    stats.senders.push_back({process.pid(), s.progress[i].log_id != 0 ? s.progress[i].uid : uid_t{0}, process.alive()});
+  }
+  return stats;
+}
+
+// ------------------------------------------------------------------- Lease
+
+Lease::Lease(std::shared_ptr<MailboxShared> shared, Message message, std::uint32_t descriptor, std::uint64_t lease) noexcept
+    : shared_(std::move(shared)), message_(std::move(message)), descriptor_(descriptor), lease_(lease) {}
+
+Lease::Lease(Lease&& other) noexcept
+    : shared_(std::move(other.shared_)), message_(std::move(other.message_)), descriptor_(other.descriptor_),
+      lease_(std::exchange(other.lease_, 0)) {}
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    if (lease_ != 0) (void)finish(false);
+    shared_ = std::move(other.shared_);
+    message_ = std::move(other.message_);
+    descriptor_ = other.descriptor_;
+    lease_ = std::exchange(other.lease_, 0);
+  }
+  return *this;
+}
+
+Lease::~Lease() {
+  if (lease_ != 0 && shared_) (void)finish(false);
+}
+
+result<void> Lease::ack() { return finish(true); }
+result<void> Lease::nack() { return finish(false); }
+
+result<void> Lease::finish(bool acknowledged) {
+  if (lease_ == 0 || !shared_) {
+    return error(errc::invalid_argument, shared_ ? shared_->description : nullptr, "this lease was already acked or nacked");
+  }
+  MailboxShared& s = *shared_;
+  const std::uint64_t lease = std::exchange(lease_, 0);
+  if (auto locked = s.lock_queue(std::nullopt, {}); !locked) return locked.error();
+  Descriptor* d = descriptor_ < s.descriptor_count ? &s.descriptors[descriptor_] : nullptr;
+  if (d == nullptr || d->state != DescriptorState::leased || d->lease != lease ||
+      d->lessee != ProcessId::current().packed()) {
+    s.unlock_queue();
+    return error(errc::busy, s.description, "the lease was taken back (its message went to another receiver)");
+  }
+  s.queue->leased.fetch_sub(1, std::memory_order_relaxed);
+  if (acknowledged) {
+    s.queue->received.fetch_add(1, std::memory_order_relaxed);
+    s.finish(descriptor_);
+  } else {
+    s.queue->leased.fetch_add(1, std::memory_order_relaxed);  // requeue_front takes it off again
+    s.requeue_front(descriptor_);
+  }
+  s.unlock_queue();
+  if (acknowledged) {
+    s.control->space_ready.notify_all();
+  } else {
+    s.control->data_ready.notify_all();
+  }
+  return {};
+}
+
+}  // namespace ferry

@@ -1,0 +1,246 @@
+// Mailbox within one process (and its threads): semantics, edges, hostile bytes.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ferry/ferry.hpp"
+#include "ferry/messaging/detail/mailbox_layout.hpp"
+#include "ferry_test.hpp"
+
+namespace {
+
+using ferry::Capacity;
+using ferry::errc;
+using ferry::Mailbox;
+using ferry::MailboxOptions;
+using ferry::test::unique_name;
+
+std::span<const std::byte> bytes(const std::string& text) { return std::as_bytes(std::span(text.data(), text.size())); }
+std::string text(const ferry::Message& message) {
+  return std::string(reinterpret_cast<const char*>(message.data().data()), message.size());
+}
+
+struct Fixture {
+  explicit Fixture(MailboxOptions options = {}) : name(unique_name("mbx")) {
+    auto created = Mailbox::create(name, options);
+    EXPECT_TRUE(created) << created.error().message();
+    box.emplace(std::move(*created));
+  }
+  ~Fixture() {
+    box.reset();
+    (void)Mailbox::destroy(name);
+  }
+  std::string name;
+  std::optional<Mailbox> box;
+};
+
+TEST(Mailbox, SendsAndReceivesWithTheSendersIdentity) {
+  Fixture f;
+  ASSERT_TRUE(f.box->send(bytes("hello")));
+  auto message = f.box->receive();
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_EQ(text(*message), "hello");
+  EXPECT_EQ(message->sender().uid, ::geteuid());
+  EXPECT_EQ(message->sender().pid, ::getpid());
+  EXPECT_TRUE(message->sender().pid_attested);
+  EXPECT_EQ(message->delivery_count(), 1u);
+  EXPECT_EQ(message->sequence(), 1u);
+  auto nothing = f.box->try_receive();
+  ASSERT_TRUE(nothing);
+  EXPECT_FALSE(nothing->has_value());
+}
+
+TEST(Mailbox, HigherPriorityFirstFifoWithinOneAndUrgentOvertakesAll) {
+  Fixture f;
+  const std::vector<std::pair<std::string, unsigned>> sent{{"a0", 0}, {"b5", 5}, {"c0", 0}, {"d31", 31}, {"e5", 5}};
+  for (const auto& [payload, priority] : sent) ASSERT_TRUE(f.box->send(bytes(payload), {.priority = priority}));
+  ASSERT_TRUE(f.box->send(bytes("urgent"), {.urgent = true}));
+  std::vector<std::string> order;
+  while (auto message = *f.box->try_receive()) order.push_back(text(*message));
+  EXPECT_EQ(order, (std::vector<std::string>{"urgent", "d31", "b5", "e5", "a0", "c0"}));
+  auto stats = f.box->stats();
+  EXPECT_EQ(stats.sent, 6u);
+  EXPECT_EQ(stats.received, 6u);
+  EXPECT_EQ(stats.queued, 0u);
+}
+
+TEST(Mailbox, FlushDiscardsBelowAPriorityAndCounts) {
+  Fixture f;
+  for (unsigned priority : {0u, 1u, 2u, 3u, 3u}) ASSERT_TRUE(f.box->send(bytes("m"), {.priority = priority}));
+  ASSERT_TRUE(f.box->send(bytes("u"), {.urgent = true}));
+  auto flushed = f.box->flush(2);
+  ASSERT_TRUE(flushed);
+  EXPECT_EQ(*flushed, 2u) << "priorities 0 and 1";
+  EXPECT_EQ(*f.box->flush(), 3u) << "the rest but the urgent one";
+  auto left = f.box->try_receive();
+  ASSERT_TRUE(left && left->has_value());
+  EXPECT_TRUE((*left)->urgent());
+  EXPECT_EQ(f.box->stats().flushed, 5u);
+}
+
+TEST(Mailbox, BoundedTrySendReportsFullAndRoomReturns) {
+  Fixture f({.capacity = Capacity::bounded(3, 64)});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(*f.box->try_send(bytes("x")));
+  auto full = f.box->try_send(bytes("x"));
+  ASSERT_TRUE(full);
+  EXPECT_FALSE(*full);
+  auto timed = f.box->send_for(bytes("x"), std::chrono::milliseconds(20));
+  ASSERT_FALSE(timed);
+  EXPECT_EQ(timed.error().code(), errc::timed_out);
+  ASSERT_TRUE(f.box->receive());
+  EXPECT_TRUE(*f.box->try_send(bytes("x")));
+  EXPECT_EQ(f.box->stats().high_water, 3u);
+}
+
+TEST(Mailbox, TooLargeNamesBothSizes) {
+  Fixture f({.capacity = Capacity::bounded(4, 100)});
+  const std::string large(101, 'x');
+  auto refused = f.box->send(bytes(large));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), errc::invalid_argument);
+  EXPECT_NE(refused.error().message().find("101 bytes is larger than its maximum of 100"), std::string::npos)
+      << refused.error().message();
+  EXPECT_EQ(f.box->send(bytes("x"), {.priority = 32}).error().code(), errc::invalid_argument);
+}
+
+TEST(Mailbox, LeaseNackRedeliversWithACountAndAckRemoves) {
+  Fixture f;
+  ASSERT_TRUE(f.box->send(bytes("job")));
+  auto first = f.box->receive_leased();
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_EQ(first->delivery_count(), 1u);
+  EXPECT_FALSE(f.box->try_receive()->has_value()) << "leased: invisible to others";
+  EXPECT_EQ(f.box->stats().leased, 1u);
+  ASSERT_TRUE(first->nack());
+  EXPECT_EQ(first->ack().error().code(), errc::invalid_argument) << "already nacked";
+  {
+    auto second = f.box->receive_leased();
+    ASSERT_TRUE(second);
+    EXPECT_EQ(second->delivery_count(), 2u);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(second->data().data()), second->data().size()), "job");
+  }  // dropped without ack: nacked
+  auto third = f.box->receive_leased();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->delivery_count(), 3u);
+  ASSERT_TRUE(third->ack());
+  EXPECT_FALSE(f.box->try_receive()->has_value());
+  const auto stats = f.box->stats();
+  EXPECT_EQ(stats.redelivered, 2u);
+  EXPECT_EQ(stats.received, 1u);
+}
+
+TEST(Mailbox, VariableSizesWrapTheLogManyTimes) {
+  Fixture f({.capacity = Capacity::bounded(8, 300)});
+  for (std::size_t i = 0; i < 2000; ++i) {
+    std::string payload(i % 301, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(f.box->send(bytes(payload))) << i;
+    auto message = f.box->receive();
+    ASSERT_TRUE(message) << i << ": " << message.error().message();
+    ASSERT_EQ(text(*message), payload) << i;
+    ASSERT_EQ(message->sequence(), i + 1);
+  }
+}
+
+TEST(Mailbox, ThreadsShareTheLoadAndLoseNothing) {
+  Fixture f({.capacity = Capacity::bounded(64, 16)});
+  const std::size_t count = ferry::test::scaled(20000);
+  std::atomic<std::size_t> received{0};
+  std::vector<std::thread> receivers;
+  std::vector<std::uint64_t> sums(2, 0);
+  for (int r = 0; r < 2; ++r) {
+    receivers.emplace_back([&, r] {
+      auto opened = Mailbox::open(f.name);
+      ASSERT_TRUE(opened);
+      while (received.load() < count) {
+        auto message = opened->receive_for(std::chrono::milliseconds(50));
+        if (!message) continue;
+        std::uint64_t value = 0;
+        std::memcpy(&value, message->data().data(), sizeof value);
+        sums[r] += value;
+        received.fetch_add(1);
+      }
+    });
+  }
+  for (std::uint64_t i = 1; i <= count; ++i) {
+    ASSERT_TRUE(f.box->send(std::as_bytes(std::span(&i, 1))));
+  }
+  for (auto& thread : receivers) thread.join();
+  EXPECT_EQ(received.load(), count);
+  EXPECT_EQ(sums[0] + sums[1], count * (count + 1) / 2);
+}
+
+TEST(Mailbox, CreateRefusesWhatExistsAndOpenWhatDoesNot) {
+  Fixture f;
+  EXPECT_EQ(Mailbox::create(f.name).error().code(), errc::already_exists);
+  EXPECT_EQ(Mailbox::open(unique_name("absent")).error().code(), errc::not_found);
+  EXPECT_EQ(Mailbox::create("a/b").error().code(), errc::invalid_argument);
+  EXPECT_EQ(Mailbox::create(unique_name("zero"), {.capacity = Capacity::bounded(0)}).error().code(),
+            errc::invalid_argument);
+}
+
+TEST(Mailbox, FilesystemPersistenceKeepsMessagesAcrossReopen) {
+  ferry::test::TempDir dir;
+  const std::string path = dir.file("orders.mbx");
+  {
+    auto box = Mailbox::create(path, {.persistence = ferry::Persistence::filesystem});
+    ASSERT_TRUE(box) << box.error().message();
+    ASSERT_TRUE(box->send(bytes("kept"), {.priority = 4}));
+    ASSERT_TRUE(box->sync());
+  }
+  {
+    auto reopened = Mailbox::open(path);
+    ASSERT_TRUE(reopened) << reopened.error().message();
+    auto message = reopened->try_receive();
+    ASSERT_TRUE(message && message->has_value());
+    EXPECT_EQ(text(**message), "kept");
+    EXPECT_EQ((*message)->priority(), 4u);
+  }
+  ASSERT_TRUE(Mailbox::destroy(path));
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(Mailbox, ProcessPersistenceGoesWithTheLastParticipant) {
+  const std::string name = unique_name("mbx");
+  {
+    auto box = Mailbox::create(name, {.persistence = ferry::Persistence::process});
+    ASSERT_TRUE(box) << box.error().message();
+    ASSERT_TRUE(box->send(bytes("x")));
+    auto second = Mailbox::open(name);
+    ASSERT_TRUE(second);
+  }
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm/ferry." + name));
+  EXPECT_EQ(Mailbox::open(name).error().code(), errc::not_found);
+}
+
+// Scribbling on the queue must give corrupt errors, never a crash.
+TEST(Mailbox, HostileQueueGivesCorruptNeverACrash) {
+  Fixture f({.capacity = Capacity::bounded(8, 64)});
+  ASSERT_TRUE(f.box->send(bytes("one")));
+  ASSERT_TRUE(f.box->send(bytes("two")));
+  auto raw = ferry::Segment::open("/dev/shm/ferry." + f.name + "/queue", {.kind = ferry::SegmentKind::file});
+  ASSERT_TRUE(raw) << raw.error().message();
+  auto* queue = reinterpret_cast<ferry::detail::MailboxQueue*>(raw->data().data());
+  auto* progress = reinterpret_cast<ferry::detail::SlotProgress*>(raw->data().data() + ferry::detail::queue_slots_offset());
+  ASSERT_TRUE(f.box->try_receive());  // binds the sender's log and indexes both records
+  ASSERT_TRUE(f.box->send(bytes("three")));
+  progress[0].scanned.store(progress[0].scanned.load() + 32);  // the middle of a record
+  auto first = f.box->try_receive();
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().code(), errc::corrupt) << first.error().message();
+  // A list head out of bounds: also corrupt or nothing, never a wild read.
+  progress[0].scanned.store(0);
+  queue->levels[0].first = 1u << 30;
+  auto second = f.box->try_receive();
+  if (!second) {
+    EXPECT_EQ(second.error().code(), errc::corrupt) << second.error().message();
+  }
+}
+
+}  // namespace
