@@ -189,6 +189,7 @@ struct MailboxShared {
   std::vector<std::optional<MappedLog>> logs;  // by slot
   std::uint64_t senders_seen = ~std::uint64_t{0};
   steady_clock::time_point next_lease_check{};
+  steady_clock::time_point next_retire_check{};
   std::uint32_t next_slot_hint = 0;
 
   ~MailboxShared();
@@ -207,6 +208,7 @@ struct MailboxShared {
   void requeue_front(std::uint32_t index);
   void push_level(std::uint32_t index, bool front);
   void retire_slot(std::uint32_t slot);
+  void free_slot(std::uint32_t slot);
   void update_reclaim(std::uint32_t slot);
   std::uint64_t indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const;
   bool has_work() const;  // without the mutex: for waiting
@@ -405,6 +407,10 @@ result<void> MailboxShared::bind_senders() {
   const std::uint64_t changed = control->senders_changed.load(std::memory_order_seq_cst);
   const bool rescan = changed != senders_seen;
   senders_seen = changed;
+  // Whether senders died (they cannot say so): asked now and then, not on every receive.
+  const auto now = steady_clock::now();
+  const bool look_for_dead = rescan || now >= next_retire_check;
+  if (look_for_dead) next_retire_check = now + kLeaseCheckInterval;
   for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
     SlotProgress& p = progress[slot];
     const std::uint64_t announced = control->slots[slot].log_id.load(std::memory_order_acquire);
@@ -412,14 +418,21 @@ result<void> MailboxShared::bind_senders() {
     if (p.log_id != 0 && (!log || log->log_id != p.log_id)) {
       // Bound by another receiver (or before this process looked): map it.
       if (!rescan && log) continue;
-    } else if (p.log_id == 0 && (announced == 0 || !rescan)) {
+    } else if (p.log_id == 0 && announced == 0) {
+      // A sender killed between claiming the slot and announcing its log.
+      const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
+      if (look_for_dead && owner > kLeftSlot && !ProcessId::from_packed(owner).alive()) {
+        std::uint64_t expected = owner;
+        control->slots[slot].owner.compare_exchange_strong(expected, 0, std::memory_order_seq_cst);
+      }
+      continue;
+    } else if (p.log_id == 0 && !rescan) {
       continue;
     } else if (p.log_id != 0 && log && log->log_id == p.log_id) {
+      if (!look_for_dead) continue;
       // Bound and mapped: retire it once its sender is gone and all is finished.
       const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
-      const bool gone = owner == kLeftSlot || owner == 0 ||
-                        (lock_holder(log->segment.fd().get()) == 0 &&
-                         !(own && own->log_id == p.log_id) && !ProcessId::from_packed(owner).alive());
+      const bool gone = owner <= kLeftSlot || !ProcessId::from_packed(owner).alive();
       if (gone && p.log_first == kNoDescriptor &&
           p.scanned.load(std::memory_order_relaxed) == log->header->published.load(std::memory_order_acquire)) {
         retire_slot(slot);
@@ -433,7 +446,14 @@ result<void> MailboxShared::bind_senders() {
                                         .allow_foreign_owner = true,
                                         .object_type = ObjectType::mailbox_sender});
     if (!segment) {
-      if (segment.error().code() == errc::not_found && p.log_id == 0) continue;  // not linked yet
+      if (segment.error().code() == errc::not_found) {
+        const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
+        if (owner <= kLeftSlot || !ProcessId::from_packed(owner).alive()) {
+          free_slot(slot);  // a retirement cut short: its log was drained and unlinked
+          continue;
+        }
+        if (p.log_id == 0) continue;  // announced, not linked yet
+      }
       return error(segment.error().code(), description,
                    "cannot read the log of sender slot " + std::to_string(slot) + ": " + segment.error().message());
     }
@@ -454,7 +474,9 @@ result<void> MailboxShared::bind_senders() {
       if (pid == 0 && own && own->dev == mapped.dev && own->ino == mapped.ino) pid = ::getpid();
       p.uid = facts.st_uid;
       p.gid = pid != 0 ? effective_gid_of(pid, facts.st_gid) : facts.st_gid;
-      p.pid = pid;
+      // A sender already gone: the pid it wrote, marked as not attested.
+      p.pid_attested = pid != 0;
+      p.pid = pid != 0 ? pid : header->pid;
       p.log_dev = mapped.dev;
       p.log_ino = mapped.ino;
       p.log_first = p.log_last = kNoDescriptor;
@@ -474,21 +496,26 @@ result<void> MailboxShared::bind_senders() {
 
 // The slot's sender is gone and everything it sent is finished: free it.
 void MailboxShared::retire_slot(std::uint32_t slot) {
+  // Unlinking first: a retirement cut short by a SIGKILL is then recognised
+  // (the bound log is gone, its sender too) and finished by the next receiver.
+  (void)::unlink(log_path(dir, progress[slot].log_id).c_str());  // only its owner or the mailbox's may (sticky)
+  free_slot(slot);
+}
+
+// Forgets a slot's log and gives the slot back to senders. Its share of the
+// capacity (admitted minus finished, per log) goes with it.
+void MailboxShared::free_slot(std::uint32_t slot) {
   SlotProgress& p = progress[slot];
-  auto& log = logs[slot];
-  // Its share of the capacity (admitted minus finished, per log) goes with it.
+  p.log_id = 0;
   p.finished.store(0, std::memory_order_relaxed);
   p.finished_bytes.store(0, std::memory_order_relaxed);
-  (void)::unlink(log_path(dir, p.log_id).c_str());  // only its owner or the mailbox's may (sticky)
-  p.log_id = 0;
-  log.reset();
+  logs[slot].reset();
   control->slots[slot].admitted.store(0, std::memory_order_relaxed);
   control->slots[slot].admitted_bytes.store(0, std::memory_order_relaxed);
   control->slots[slot].log_id.store(0, std::memory_order_release);
   control->slots[slot].owner.store(0, std::memory_order_release);
   control->senders_changed.fetch_add(1, std::memory_order_seq_cst);
 }
-
 
 // Turns the records published since the last look into queued descriptors,
 // oldest first per sender. Every header is read once and checked.
@@ -1162,7 +1189,7 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
       Message message;
       message.bytes_.assign(record + detail::kLogRecordHeader, record + detail::kLogRecordHeader + d.length);
       const SlotProgress& p = s.progress[d.slot];
-      message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid != 0};
+      message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid_attested != 0};
       message.priority_ = d.level == detail::kUrgentLevel ? kPriorities - 1 : d.level;
       message.urgent_ = d.level == detail::kUrgentLevel;
       message.deliveries_ = ++d.deliveries;
@@ -1176,8 +1203,8 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
         *descriptor = *head;
         *lease = d.lease;
       } else {
-        s.queue->received.fetch_add(1, std::memory_order_relaxed);
         s.finish(*head);
+        s.queue->received.fetch_add(1, std::memory_order_relaxed);
       }
       unlock.now();
       s.control->space_ready.notify_all();  // room, or a rendezvous sender's message was taken
@@ -1324,8 +1351,8 @@ result<void> Lease::finish(bool acknowledged) {
   }
   s.queue->leased.fetch_sub(1, std::memory_order_relaxed);
   if (acknowledged) {
-    s.queue->received.fetch_add(1, std::memory_order_relaxed);
     s.finish(descriptor_);
+    s.queue->received.fetch_add(1, std::memory_order_relaxed);
   } else {
     s.queue->leased.fetch_add(1, std::memory_order_relaxed);  // requeue_front takes it off again
     s.requeue_front(descriptor_);

@@ -116,18 +116,18 @@ TEST_P(NamedSegmentKinds, OpeningWhatDoesNotExistIsNotFound) {
 }
 
 TEST_P(SegmentKinds, ObjectTypeIsChecked) {
-  const auto seven = static_cast<ferry::ObjectType>(7);
-  auto made = Segment::create(name(), {.kind = GetParam(), .size = 64, .object_type = seven});
+  const auto unknown = static_cast<ferry::ObjectType>(77);
+  auto made = Segment::create(name(), {.kind = GetParam(), .size = 64, .object_type = unknown});
   ASSERT_TRUE(made) << made.error().message();
-  EXPECT_EQ(made->info().object_type, seven);
-  EXPECT_EQ(ferry::to_string(seven), "type 7");
+  EXPECT_EQ(made->info().object_type, unknown);
+  EXPECT_EQ(ferry::to_string(unknown), "type 77");
   if (GetParam() == SegmentKind::memfd) return;
   auto wrong = Segment::open(name(), {.kind = GetParam(), .object_type = ferry::ObjectType::segment});
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().code(), errc::invalid_argument);
-  EXPECT_NE(wrong.error().message().find("holds a type 7, not a segment"), std::string::npos)
+  EXPECT_NE(wrong.error().message().find("holds a type 77, not a segment"), std::string::npos)
       << wrong.error().message();
-  EXPECT_TRUE(Segment::open(name(), {.kind = GetParam(), .object_type = seven}));
+  EXPECT_TRUE(Segment::open(name(), {.kind = GetParam(), .object_type = unknown}));
 }
 
 TEST_P(SegmentKinds, AttachTableFullIsATypedError) {

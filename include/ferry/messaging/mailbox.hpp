@@ -93,8 +93,8 @@ struct SenderIdentity {
   uid_t uid = 0;
   gid_t gid = 0;
   pid_t pid = 0;
-  /// false: the sender had died before any receiver saw it alive, so its pid
-  /// could not be attested (uid still is).
+  /// false: the sender had died before any receiver saw it alive, so `pid`
+  /// is only what it wrote in its log (uid is attested still).
   bool pid_attested = false;
 };
 

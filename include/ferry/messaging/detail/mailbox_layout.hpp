@@ -149,10 +149,10 @@ struct SlotProgress {
   std::uint64_t log_ino;
   std::uint32_t uid;           // attested: the log file's owner
   std::uint32_t gid;           // the sender process's gid (/proc), when seen alive
-  std::int32_t pid;            // attested by the log's record lock, 0 if never seen alive
+  std::int32_t pid;            // attested by the log's record lock if pid_attested
   std::uint32_t log_first;     // oldest descriptor of this sender (kNoDescriptor: none)
   std::uint32_t log_last;
-  std::uint32_t reserved;
+  std::uint32_t pid_attested;  // 0: the sender was gone when first seen (pid is its own claim)
   std::atomic<std::uint64_t> scanned;     // log position up to which records are indexed
   std::atomic<std::uint64_t> reclaim;     // the sender may overwrite below this position
   std::atomic<std::uint64_t> finished;    // messages of this log finished

@@ -1,0 +1,390 @@
+// Mailbox between real processes: many senders and receivers with integrity
+// checks, identity and access across users, rendezvous, leases of killed
+// receivers, and SIGKILL torture of both sides.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ferry/ferry.hpp"
+#include "ferry_test.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ferry::Capacity;
+using ferry::errc;
+using ferry::Mailbox;
+using ferry::test::Child;
+using ferry::test::SharedAnonymous;
+
+constexpr auto kWatchdog = 300s;
+
+// A message is [sender][sequence][words...]; every word derives from the
+// first two, so a torn, shifted or invented byte is caught.
+std::size_t message_words(std::uint64_t sequence) { return 2 + (sequence * 2654435761u >> 7) % 14; }
+
+std::uint64_t word(std::uint64_t sender, std::uint64_t sequence, std::size_t index) {
+  return (sender * 0x9E3779B97F4A7C15ull) ^ (sequence * 0xBF58476D1CE4E5B9ull) ^ (index * 0x94D049BB133111EBull);
+}
+
+std::size_t encode(std::uint64_t sender, std::uint64_t sequence, std::uint64_t* out) {
+  const std::size_t words = message_words(sequence);
+  out[0] = sender;
+  out[1] = sequence;
+  for (std::size_t i = 2; i < words; ++i) out[i] = word(sender, sequence, i);
+  return words * 8;
+}
+
+struct Decoded {
+  std::uint64_t sender;
+  std::uint64_t sequence;
+  bool intact;
+};
+
+Decoded decode(std::span<const std::byte> message) {
+  std::uint64_t words[16] = {};
+  if (message.size() < 16 || message.size() % 8 != 0 || message.size() > sizeof words) return {0, 0, false};
+  std::memcpy(words, message.data(), message.size());
+  if (message.size() != message_words(words[1]) * 8) return {words[0], words[1], false};
+  for (std::size_t i = 2; i < message.size() / 8; ++i) {
+    if (words[i] != word(words[0], words[1], i)) return {words[0], words[1], false};
+  }
+  return {words[0], words[1], true};
+}
+
+struct Name {
+  Name() : name(ferry::test::unique_name("mbx")) {}
+  ~Name() { (void)Mailbox::destroy(name); }
+  std::string name;
+};
+
+// ------------------------------------------------------------------ volume
+
+constexpr std::size_t kSenders = 4;
+constexpr std::size_t kMaxPerSender = 100000;
+
+struct VolumeLedger {
+  std::atomic<std::uint64_t> seen[kSenders * kMaxPerSender / 64 + 1];
+  std::atomic<std::uint64_t> received;
+  std::atomic<std::uint64_t> duplicates;
+  std::atomic<std::uint64_t> damaged;
+  std::atomic<std::uint64_t> out_of_order;
+  std::atomic<std::uint64_t> per_receiver[2];
+};
+
+TEST(MailboxProcess, FourSendersTwoReceiversEveryMessageExactlyOnceInOrder) {
+  Name n;
+  auto box = Mailbox::create(n.name, {.capacity = Capacity::bounded(256, 128)});
+  ASSERT_TRUE(box) << box.error().message();
+  const std::size_t per_sender = std::min(kMaxPerSender, ferry::test::scaled(kMaxPerSender));
+  const std::uint64_t total = kSenders * per_sender;
+  SharedAnonymous<VolumeLedger> ledger;
+
+  std::vector<Child> children;
+  for (int r = 0; r < 2; ++r) {
+    children.push_back(Child::spawn([&, r] {
+      auto opened = Mailbox::open(n.name);
+      FERRY_CHILD_CHECK(opened);
+      std::uint64_t last[kSenders] = {};
+      while (ledger->received.load() < total) {
+        auto message = opened->receive_for(100ms);
+        if (!message) {
+          FERRY_CHILD_CHECK(message.error().code() == errc::timed_out);
+          continue;
+        }
+        const Decoded d = decode(message->data());
+        if (!d.intact || d.sender >= kSenders || d.sequence == 0 || d.sequence > per_sender) {
+          ledger->damaged.fetch_add(1);
+          continue;
+        }
+        if (d.sequence <= last[d.sender]) ledger->out_of_order.fetch_add(1);
+        last[d.sender] = d.sequence;
+        FERRY_CHILD_CHECK(message->sender().pid != 0 && message->sender().pid_attested);
+        const std::uint64_t bit = d.sender * per_sender + (d.sequence - 1);
+        if (ledger->seen[bit / 64].fetch_or(std::uint64_t{1} << (bit % 64)) & (std::uint64_t{1} << (bit % 64))) {
+          ledger->duplicates.fetch_add(1);
+        }
+        ledger->per_receiver[r].fetch_add(1);
+        ledger->received.fetch_add(1);
+      }
+      return 0;
+    }));
+  }
+  for (std::size_t s = 0; s < kSenders; ++s) {
+    children.push_back(Child::spawn([&, s] {
+      auto opened = Mailbox::open(n.name);
+      FERRY_CHILD_CHECK(opened);
+      std::uint64_t words[16];
+      for (std::uint64_t sequence = 1; sequence <= per_sender; ++sequence) {
+        const std::size_t size = encode(s, sequence, words);
+        auto sent = opened->send(std::as_bytes(std::span(words, size / 8)));
+        FERRY_CHILD_CHECK(sent);
+      }
+      return 0;
+    }));
+  }
+  for (auto& child : children) EXPECT_EQ(child.wait_for(kWatchdog), 0);
+  EXPECT_EQ(ledger->received.load(), total);
+  EXPECT_EQ(ledger->duplicates.load(), 0u);
+  EXPECT_EQ(ledger->damaged.load(), 0u);
+  EXPECT_EQ(ledger->out_of_order.load(), 0u) << "per-sender FIFO";
+  for (std::uint64_t bit = 0; bit < total; ++bit) {
+    ASSERT_TRUE(ledger->seen[bit / 64].load() & (std::uint64_t{1} << (bit % 64))) << "lost: sender "
+                                                                                   << bit / per_sender << " #"
+                                                                                   << bit % per_sender + 1;
+  }
+  EXPECT_GT(ledger->per_receiver[0].load(), 0u) << "both receivers share the load";
+  EXPECT_GT(ledger->per_receiver[1].load(), 0u) << "both receivers share the load";
+  const auto stats = box->stats();
+  EXPECT_EQ(stats.sent, total);
+  EXPECT_EQ(stats.received, total);
+  EXPECT_EQ(stats.queued, 0u);
+  EXPECT_LE(stats.high_water, 256u);
+}
+
+// -------------------------------------------------------- identity, access
+
+TEST(MailboxProcess, AnotherUsersMessageCarriesItsUidAndCannotBeForgedOrRead) {
+  Name n;
+  auto box = Mailbox::create(n.name, {.mode = 0622});  // others may send, not receive
+  ASSERT_TRUE(box) << box.error().message();
+  ASSERT_TRUE(box->send(std::as_bytes(std::span("from root", 9))));
+  std::string root_log;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm/ferry." + n.name)) {
+    if (entry.path().filename().string().starts_with("sender.")) root_log = entry.path();
+  }
+  ASSERT_FALSE(root_log.empty());
+
+  Child other = Child::spawn([&] {
+    ferry::test::become_other_user();
+    FERRY_CHILD_CHECK(Mailbox::open(n.name).error().code() == errc::permission_denied);  // foreign owner
+    auto opened = Mailbox::open(n.name, {.allow_foreign_owner = true});
+    FERRY_CHILD_CHECK(opened);
+    // May send; may not receive, nor touch root's log.
+    FERRY_CHILD_CHECK(opened->send(std::as_bytes(std::span("from nobody", 11))));
+    FERRY_CHILD_CHECK(opened->try_receive().error().code() == errc::permission_denied);
+    FERRY_CHILD_CHECK(::open(root_log.c_str(), O_RDWR) < 0 && errno == EACCES);
+    FERRY_CHILD_CHECK(::open(root_log.c_str(), O_RDONLY) < 0 && errno == EACCES);
+    FERRY_CHILD_CHECK(::unlink(root_log.c_str()) != 0);
+    return 0;
+  });
+  const pid_t other_pid = other.pid();
+  ASSERT_EQ(other.wait_for(kWatchdog), 0);
+  auto first = box->receive_for(5s);
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_EQ(first->sender().uid, 0u);
+  auto second = box->receive_for(5s);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(second->data().data()), second->size()), "from nobody");
+  EXPECT_EQ(second->sender().uid, ferry::test::kOtherUid);
+  EXPECT_EQ(second->sender().pid, other_pid);
+  // The child may have exited before the receiver looked: then the pid is
+  // the one its log's name was bound with, and not claimed as attested.
+  if (second->sender().pid_attested) {
+    EXPECT_EQ(second->sender().gid, ferry::test::kOtherGid);
+  }
+}
+
+TEST(MailboxProcess, APrivateMailboxCannotBeOpenedByAnotherUser) {
+  Name n;
+  auto box = Mailbox::create(n.name);  // 0600
+  ASSERT_TRUE(box);
+  Child other = Child::spawn([&] {
+    ferry::test::become_other_user();
+    auto opened = Mailbox::open(n.name, {.allow_foreign_owner = true});
+    FERRY_CHILD_CHECK(!opened && opened.error().code() == errc::permission_denied);
+    return 0;
+  });
+  EXPECT_EQ(other.wait_for(kWatchdog), 0);
+}
+
+TEST(MailboxProcess, TheSenderPidIsAttestedWhileItLives) {
+  Name n;
+  auto box = Mailbox::create(n.name);
+  ASSERT_TRUE(box);
+  ferry::test::Event sent, may_exit;
+  Child sender = Child::spawn([&] {
+    auto opened = Mailbox::open(n.name);
+    FERRY_CHILD_CHECK(opened && opened->send(std::as_bytes(std::span("hi", 2))));
+    sent.signal();
+    may_exit.wait();
+    return 0;
+  });
+  ASSERT_TRUE(sent.wait());
+  auto message = box->receive_for(5s);
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_EQ(message->sender().pid, sender.pid());
+  EXPECT_TRUE(message->sender().pid_attested);
+  EXPECT_EQ(message->sender().gid, ::getegid());
+  may_exit.signal();
+  EXPECT_EQ(sender.wait_for(kWatchdog), 0);
+}
+
+// -------------------------------------------------------------- rendezvous
+
+struct Flag {
+  std::atomic<int> returned{0};
+};
+
+TEST(MailboxProcess, RendezvousSendReturnsOnlyOnceAReceiverTookTheMessage) {
+  Name n;
+  auto box = Mailbox::create(n.name, {.capacity = Capacity::rendezvous(64)});
+  ASSERT_TRUE(box);
+  SharedAnonymous<Flag> flag;
+  Child sender = Child::spawn([&] {
+    auto opened = Mailbox::open(n.name);
+    FERRY_CHILD_CHECK(opened);
+    FERRY_CHILD_CHECK(opened->send(std::as_bytes(std::span("meet", 4))));
+    flag->returned.store(1);
+    return 0;
+  });
+  // Until we receive, the send cannot have returned, however long we wait.
+  while (box->stats().sent == 0) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(flag->returned.load(), 0) << "send returned before any receiver took the message";
+  auto message = box->receive_for(5s);
+  ASSERT_TRUE(message);
+  EXPECT_EQ(sender.wait_for(kWatchdog), 0);
+  EXPECT_EQ(flag->returned.load(), 1);
+}
+
+// ------------------------------------------------------------------ leases
+
+TEST(MailboxProcess, ALeaseOfAKilledReceiverIsRedeliveredWithItsCount) {
+  Name n;
+  auto box = Mailbox::create(n.name);
+  ASSERT_TRUE(box);
+  ASSERT_TRUE(box->send(std::as_bytes(std::span("work", 4))));
+  ferry::test::Event leased;
+  Child receiver = Child::spawn([&] {
+    auto opened = Mailbox::open(n.name);
+    FERRY_CHILD_CHECK(opened);
+    auto lease = opened->receive_leased();
+    FERRY_CHILD_CHECK(lease);
+    leased.signal();
+    ::pause();  // holds the lease until killed
+    return 0;
+  });
+  ASSERT_TRUE(leased.wait());
+  EXPECT_FALSE(box->try_receive()->has_value()) << "leased elsewhere";
+  receiver.kill(SIGKILL);
+  receiver.wait();
+  auto again = box->receive_for(10s);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(again->delivery_count(), 2u);
+  EXPECT_EQ(box->stats().redelivered, 1u);
+}
+
+// ------------------------------------------------------------------ torture
+
+struct TortureLedger {
+  static constexpr std::size_t kMaxMessages = 1u << 20;
+  std::atomic<std::uint64_t> sent_done[kMaxMessages / 64];   // send() returned
+  std::atomic<std::uint64_t> ack_begun[kMaxMessages / 64];   // ack() called (it may not have happened)
+  std::atomic<std::uint64_t> ack_done[kMaxMessages / 64];    // ack() returned: must never come back
+  std::atomic<std::uint64_t> torn;
+  std::atomic<std::uint64_t> after_ack;
+  std::atomic<std::uint64_t> bad_sender;
+};
+
+bool test_bit(const std::atomic<std::uint64_t>* bits, std::uint64_t bit) {
+  return bits[bit / 64].load() & (std::uint64_t{1} << (bit % 64));
+}
+void set_bit(std::atomic<std::uint64_t>* bits, std::uint64_t bit) {
+  bits[bit / 64].fetch_or(std::uint64_t{1} << (bit % 64));
+}
+
+// Each round: a sender and a receiver process run, and one or both are
+// killed with SIGKILL at a random moment. A message is identified by
+// (round, sequence); the ledger tells what the invariants need.
+TEST(MailboxProcess, SigkillSendersAndReceiversAtRandomLosesAndTearsNothing) {
+  Name n;
+  auto box = Mailbox::create(n.name, {.capacity = Capacity::bounded(64, 128), .max_senders = 64});
+  ASSERT_TRUE(box) << box.error().message();
+  SharedAnonymous<TortureLedger> ledger;
+  const std::size_t rounds = ferry::test::scaled(300);
+  constexpr std::uint64_t kPerRound = 1000;  // sequence numbers per round
+  std::mt19937 random(12345);
+  const auto check_message = [&](const ferry::Message& message) -> std::uint64_t {
+    const Decoded d = decode(message.data());
+    if (!d.intact || d.sequence == 0 || d.sequence >= kPerRound || d.sender >= rounds) {
+      ledger->torn.fetch_add(1);
+      return ~std::uint64_t{0};
+    }
+    if (message.sender().uid != ::geteuid()) ledger->bad_sender.fetch_add(1);
+    const std::uint64_t id = d.sender * kPerRound + d.sequence;
+    if (test_bit(ledger->ack_done, id)) ledger->after_ack.fetch_add(1);
+    return id;
+  };
+  for (std::size_t round = 0; round < rounds; ++round) {
+    Child sender = Child::spawn([&] {
+      auto opened = Mailbox::open(n.name);
+      FERRY_CHILD_CHECK(opened);
+      std::uint64_t words[16];
+      for (std::uint64_t sequence = 1; sequence < kPerRound; ++sequence) {
+        const std::size_t size = encode(round, sequence, words);
+        auto sent = opened->send_for(std::as_bytes(std::span(words, size / 8)), 2s);
+        if (!sent) return 0;  // full for long: the round is over
+        set_bit(ledger->sent_done, round * kPerRound + sequence);
+      }
+      return 0;
+    });
+    Child receiver = Child::spawn([&] {
+      auto opened = Mailbox::open(n.name);
+      FERRY_CHILD_CHECK(opened);
+      for (;;) {
+        auto lease = opened->receive_leased_for(2s);
+        if (!lease) return 0;
+        const std::uint64_t id = check_message(lease->message());
+        if (id == ~std::uint64_t{0}) continue;
+        set_bit(ledger->ack_begun, id);
+        if (lease->ack()) set_bit(ledger->ack_done, id);
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(random() % 3000));
+    if (random() % 2 == 0) {
+      sender.kill(SIGKILL);
+      receiver.kill(SIGKILL);
+    } else {
+      receiver.kill(SIGKILL);
+      sender.kill(SIGKILL);
+    }
+    sender.wait();
+    receiver.wait();
+  }
+  // Drain: everything sent and not acknowledged must still be there.
+  std::vector<bool> drained(rounds * kPerRound, false);
+  for (;;) {
+    auto message = box->receive_for(1s);
+    if (!message) {
+      ASSERT_EQ(message.error().code(), errc::timed_out) << message.error().message();
+      break;
+    }
+    const std::uint64_t id = check_message(*message);
+    if (id != ~std::uint64_t{0}) drained[id] = true;
+  }
+  EXPECT_EQ(ledger->torn.load(), 0u) << "a torn or invented message was seen";
+  EXPECT_EQ(ledger->after_ack.load(), 0u) << "an acknowledged message came back";
+  EXPECT_EQ(ledger->bad_sender.load(), 0u);
+  std::size_t lost = 0;
+  for (std::uint64_t id = 0; id < rounds * kPerRound; ++id) {
+    if (test_bit(ledger->sent_done, id) && !test_bit(ledger->ack_begun, id) && !drained[id]) ++lost;
+  }
+  EXPECT_EQ(lost, 0u) << "messages sent, never acknowledged, and gone";
+  // The mailbox still works, without any daemon.
+  ASSERT_TRUE(box->send(std::as_bytes(std::span("after", 5))));
+  auto after = box->receive_for(5s);
+  ASSERT_TRUE(after) << after.error().message();
+  EXPECT_EQ(box->stats().queued, 0u);
+}
+
+}  // namespace
