@@ -730,4 +730,9 @@ result<int> ChannelReceiver::notify_fd() {
   return fd;
 }
 
+detail::WaitSource detail::wait_source(ChannelReceiver& channel) {
+  ChannelReceiver::State* s = channel.state_.get();
+  return {&s->control().data_ready, [s] { return s->has_record(); }};
+}
+
 }  // namespace ferry

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,8 +16,10 @@
 #include <mutex>
 #include <new>
 #include <random>
+#include <thread>
 
 #include "ferry/messaging/detail/mailbox_layout.hpp"
+#include "ferry/os/futex.hpp"
 #include "ferry/os/process.hpp"
 
 namespace ferry {
@@ -187,6 +190,13 @@ struct MailboxShared {
 
   std::optional<OwnLog> own;
   std::vector<std::optional<MappedLog>> logs;  // by slot
+
+  // notify_fd(): an eventfd kept readable by a watcher thread while messages
+  // wait. The watcher reads shared memory only (messages_waiting).
+  Fd notify;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::uint32_t> drained{0};  // bumped when a try_ form finds nothing
+  std::thread watcher;
   std::uint64_t senders_seen = ~std::uint64_t{0};
   steady_clock::time_point next_lease_check{};
   steady_clock::time_point next_retire_check{};
@@ -212,6 +222,16 @@ struct MailboxShared {
   void update_reclaim(std::uint32_t slot);
   std::uint64_t indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const;
   bool has_work() const;  // without the mutex: for waiting
+  // Whether messages were sent or given back since a receiver last found
+  // nothing: shared memory only, so any thread may ask (the notify watcher,
+  // MailboxSet). It errs on "maybe" until some receiver looks, never on "no"
+  // (except for the one message of a sender killed between publishing it
+  // and counting it, which waits for the next event).
+  bool messages_waiting() const noexcept {
+    return control->sent.load(std::memory_order_seq_cst) + queue->redelivered.load(std::memory_order_seq_cst) >
+           queue->settled.load(std::memory_order_seq_cst);
+  }
+  void stop_watcher() noexcept;
 
   // ---- sending side
   result<void> register_sender();
@@ -692,7 +712,17 @@ std::uint64_t MailboxShared::reclaim_position() const {
   return p.reclaim.load(std::memory_order_seq_cst);
 }
 
+void MailboxShared::stop_watcher() noexcept {
+  if (!watcher.joinable()) return;
+  stopping.store(true);
+  drained.fetch_add(1);
+  futex_wake_all(drained);
+  control->data_ready.notify_all();
+  watcher.join();
+}
+
 MailboxShared::~MailboxShared() {
+  stop_watcher();
   for (auto& log : logs) {
     if (!log) continue;
     // Never close a descriptor of this process's own live log (see OwnLogs).
@@ -1107,7 +1137,7 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
   log.header->bytes.store(log.bytes, std::memory_order_relaxed);
   log.header->messages.store(sequence, std::memory_order_relaxed);
   log.header->published.store(log.tail, std::memory_order_seq_cst);  // WaitPoint's contract
-  s.control->sent.fetch_add(1, std::memory_order_relaxed);
+  s.control->sent.fetch_add(1, std::memory_order_seq_cst);  // the last write before notify (WaitPoint)
   s.control->data_ready.notify_all();
 
   if (s.kind != detail::CapacityKind::rendezvous) return true;
@@ -1152,6 +1182,7 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
   if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user receive");
   const std::uint64_t mask = s.log_capacity - 1;
   bool force_lease_check = false;
+  bool cleared_notify = false;
   for (;;) {
     if (auto locked = s.lock_queue(until, strategy); !locked) {
       if (locked.error().code() == errc::timed_out) return error(errc::timed_out, s.description, "nothing within the timeout");
@@ -1166,6 +1197,7 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
       }
       ~Unlock() { now(); }
     } unlock{s};
+    const std::uint64_t sent_before = s.control->sent.load(std::memory_order_seq_cst);
     if (auto bound = s.bind_senders(); !bound) return bound.error();
     if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
     s.check_leases(force_lease_check);
@@ -1210,8 +1242,22 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
       s.control->space_ready.notify_all();  // room, or a rendezvous sender's message was taken
       return std::optional<Message>(std::move(message));
     }
+    // Everything counted in sent_before is indexed and taken by now.
+    s.queue->settled.store(sent_before + s.queue->redelivered.load(std::memory_order_relaxed),
+                           std::memory_order_seq_cst);
     unlock.now();
-    if (!wait) return std::optional<Message>{};
+    if (!wait) {
+      if (!s.watcher.joinable() || cleared_notify) return std::optional<Message>{};
+      // Tell the watcher the descriptor may be cleared and re-armed; look
+      // once more in case a message came in between.
+      std::uint64_t value = 0;
+      (void)::read(s.notify.get(), &value, sizeof value);
+      s.drained.fetch_add(1);
+      futex_wake_all(s.drained);
+      cleared_notify = true;
+      if (!s.messages_waiting()) return std::optional<Message>{};
+      continue;
+    }
     const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
     if (s.control->data_ready.wait([&] { return s.has_work(); }, strategy, slice) == wait_status::timed_out) {
       if (until && steady_clock::now() >= *until) return error(errc::timed_out, s.description, "nothing within the timeout");
@@ -1307,6 +1353,40 @@ MailboxStats Mailbox::stats() const {
     stats.senders.push_back({process.pid(), s.progress[i].log_id != 0 ? s.progress[i].uid : uid_t{0}, process.alive()});
   }
   return stats;
+}
+
+result<int> Mailbox::notify_fd() {
+  MailboxShared& s = *shared_;
+  if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user receive");
+  if (s.notify) return s.notify.get();
+  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return error::from_errno(errno, *s.description, "eventfd");
+  s.notify.reset(fd);
+  // The watcher sleeps until a message waits, makes the descriptor readable,
+  // then sleeps until a try_ form of this object found nothing again.
+  s.watcher = std::thread([&s] {
+    const auto ready = [&] { return s.stopping.load() || s.messages_waiting(); };
+    for (;;) {
+      const std::uint32_t seen_drained = s.drained.load();
+      while (s.control->data_ready.wait(ready, WaitStrategy::block(), deadline_after(detail::kWaitSlice)) !=
+             wait_status::ready) {
+        if (s.stopping.load()) return;
+      }
+      if (s.stopping.load()) return;
+      const std::uint64_t one = 1;
+      (void)::write(s.notify.get(), &one, sizeof one);
+      while (s.drained.load() == seen_drained && !s.stopping.load()) {
+        futex_wait(s.drained, seen_drained, deadline_after(detail::kWaitSlice));
+      }
+      if (s.stopping.load()) return;
+    }
+  });
+  return fd;
+}
+
+detail::WaitSource detail::wait_source(Mailbox& mailbox) {
+  MailboxShared* s = mailbox.shared_.get();
+  return {&s->control->data_ready, [s] { return s->messages_waiting(); }};
 }
 
 // ------------------------------------------------------------------- Lease

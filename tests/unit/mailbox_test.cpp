@@ -1,4 +1,5 @@
 // Mailbox within one process (and its threads): semantics, edges, hostile bytes.
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -241,6 +242,79 @@ TEST(Mailbox, HostileQueueGivesCorruptNeverACrash) {
   if (!second) {
     EXPECT_EQ(second.error().code(), errc::corrupt) << second.error().message();
   }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Mailbox, NotifyFdPollsReadableUnderEpollAndRearms) {
+  Fixture f;
+  auto fd = f.box->notify_fd();
+  ASSERT_TRUE(fd) << fd.error().message();
+  const int epoll = ::epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(epoll, 0);
+  epoll_event interest{};
+  interest.events = EPOLLIN;
+  ASSERT_EQ(::epoll_ctl(epoll, EPOLL_CTL_ADD, *fd, &interest), 0);
+  epoll_event event{};
+  EXPECT_EQ(::epoll_wait(epoll, &event, 1, 0), 0) << "nothing sent yet";
+  auto sender = Mailbox::open(f.name);
+  ASSERT_TRUE(sender);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(sender->send(bytes("ping")));
+    ASSERT_EQ(::epoll_wait(epoll, &event, 1, 10000), 1) << "round " << round;
+    std::size_t got = 0;
+    while (auto message = *f.box->try_receive()) ++got;
+    EXPECT_EQ(got, 1u);
+    EXPECT_EQ(::epoll_wait(epoll, &event, 1, 0), 0) << "drained: not readable any more";
+  }
+  ::close(epoll);
+}
+
+TEST(Mailbox, SetReturnsFromWhicheverSourceGotAMessage) {
+  Fixture first, second;
+  const std::string channel_name = unique_name("chn");
+  auto channel = ferry::Channel::create(channel_name);
+  ASSERT_TRUE(channel);
+  auto tx = channel->sender();
+  auto rx = channel->receiver();
+  ASSERT_TRUE(tx && rx);
+  ferry::MailboxSet set;
+  const auto a = set.add(*first.box);
+  const auto b = set.add(*second.box);
+  const auto c = set.add(*rx);
+  EXPECT_FALSE(set.try_receive()->has_value());
+  auto nothing = set.receive_for(std::chrono::milliseconds(30));
+  ASSERT_FALSE(nothing);
+  EXPECT_EQ(nothing.error().code(), errc::timed_out);
+
+  auto to_second = Mailbox::open(second.name);
+  ASSERT_TRUE(to_second->send(bytes("for b")));
+  auto got = set.receive_for(std::chrono::seconds(10));
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->source, b);
+  EXPECT_EQ(text(got->message), "for b");
+
+  ASSERT_TRUE(tx->send(bytes("for c")));
+  got = set.receive_for(std::chrono::seconds(10));
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->source, c);
+  EXPECT_EQ(text(got->message), "for c");
+
+  // A sleeping set (block strategy: futex_waitv) is woken by another process.
+  ferry::test::Child child = ferry::test::Child::spawn([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto opened = Mailbox::open(first.name);
+    FERRY_CHILD_CHECK(opened && opened->send(bytes("for a")));
+    return 0;
+  });
+  got = set.receive_for(std::chrono::seconds(10), ferry::WaitStrategy::block());
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->source, a);
+  EXPECT_EQ(got->message.sender().pid, child.pid());
+  EXPECT_EQ(child.wait(), 0);
+  (void)ferry::Channel::destroy(channel_name);
 }
 
 }  // namespace

@@ -48,6 +48,7 @@
 #include "ferry/os/error.hpp"
 #include "ferry/os/fd.hpp"
 #include "ferry/os/segment.hpp"
+#include "ferry/messaging/detail/wait_source.hpp"
 #include "ferry/sync/wait.hpp"
 
 namespace ferry {
@@ -181,6 +182,7 @@ class ChannelReceiver {
 
  private:
   friend class Channel;
+  friend detail::WaitSource detail::wait_source(ChannelReceiver&);
   struct State;
   explicit ChannelReceiver(std::unique_ptr<State> state) noexcept;
   result<std::optional<std::span<const std::byte>>> peek_impl(std::optional<deadline> until,

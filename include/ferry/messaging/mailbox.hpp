@@ -50,6 +50,7 @@
 
 #include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
+#include "ferry/messaging/detail/wait_source.hpp"
 #include "ferry/os/segment.hpp"
 #include "ferry/sync/wait.hpp"
 
@@ -120,6 +121,7 @@ class Message {
 
  private:
   friend class Mailbox;
+  friend class MailboxSet;
   std::vector<std::byte> bytes_;
   SenderIdentity sender_;
   unsigned priority_ = 0;
@@ -242,6 +244,13 @@ class Mailbox {
   /// priority; urgent messages stay) and returns how many.
   result<std::size_t> flush(unsigned below = kPriorities);
 
+  /// A descriptor that polls readable while messages wait (poll, epoll,
+  /// io_uring): mq_notify's purpose without signals. After it fired, call
+  /// the try_ forms until they return nothing; that re-arms it. A watcher
+  /// thread keeps it, so create it before fork() only if the child will
+  /// not use this Mailbox.
+  result<int> notify_fd();
+
   [[nodiscard]] MailboxStats stats() const;
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] std::size_t max_message() const noexcept;
@@ -249,6 +258,7 @@ class Mailbox {
   result<void> sync();
 
  private:
+  friend detail::WaitSource detail::wait_source(Mailbox&);
   explicit Mailbox(std::shared_ptr<detail::MailboxShared> shared) noexcept : shared_(std::move(shared)) {}
   result<bool> send_impl(std::span<const std::byte> message, SendOptions options, std::optional<deadline> until,
                          WaitStrategy strategy, bool wait);

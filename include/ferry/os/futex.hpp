@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
@@ -30,6 +31,18 @@ enum class futex_wait_result : std::uint8_t {
 /// Never fails for a valid word; EINTR is reported as `woken`.
 futex_wait_result futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
                              std::optional<deadline> until = std::nullopt) noexcept;
+
+/// One word of futex_wait_any: sleep while `*word == expected`.
+struct FutexWaiter {
+  const std::atomic<std::uint32_t>* word;
+  std::uint32_t expected;
+};
+
+/// Sleeps while every word holds its expected value, until one is woken or
+/// changed, or until `until` (futex_waitv; on kernels before 5.16 it sleeps
+/// on the first word for at most a millisecond at a time). At most 128 words.
+futex_wait_result futex_wait_any(std::span<const FutexWaiter> waiters,
+                                 std::optional<deadline> until = std::nullopt) noexcept;
 
 /// Wakes up to `count` waiters on `word`; returns how many were woken.
 int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept;

@@ -143,6 +143,12 @@ class WaitPoint {
     return sequence_.load(std::memory_order_seq_cst);
   }
 
+  /// The word a sleeper sleeps on, for waiting on several points at once
+  /// (futex_wait_any): prepare_sleep() each, check every condition, sleep on
+  /// all the words with the sequences prepare_sleep() returned, then
+  /// cancel_sleep() each.
+  [[nodiscard]] const std::atomic<std::uint32_t>& futex_word() const noexcept { return sequence_; }
+
   /// Wakes one sleeper (if any sleeps). Call after making the condition true.
   void notify_one() noexcept { notify(1); }
   /// Wakes every sleeper (if any sleeps).
