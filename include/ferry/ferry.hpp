@@ -26,4 +26,5 @@
 #include "ferry/messaging/channel.hpp"  // Channel: lock-free link between two processes
 #include "ferry/messaging/mailbox.hpp"        // Mailbox: many senders, many receivers, priorities, leases
 #include "ferry/messaging/mailbox_set.hpp"    // MailboxSet: wait on several mailboxes and channels at once
+#include "ferry/messaging/inbox.hpp"          // Inbox, send_to(pid or name): direct addressing
 #include "ferry/messaging/inspect.hpp"  // what ferry ls shows about them

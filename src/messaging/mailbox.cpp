@@ -213,7 +213,7 @@ struct MailboxShared {
   result<void> bind_senders();
   result<void> index_new_records();
   void check_leases(bool force);
-  std::optional<std::uint32_t> take_head();
+  std::optional<std::uint32_t> take_head(std::optional<pid_t> sender);
   void finish(std::uint32_t index);
   void requeue_front(std::uint32_t index);
   void push_level(std::uint32_t index, bool front);
@@ -365,14 +365,26 @@ void MailboxShared::push_level(std::uint32_t index, bool front) {
 }
 
 // The head of the highest non-empty level, unlinked (still marked queued).
-std::optional<std::uint32_t> MailboxShared::take_head() {
+// The first message of the highest non-empty level (from `sender` only, if
+// given), unlinked from its list (still marked queued).
+std::optional<std::uint32_t> MailboxShared::take_head(std::optional<pid_t> sender) {
   for (unsigned level = kLevels; level-- > 0;) {
     LevelList& list = queue->levels[level];
-    const std::uint32_t index = list.first;
-    if (index == kNoDescriptor) continue;
-    if (index >= descriptor_count) return std::nullopt;  // scribbled: repair_queue rebuilds
-    list.first = descriptors[index].next;
-    if (list.first == kNoDescriptor) list.last = kNoDescriptor;
+    std::uint32_t previous = kNoDescriptor;
+    // Bounded by the pool: a scribbled cycle cannot make it loop forever.
+    std::uint32_t index = list.first;
+    for (std::uint32_t steps = 0; index != kNoDescriptor && steps < descriptor_count; ++steps) {
+      if (index >= descriptor_count) return std::nullopt;  // scribbled: a crash repair rebuilds
+      const Descriptor& d = descriptors[index];
+      if (!sender || (d.slot < max_senders && progress[d.slot].pid == *sender)) break;
+      previous = index;
+      index = d.next;
+    }
+    if (index == kNoDescriptor || index >= descriptor_count) continue;
+    const std::uint32_t next = descriptors[index].next;
+    if (previous == kNoDescriptor) list.first = next;
+    else descriptors[previous].next = next;
+    if (list.last == index) list.last = previous;
     queue->depth[level].fetch_sub(1, std::memory_order_relaxed);
     queue->queued.fetch_sub(1, std::memory_order_relaxed);
     return index;
@@ -1176,14 +1188,21 @@ result<void> Mailbox::send_until(std::span<const std::byte> message, deadline un
 
 // --------------------------------------------------------------- receiving
 
-result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> until, WaitStrategy strategy, bool wait,
-                                                     bool leased, std::uint32_t* descriptor, std::uint64_t* lease) {
+result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& request, std::uint32_t* descriptor,
+                                                     std::uint64_t* lease) {
   MailboxShared& s = *shared_;
+  const auto& [until, strategy, wait, leased, from] = request;
   if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user receive");
   const std::uint64_t mask = s.log_capacity - 1;
   bool force_lease_check = false;
   bool cleared_notify = false;
+  // A receive from one sender must not wake for others' messages queued
+  // already: it waits for news (a send or a redelivery) instead.
+  const auto news = [&] {
+    return s.control->sent.load(std::memory_order_seq_cst) + s.queue->redelivered.load(std::memory_order_seq_cst);
+  };
   for (;;) {
+    const std::uint64_t news_before = news();
     if (auto locked = s.lock_queue(until, strategy); !locked) {
       if (locked.error().code() == errc::timed_out) return error(errc::timed_out, s.description, "nothing within the timeout");
       return locked.error();
@@ -1202,7 +1221,7 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
     if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
     s.check_leases(force_lease_check);
     force_lease_check = false;
-    std::optional<std::uint32_t> head = s.take_head();
+    std::optional<std::uint32_t> head = s.take_head(from);
     if (head) {
       Descriptor& d = s.descriptors[*head];
       const detail::MappedLog* log = d.slot < s.max_senders && s.logs[d.slot] ? &*s.logs[d.slot] : nullptr;
@@ -1243,8 +1262,10 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
       return std::optional<Message>(std::move(message));
     }
     // Everything counted in sent_before is indexed and taken by now.
-    s.queue->settled.store(sent_before + s.queue->redelivered.load(std::memory_order_relaxed),
-                           std::memory_order_seq_cst);
+    if (!from) {
+      s.queue->settled.store(sent_before + s.queue->redelivered.load(std::memory_order_relaxed),
+                             std::memory_order_seq_cst);
+    }
     unlock.now();
     if (!wait) {
       if (!s.watcher.joinable() || cleared_notify) return std::optional<Message>{};
@@ -1259,22 +1280,42 @@ result<std::optional<Message>> Mailbox::receive_impl(std::optional<deadline> unt
       continue;
     }
     const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
-    if (s.control->data_ready.wait([&] { return s.has_work(); }, strategy, slice) == wait_status::timed_out) {
+    const auto ready = [&] { return from ? news() != news_before : s.has_work(); };
+    if (s.control->data_ready.wait(ready, strategy, slice) == wait_status::timed_out) {
       if (until && steady_clock::now() >= *until) return error(errc::timed_out, s.description, "nothing within the timeout");
       force_lease_check = true;  // a lessee may have died: nobody notifies for that
     }
   }
 }
 
-result<Message> Mailbox::receive(WaitStrategy strategy) { return receive_until(deadline::max(), strategy); }
+namespace {
 
-result<std::optional<Message>> Mailbox::try_receive() {
-  return receive_impl(std::nullopt, {}, false, false, nullptr, nullptr);
+std::optional<deadline> unless_forever(deadline until) {
+  return until == deadline::max() ? std::nullopt : std::optional<deadline>(until);
 }
 
+}  // namespace
+
+result<Message> Mailbox::receive(WaitStrategy strategy) { return receive_until(deadline::max(), strategy); }
+
+result<std::optional<Message>> Mailbox::try_receive() { return receive_impl({.wait = false}, nullptr, nullptr); }
+
 result<Message> Mailbox::receive_until(deadline until, WaitStrategy strategy) {
-  auto received = receive_impl(until == deadline::max() ? std::nullopt : std::optional<deadline>(until), strategy, true,
-                               false, nullptr, nullptr);
+  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy}, nullptr, nullptr);
+  if (!received) return std::move(received).error();
+  return std::move(**received);
+}
+
+result<Message> Mailbox::receive_from(pid_t sender, WaitStrategy strategy) {
+  return receive_from_until(sender, deadline::max(), strategy);
+}
+
+result<std::optional<Message>> Mailbox::try_receive_from(pid_t sender) {
+  return receive_impl({.wait = false, .from = sender}, nullptr, nullptr);
+}
+
+result<Message> Mailbox::receive_from_until(pid_t sender, deadline until, WaitStrategy strategy) {
+  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy, .from = sender}, nullptr, nullptr);
   if (!received) return std::move(received).error();
   return std::move(**received);
 }
@@ -1284,7 +1325,7 @@ result<Lease> Mailbox::receive_leased(WaitStrategy strategy) { return receive_le
 result<std::optional<Lease>> Mailbox::try_receive_leased() {
   std::uint32_t descriptor = 0;
   std::uint64_t lease = 0;
-  auto received = receive_impl(std::nullopt, {}, false, true, &descriptor, &lease);
+  auto received = receive_impl({.wait = false, .leased = true}, &descriptor, &lease);
   if (!received) return std::move(received).error();
   if (!*received) return std::optional<Lease>{};
   return std::optional<Lease>(Lease(shared_, std::move(**received), descriptor, lease));
@@ -1293,8 +1334,8 @@ result<std::optional<Lease>> Mailbox::try_receive_leased() {
 result<Lease> Mailbox::receive_leased_until(deadline until, WaitStrategy strategy) {
   std::uint32_t descriptor = 0;
   std::uint64_t lease = 0;
-  auto received = receive_impl(until == deadline::max() ? std::nullopt : std::optional<deadline>(until), strategy, true,
-                               true, &descriptor, &lease);
+  auto received =
+      receive_impl({.until = unless_forever(until), .strategy = strategy, .leased = true}, &descriptor, &lease);
   if (!received) return std::move(received).error();
   return Lease(shared_, std::move(**received), descriptor, lease);
 }

@@ -388,3 +388,53 @@ TEST(MailboxProcess, SigkillSendersAndReceiversAtRandomLosesAndTearsNothing) {
 }
 
 }  // namespace
+
+namespace {
+
+// ------------------------------------------------------- direct addressing
+
+TEST(MailboxProcess, SendToPidReachesThatProcesssInboxAndReceiveFromFilters) {
+  ferry::test::Event ready;
+  const pid_t parent = ::getpid();
+  SharedAnonymous<Flag> done;
+  Child child = Child::spawn([&] {
+    auto inbox = ferry::Inbox::self({.name = "t" + std::to_string(parent) + "-registry"});
+    FERRY_CHILD_CHECK(inbox);
+    ready.signal();
+    // receive(Q, msg): the parent's message, though another came first.
+    auto from_parent = (*inbox)->receive_from_for(parent, 10s);
+    FERRY_CHILD_CHECK(from_parent);
+    FERRY_CHILD_CHECK(from_parent->sender().pid == parent);
+    FERRY_CHILD_CHECK(std::string(reinterpret_cast<const char*>(from_parent->data().data()), from_parent->size()) ==
+                      "by pid");
+    auto other = (*inbox)->receive_for(10s);
+    FERRY_CHILD_CHECK(other && other->sender().pid != parent);
+    auto by_name = (*inbox)->receive_from_for(parent, 10s);
+    FERRY_CHILD_CHECK(by_name);
+    FERRY_CHILD_CHECK(std::string(reinterpret_cast<const char*>(by_name->data().data()), by_name->size()) ==
+                      "by name");
+    done->returned.store(1);
+    ferry::Inbox::close();  // a test child leaves with _exit: no atexit
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  Child third = Child::spawn([&] {
+    FERRY_CHILD_CHECK(ferry::send_to(child.pid(), std::as_bytes(std::span("from a third", 12))));
+    return 0;
+  });
+  ASSERT_EQ(third.wait_for(kWatchdog), 0);
+  ASSERT_TRUE(ferry::send_to(child.pid(), std::as_bytes(std::span("by pid", 6))));
+  ASSERT_TRUE(ferry::send_to("t" + std::to_string(parent) + "-registry", std::as_bytes(std::span("by name", 7))));
+  EXPECT_EQ(child.wait_for(kWatchdog), 0);
+  EXPECT_EQ(done->returned.load(), 1);
+  // The inbox and its name went with the process.
+  EXPECT_EQ(ferry::send_to(child.pid(), std::as_bytes(std::span("late", 4))).error().code(), errc::not_found);
+  EXPECT_EQ(ferry::send_to("t" + std::to_string(parent) + "-registry", std::as_bytes(std::span("late", 4)))
+                .error()
+                .code(),
+            errc::not_found);
+  EXPECT_EQ(ferry::send_to(::getpid(), std::as_bytes(std::span("x", 1))).error().code(), errc::not_found)
+      << "this process made no inbox";
+}
+
+}  // namespace

@@ -232,6 +232,16 @@ class Mailbox {
     return receive_until(deadline_after(timeout), strategy);
   }
 
+  /// The next message sent by process `sender` (receive(Q, msg) of the OS
+  /// model), leaving the others queued; the pid is the one the kernel
+  /// attested (SenderIdentity::pid).
+  result<Message> receive_from(pid_t sender, WaitStrategy strategy = {});
+  result<std::optional<Message>> try_receive_from(pid_t sender);
+  result<Message> receive_from_until(pid_t sender, deadline until, WaitStrategy strategy = {});
+  result<Message> receive_from_for(pid_t sender, steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return receive_from_until(sender, deadline_after(timeout), strategy);
+  }
+
   /// As receive, but the message stays in the mailbox until the Lease is acked.
   result<Lease> receive_leased(WaitStrategy strategy = {});
   result<std::optional<Lease>> try_receive_leased();
@@ -262,8 +272,15 @@ class Mailbox {
   explicit Mailbox(std::shared_ptr<detail::MailboxShared> shared) noexcept : shared_(std::move(shared)) {}
   result<bool> send_impl(std::span<const std::byte> message, SendOptions options, std::optional<deadline> until,
                          WaitStrategy strategy, bool wait);
-  result<std::optional<Message>> receive_impl(std::optional<deadline> until, WaitStrategy strategy, bool wait,
-                                              bool leased, std::uint32_t* descriptor, std::uint64_t* lease);
+  struct ReceiveRequest {
+    std::optional<deadline> until;
+    WaitStrategy strategy;
+    bool wait = true;
+    bool leased = false;
+    std::optional<pid_t> from;  // only messages of this sender process
+  };
+  result<std::optional<Message>> receive_impl(const ReceiveRequest& request, std::uint32_t* descriptor,
+                                              std::uint64_t* lease);
 
   std::shared_ptr<detail::MailboxShared> shared_;
 };
