@@ -163,6 +163,10 @@ struct OwnLog {
   std::uint64_t sequence = 0;  // of the last record
   std::uint64_t bytes = 0;     // payload published
   ProcessId owner;
+  // Unbounded mailboxes: the log's memory exists for positions
+  // [released_until, reserved_until), allocated ahead and given back behind.
+  std::uint64_t reserved_until = 0;
+  std::uint64_t released_until = 0;
 };
 
 struct MailboxShared {
@@ -217,6 +221,8 @@ struct MailboxShared {
   void finish(std::uint32_t index);
   void requeue_front(std::uint32_t index);
   void push_level(std::uint32_t index, bool front);
+  std::uint32_t allocate_descriptor();
+  std::uint32_t pool_size() const noexcept { return std::min(queue->pool_used, descriptor_count); }
   void retire_slot(std::uint32_t slot);
   void free_slot(std::uint32_t slot);
   void update_reclaim(std::uint32_t slot);
@@ -236,6 +242,8 @@ struct MailboxShared {
   // ---- sending side
   result<void> register_sender();
   std::uint64_t reclaim_position() const;
+  result<void> grow_log(std::uint64_t until);
+  void shrink_log(std::uint64_t reclaim);
 };
 
 // ------------------------------------------------------------ queue mutex
@@ -281,7 +289,7 @@ std::uint64_t MailboxShared::indexed_messages(std::uint32_t slot, std::uint64_t*
 // half-updated. Rebuild them from the descriptors' states and the logs.
 void MailboxShared::repair_queue() {
   // Descriptors of records at or past `scanned` were being indexed: drop them.
-  for (std::uint32_t i = 0; i < descriptor_count; ++i) {
+  for (std::uint32_t i = 0; i < pool_size(); ++i) {
     Descriptor& d = descriptors[i];
     if (d.state == DescriptorState::free) continue;
     if (d.slot >= max_senders || d.position >= progress[d.slot].scanned.load(std::memory_order_relaxed)) {
@@ -290,7 +298,7 @@ void MailboxShared::repair_queue() {
   }
   std::vector<std::uint32_t> live;
   queue->free_first = kNoDescriptor;
-  for (std::uint32_t i = descriptor_count; i-- > 0;) {
+  for (std::uint32_t i = pool_size(); i-- > 0;) {
     if (descriptors[i].state == DescriptorState::free) {
       descriptors[i].next = queue->free_first;
       queue->free_first = i;
@@ -346,6 +354,31 @@ void MailboxShared::repair_queue() {
 }
 
 // --------------------------------------------------------------- lists
+
+// A free descriptor (kNoDescriptor if none): recycled ones first, then the
+// pool's untouched rest, so an unbounded mailbox touches only what it used.
+std::uint32_t MailboxShared::allocate_descriptor() {
+  const std::uint32_t recycled = queue->free_first;
+  if (recycled != kNoDescriptor && recycled < descriptor_count) {
+    queue->free_first = descriptors[recycled].next;
+    return recycled;
+  }
+  const std::uint32_t fresh = queue->pool_used;
+  if (fresh >= descriptor_count) return kNoDescriptor;
+  if (kind == CapacityKind::unbounded) {
+    // The pool is sparse: make sure this descriptor's memory exists (a full
+    // system then leaves messages waiting in their logs, never a SIGBUS).
+    constexpr std::size_t kPage = 4096;
+    const std::size_t offset = queue_descriptors_offset(max_senders) + sizeof(Descriptor) * fresh;
+    const std::size_t page = offset / kPage * kPage;
+    if ((fresh == 0 || offset - page < sizeof(Descriptor)) &&
+        !queue_segment->reserve(page, std::min(kPage, queue_segment->size() - page))) {
+      return kNoDescriptor;
+    }
+  }
+  queue->pool_used = fresh + 1;
+  return fresh;
+}
 
 void MailboxShared::push_level(std::uint32_t index, bool front) {
   Descriptor& d = descriptors[index];
@@ -561,7 +594,6 @@ result<void> MailboxShared::index_new_records() {
     std::uint64_t scanned = p.scanned.load(std::memory_order_relaxed);
     if (published - scanned > log_capacity) return corrupt("sender slot " + std::to_string(slot) + ": published is out of bounds");
     while (scanned != published) {
-      if (queue->free_first == kNoDescriptor) return {};  // all in use: the rest waits in the log
       const std::uint64_t offset = scanned & mask;
       const std::byte* record = log->records + offset;
       const std::uint64_t commit = std::atomic_ref<const std::uint64_t>(*reinterpret_cast<const std::uint64_t*>(record))
@@ -586,10 +618,9 @@ result<void> MailboxShared::index_new_records() {
       std::memcpy(&packed, record + 16, 8);
       const auto level = static_cast<std::uint8_t>(packed >> 48);
       const auto flags = static_cast<std::uint8_t>(packed >> 56);
-      const std::uint32_t index = queue->free_first;
-      if (index >= descriptor_count) return corrupt("the free descriptor list is out of bounds");
+      const std::uint32_t index = allocate_descriptor();
+      if (index == kNoDescriptor) return {};  // all in use: the rest waits in the log
       Descriptor& d = descriptors[index];
-      queue->free_first = d.next;
       d.slot = slot;
       d.position = scanned;
       d.sequence = sequence;
@@ -619,7 +650,7 @@ void MailboxShared::check_leases(bool force) {
   if (!force && now < next_lease_check) return;
   next_lease_check = now + kLeaseCheckInterval;
   std::map<std::uint64_t, bool> alive;
-  for (std::uint32_t i = 0; i < descriptor_count; ++i) {
+  for (std::uint32_t i = 0; i < pool_size(); ++i) {
     Descriptor& d = descriptors[i];
     if (d.state != DescriptorState::leased) continue;
     auto [seen, inserted] = alive.try_emplace(d.lessee, false);
@@ -667,6 +698,7 @@ result<void> MailboxShared::register_sender() {
                          .persistence = Persistence::filesystem,
                          .mode = log_mode(mode),
                          .object_type = ObjectType::mailbox_sender};
+  if (kind == CapacityKind::unbounded) options.sparse_after = kSenderLogRecords;  // grow_log does the rest
   options.initialize = [&](std::span<std::byte> data) {
     auto* header = new (data.data()) SenderLogHeader{};
     header->magic = kSenderLogMagic;
@@ -731,6 +763,52 @@ void MailboxShared::stop_watcher() noexcept {
   futex_wake_all(drained);
   control->data_ready.notify_all();
   watcher.join();
+}
+
+namespace {
+
+// Unbounded logs grow and shrink in chunks of this many bytes.
+constexpr std::uint64_t kLogChunk = std::uint64_t{1} << 20;
+
+}  // namespace
+
+// Calls `apply(offset, length)` for the log bytes of absolute positions
+// [from, to), split where the ring wraps.
+template <class Apply>
+auto for_log_range(std::uint64_t from, std::uint64_t to, std::uint64_t capacity, Apply&& apply) {
+  const std::uint64_t offset = from & (capacity - 1);
+  const std::uint64_t length = to - from;
+  const std::uint64_t first = std::min(length, capacity - offset);
+  auto done = apply(kSenderLogRecords + offset, first);
+  if (!done || first == length) return done;
+  return apply(kSenderLogRecords, length - first);
+}
+
+// Makes sure the log's memory exists up to position `until` (whole chunks).
+result<void> MailboxShared::grow_log(std::uint64_t until) {
+  if (kind != CapacityKind::unbounded || until <= own->reserved_until) return {};
+  const std::uint64_t chunk = std::min(kLogChunk, log_capacity);
+  const std::uint64_t target = (until + chunk - 1) / chunk * chunk;
+  auto reserved = for_log_range(own->reserved_until, target, log_capacity, [&](std::uint64_t offset, std::uint64_t length) {
+    return own->segment.reserve(offset, length);
+  });
+  if (!reserved) {
+    return error(errc::no_space, description, "the system has no memory left for this message: " + reserved.error().message());
+  }
+  own->reserved_until = target;
+  return {};
+}
+
+// Gives back the memory of whole chunks the receivers are done with.
+void MailboxShared::shrink_log(std::uint64_t reclaim) {
+  if (kind != CapacityKind::unbounded) return;
+  const std::uint64_t chunk = std::min(kLogChunk, log_capacity);
+  const std::uint64_t target = reclaim / chunk * chunk;
+  if (target <= own->released_until) return;
+  (void)for_log_range(own->released_until, target, log_capacity, [&](std::uint64_t offset, std::uint64_t length) {
+    return own->segment.release(offset, length);
+  });
+  own->released_until = target;
 }
 
 MailboxShared::~MailboxShared() {
@@ -903,7 +981,9 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
         return error(errc::invalid_argument, description, "memory_limit is smaller than max_message");
       }
       kind = detail::CapacityKind::unbounded;
-      log_bytes = capacity.memory_limit + 2 * record;
+      // Virtual room for the limit in 64-byte records of tiny messages; the
+      // memory is allocated as messages come and given back as they go.
+      log_bytes = 2 * capacity.memory_limit + 2 * record;
       descriptors = std::min<std::uint64_t>(capacity.memory_limit / 64 + 1, 1u << 22);
       break;
   }
@@ -932,6 +1012,8 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
                                .persistence = Persistence::filesystem,
                                .mode = detail::queue_mode(options.mode),
                                .object_type = ObjectType::mailbox_queue};
+  // Unbounded: descriptors are allocated as the pool is first used.
+  if (kind == detail::CapacityKind::unbounded) queue_options.sparse_after = detail::queue_descriptors_offset(max_senders);
   queue_options.initialize = [&](std::span<std::byte> data) {
     auto* queue = new (data.data()) MailboxQueue{};
     queue->magic = detail::kQueueMagic;
@@ -947,12 +1029,7 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
       new (&progress[i]) SlotProgress{};
       progress[i].log_first = progress[i].log_last = kNoDescriptor;
     }
-    auto* pool = reinterpret_cast<Descriptor*>(data.data() + detail::queue_descriptors_offset(max_senders));
-    for (std::uint32_t i = 0; i < descriptor_count; ++i) {
-      new (&pool[i]) Descriptor{};
-      pool[i].next = i + 1 < descriptor_count ? i + 1 : kNoDescriptor;
-    }
-    queue->free_first = 0;
+    queue->free_first = kNoDescriptor;  // the pool is handed out from its start (pool_used)
   };
   if (auto queue = Segment::create(dir + "/queue", queue_options); !queue) return undo(queue.error());
 
@@ -1093,6 +1170,11 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
   const auto log_room = [&] { return s.log_capacity - (log.tail - s.reclaim_position()); };
   const auto can_go = [&] { return log_room() >= room_needed() && capacity_allows(s, message.size()); };
 
+  // Unbounded: memory for the record first (and back what receivers freed),
+  // so that a full system is an error before anything is admitted.
+  s.shrink_log(s.reclaim_position());
+  if (auto grown = s.grow_log(log.tail + room_needed()); !grown) return grown.error();
+
   // Admission, under the control mutex so that two senders cannot both take
   // the last place. Waiting happens outside it.
   for (;;) {
@@ -1113,7 +1195,16 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
       (void)s.control->admission.unlock();
       break;
     }
+    const bool over_limit = s.kind == detail::CapacityKind::unbounded && !capacity_allows(s, message.size());
     (void)s.control->admission.unlock();
+    if (over_limit) {
+      // Unbounded never makes a sender wait: past its limit is an error.
+      const auto [messages, bytes] = outstanding(s);
+      return error(errc::limit_reached, s.description,
+                   "it holds " + std::to_string(messages) + " messages of " + std::to_string(bytes) +
+                       " bytes; " + std::to_string(message.size()) + " more would pass its memory limit of " +
+                       std::to_string(s.memory_limit) + " bytes");
+    }
     if (!wait) return false;
     const auto outcome = s.control->space_ready.wait(can_go, strategy,
                                                      until ? std::min(*until, deadline_after(detail::kWaitSlice))

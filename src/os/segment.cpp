@@ -228,6 +228,20 @@ result<bool> destroy_if_unused(SegmentHeader* header, std::uint32_t capacity,
   }
 }
 
+// Allocates bytes [offset, offset + length) of a file now.
+result<void> reserve_range(int fd, std::size_t offset, std::size_t length, const std::string& description) {
+  const int rc = ::posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(length));
+  if (rc == 0) return {};
+  if (rc == ENOSPC) {
+    return error(errc::no_space, description, "cannot reserve " + std::to_string(length) + " bytes", rc);
+  }
+  if (rc == EFBIG) {
+    return error(errc::limit_reached, description,
+                 std::to_string(offset + length) + " bytes exceeds the file size limit", rc);
+  }
+  return error::from_errno(rc, description, "reserving memory");
+}
+
 /// Everything a Segment owns.
 struct SegmentState {
   std::string name;
@@ -425,17 +439,7 @@ void initialise(SegmentState& state, const SegmentOptions& options, Persistence 
 }
 
 result<void> reserve_space(int fd, std::size_t total_size, const std::string& description) {
-  const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(total_size));
-  if (rc == 0) return {};
-  if (rc == ENOSPC) {
-    return error(errc::no_space, description,
-                 "cannot reserve " + std::to_string(total_size) + " bytes", rc);
-  }
-  if (rc == EFBIG) {
-    return error(errc::limit_reached, description,
-                 std::to_string(total_size) + " bytes exceeds the file size limit", rc);
-  }
-  return error::from_errno(rc, description, "reserving memory");
+  return reserve_range(fd, 0, total_size, description);
 }
 
 // An unnamed file in `directory`, to be linked under its name once initialised.
@@ -549,7 +553,16 @@ result<std::unique_ptr<SegmentState>> create_once(std::string_view name, const S
     discard();
     return error::from_errno(errno, *description, "fchmod");
   }
-  if (auto reserved = reserve_space(file.fd.get(), total_size, *description); !reserved) {
+  // Sparse: a size, and only the header and the first data bytes allocated.
+  const std::size_t reserved_size =
+      options.sparse_after
+          ? segment_data_offset(options.max_attachments) + std::min(*options.sparse_after, options.size)
+          : total_size;
+  if (options.sparse_after && ::ftruncate(file.fd.get(), static_cast<off_t>(total_size)) != 0) {
+    discard();
+    return error::from_errno(errno, *description, "ftruncate");
+  }
+  if (auto reserved = reserve_space(file.fd.get(), reserved_size, *description); !reserved) {
     discard();
     return reserved.error();
   }
@@ -813,6 +826,34 @@ result<void> Segment::prefault() {
   const long page = ::sysconf(_SC_PAGESIZE);
   for (std::size_t offset = 0; offset < state_->mapped_size; offset += static_cast<std::size_t>(page)) {
     (void)*static_cast<volatile const std::byte*>(state_->base + offset);
+  }
+  return {};
+}
+
+result<void> Segment::reserve(std::size_t offset, std::size_t length) {
+  if (!attached()) return error(errc::invalid_argument, "segment", "not attached");
+  const SegmentState& state = *state_;
+  if (!state.fd) return error(errc::unsupported, *state.description, "a System V segment is always reserved");
+  if (offset > size() || length > size() - offset) {
+    return error(errc::invalid_argument, *state.description, "reserve beyond the data");
+  }
+  return detail::reserve_range(state.fd.get(), state.snapshot.data_offset + offset, length, *state.description);
+}
+
+result<void> Segment::release(std::size_t offset, std::size_t length) {
+  if (!attached()) return error(errc::invalid_argument, "segment", "not attached");
+  const SegmentState& state = *state_;
+  if (!state.fd) return error(errc::unsupported, *state.description, "a System V segment cannot release pages");
+  if (offset > size() || length > size() - offset) {
+    return error(errc::invalid_argument, *state.description, "release beyond the data");
+  }
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t begin = (state.snapshot.data_offset + offset + page - 1) / page * page;
+  const std::size_t end = (state.snapshot.data_offset + offset + length) / page * page;
+  if (end <= begin) return {};
+  if (::fallocate(state.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(begin),
+                  static_cast<off_t>(end - begin)) != 0) {
+    return error::from_errno(errno, *state.description, "fallocate(PUNCH_HOLE)");
   }
   return {};
 }

@@ -93,8 +93,20 @@ result<void> Mutex::lock_slowly(int rc, deadline until, WaitStrategy strategy) {
   if (until == deadline::max()) {
     rc = pthread_mutex_lock(&native_);
   } else {
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer (GCC 12) does not intercept pthread_mutex_clocklock
+    // and would take the lock for never held: use the realtime form there.
+    timespec realtime{};
+    ::clock_gettime(CLOCK_REALTIME, &realtime);
+    const auto left = std::max(until - steady_clock::now(), steady_clock::duration::zero());
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count() + realtime.tv_nsec;
+    realtime.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+    realtime.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    rc = pthread_mutex_timedlock(&native_, &realtime);
+#else
     const timespec absolute = to_timespec(until);
     rc = pthread_mutex_clocklock(&native_, CLOCK_MONOTONIC, &absolute);
+#endif
   }
   return finish_lock(rc);
 }

@@ -318,3 +318,53 @@ TEST(Mailbox, SetReturnsFromWhicheverSourceGotAMessage) {
 }
 
 }  // namespace
+
+namespace {
+
+std::uint64_t allocated_bytes(const std::string& path) {
+  struct stat facts{};
+  if (::stat(path.c_str(), &facts) != 0) return 0;
+  return static_cast<std::uint64_t>(facts.st_blocks) * 512;
+}
+
+TEST(Mailbox, UnboundedGrowsWithoutBlockingAndStopsAtItsLimitWithAClearError) {
+  constexpr std::size_t kLimit = 4u << 20;
+  Fixture f({.capacity = Capacity::unbounded(kLimit, 4096)});
+  const std::string dir = "/dev/shm/ferry." + f.name;
+  const std::string payload(4096, 'u');
+  ASSERT_TRUE(f.box->send(bytes(payload)));
+  std::string log;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().filename().string().starts_with("sender.")) log = entry.path();
+  }
+  ASSERT_FALSE(log.empty());
+  const std::uint64_t small = allocated_bytes(log);
+  EXPECT_LT(small, kLimit / 2) << "memory is allocated as messages come, not up front";
+  std::size_t sent = 1;
+  for (;;) {
+    auto more = f.box->try_send(bytes(payload));
+    if (!more) {
+      EXPECT_EQ(more.error().code(), errc::limit_reached);
+      EXPECT_NE(more.error().message().find("memory limit of 4194304 bytes"), std::string::npos)
+          << more.error().message();
+      break;
+    }
+    ASSERT_TRUE(*more) << "unbounded never reports a plain 'full'";
+    ++sent;
+    ASSERT_LE(sent, kLimit / payload.size()) << "sent past the limit";
+  }
+  EXPECT_EQ(sent, kLimit / payload.size());
+  EXPECT_GT(allocated_bytes(log), small) << "it grew";
+  auto blocking = f.box->send(bytes(payload));
+  ASSERT_FALSE(blocking) << "send does not wait either";
+  EXPECT_EQ(blocking.error().code(), errc::limit_reached);
+  // Drained, it takes messages again, and gives memory back as it goes.
+  for (std::size_t i = 0; i < sent; ++i) ASSERT_TRUE(f.box->receive()) << i;
+  for (std::size_t i = 0; i < 3 * sent; ++i) {
+    ASSERT_TRUE(f.box->send(bytes(payload))) << i;
+    ASSERT_TRUE(f.box->receive()) << i;
+  }
+  EXPECT_LT(allocated_bytes(log), kLimit) << "freed chunks were given back";
+}
+
+}  // namespace

@@ -94,6 +94,12 @@ struct SegmentOptions {
   int sysv_project_id = 1;
   /// For layers above: what lives inside (shown by `ferry ls`).
   ObjectType object_type = ObjectType::segment;
+  /// Unset: all memory is reserved now (a full tmpfs fails create, never a
+  /// write later). Set: only the first `sparse_after` data bytes are; the
+  /// rest is sparse, and the owner reserves ranges with Segment::reserve()
+  /// before writing them (objects that grow, such as an unbounded Mailbox).
+  /// posix, file and memfd only.
+  std::optional<std::size_t> sparse_after;
   /// Builds the object inside the fresh, zeroed data before any other
   /// process can open the segment.
   std::function<void(std::span<std::byte>)> initialize;
@@ -175,6 +181,12 @@ class Segment {
   /// page where the kernel lacks it), so hot paths never take a page fault.
   result<void> prefault();
 
+  /// Allocates the data bytes [offset, offset + length) if they are not yet
+  /// (a segment made with reserve = false). Errors: no_space, unsupported (sysv).
+  result<void> reserve(std::size_t offset, std::size_t length);
+  /// Gives the memory of the whole pages inside data [offset, offset +
+  /// length) back to the system; they read as zeros until written again.
+  result<void> release(std::size_t offset, std::size_t length);
   /// Unmaps now (the destructor does it otherwise). For a process-persistent
   /// segment, the last process to detach destroys it.
   result<void> detach();

@@ -173,6 +173,8 @@ struct MailboxQueue {
   std::uint32_t descriptors;
   std::uint32_t max_senders;
   std::uint32_t free_first;      // free descriptor list
+  std::uint32_t pool_used;       // descriptors ever handed out: those past it are untouched (sparse)
+  std::uint32_t reserved;
   std::uint64_t lease_counter;
   std::uint64_t order_back;      // next order at a list's end (grows)
   std::uint64_t order_front;     // next order at a list's front (shrinks; redeliveries)
