@@ -18,10 +18,25 @@ std::uint64_t fresh_id() {
   return id;
 }
 
-timespec to_timespec(deadline until) {
+// Locks `native`, giving up at `until` (monotonic).
+int lock_before(pthread_mutex_t* native, deadline until) {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer (GCC 12) does not intercept pthread_mutex_clocklock and
+  // would take the lock for never held: the realtime form there.
+  timespec absolute{};
+  ::clock_gettime(CLOCK_REALTIME, &absolute);
+  const auto left = std::max(until - steady_clock::now(), steady_clock::duration::zero());
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count() + absolute.tv_nsec;
+  absolute.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+  absolute.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  return pthread_mutex_timedlock(native, &absolute);
+#else
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
-  if (ns <= 0) return timespec{0, 0};
-  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  const timespec absolute = ns <= 0 ? timespec{0, 0}
+                                    : timespec{static_cast<time_t>(ns / 1'000'000'000),
+                                               static_cast<long>(ns % 1'000'000'000)};
+  return pthread_mutex_clocklock(native, CLOCK_MONOTONIC, &absolute);
+#endif
 }
 
 }  // namespace
@@ -93,20 +108,7 @@ result<void> Mutex::lock_slowly(int rc, deadline until, WaitStrategy strategy) {
   if (until == deadline::max()) {
     rc = pthread_mutex_lock(&native_);
   } else {
-#if defined(__SANITIZE_THREAD__)
-    // ThreadSanitizer (GCC 12) does not intercept pthread_mutex_clocklock
-    // and would take the lock for never held: use the realtime form there.
-    timespec realtime{};
-    ::clock_gettime(CLOCK_REALTIME, &realtime);
-    const auto left = std::max(until - steady_clock::now(), steady_clock::duration::zero());
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count() + realtime.tv_nsec;
-    realtime.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
-    realtime.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-    rc = pthread_mutex_timedlock(&native_, &realtime);
-#else
-    const timespec absolute = to_timespec(until);
-    rc = pthread_mutex_clocklock(&native_, CLOCK_MONOTONIC, &absolute);
-#endif
+    rc = lock_before(&native_, until);
   }
   return finish_lock(rc);
 }
