@@ -407,7 +407,8 @@ class Coordinator {
     for (const SideReport& side : area_->side) {  // both processes are gone by now
       for (int i = 0; i < std::min(side.leftover_count, static_cast<int>(std::size(side.leftovers))); ++i) {
         const std::size_t length = ::strnlen(side.leftovers[i], sizeof side.leftovers[i]);
-        if (length > 0 && length < sizeof side.leftovers[i]) ::unlink(side.leftovers[i]);
+        std::error_code ignored;
+        if (length > 0 && length < sizeof side.leftovers[i]) std::filesystem::remove_all(side.leftovers[i], ignored);
       }
     }
     const std::string tail = log_tail(log_path);

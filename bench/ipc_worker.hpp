@@ -116,8 +116,9 @@ struct SideReport {
   std::atomic<int> status{0};  // a Status
   std::uint64_t when_ns = 0;   // CLOCK_MONOTONIC at the report
   char reason[480] = {};
-  // Files this process may leave if it is killed (e.g. iceoryx's runtime
-  // socket): the coordinator unlinks them after the measurement.
+  // Files or directories this process may leave if it is killed (e.g.
+  // iceoryx's runtime socket, a Mailbox): the coordinator removes them after
+  // the measurement.
   int leftover_count = 0;
   char leftovers[4][112] = {};
 };
@@ -235,7 +236,7 @@ void probe_initiate(SharedArea& area);
 void probe_respond(SharedArea& area);
 void report_ok() noexcept;
 void register_sysv_queue(int id) noexcept;  // the coordinator removes it whatever happens
-void register_leftover(const std::string& path) noexcept;  // the coordinator unlinks it afterwards
+void register_leftover(const std::string& path) noexcept;  // the coordinator removes it afterwards
 std::byte* allocate_message(std::size_t size);  // 64-byte aligned, touched, filled with a pattern
 [[noreturn]] void leave(bool normally);
 

@@ -1,4 +1,4 @@
-// ferry's own transports in the benchmark: the Channel, in each wait strategy.
+// ferry's own transports in the benchmark: the Channel and the Mailbox, in each wait strategy.
 //
 // prepare() creates two channels (one per direction) in A and removes their
 // names at once: B inherits the mappings through fork, so nothing is left
@@ -13,6 +13,7 @@
 #include <string>
 
 #include "ferry/messaging/channel.hpp"
+#include "ferry/messaging/mailbox.hpp"
 #include "ipc_transports.hpp"
 
 namespace ferry::bench {
@@ -91,6 +92,52 @@ struct ChannelTransport : TransportBase {
   std::uint64_t pending_ = 0;
 };
 
+// The Mailbox: one per direction, in /dev/shm under a path the coordinator
+// removes whatever happens. Each message is copied in by send() and out by
+// receive() (the Mailbox's only forms), with the default SendOptions.
+template <WaitStrategy::Mode kMode>
+struct MailboxTransport : TransportBase {
+  static WaitStrategy strategy() { return WaitStrategy{kMode, std::chrono::microseconds(20)}; }
+
+  static std::string not_applicable(Pattern pattern, std::size_t) {
+    if (pattern == Pattern::wake && kMode == WaitStrategy::Mode::busy_poll) {
+      return "spins: never sleeps, so nothing to wake";
+    }
+    return {};
+  }
+
+  void prepare(const Spec& spec) {
+    const std::string base = "/dev/shm/ferry-bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
+    const auto capacity = Capacity::bounded(queue_depth(spec.size), std::max<std::size_t>(spec.size, 64));
+    for (int direction = 0; direction < 2; ++direction) {
+      const std::string path = base + (direction == 0 ? "-ab" : "-ba");
+      detail::register_leftover(path);
+      auto made = Mailbox::create(path, {.capacity = capacity, .persistence = Persistence::filesystem});
+      if (!made) fail("%s", made.error().message().c_str());
+      boxes_[direction].emplace(std::move(*made));
+    }
+  }
+
+  void open(Side side, const Spec&) { out_ = side == Side::initiator ? 0 : 1; }
+
+  void send(const std::byte* message, std::size_t size) {
+    if (auto sent = boxes_[out_]->send({message, size}, {}, strategy()); !sent) {
+      fail("%s", sent.error().message().c_str());
+    }
+  }
+
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    auto message = boxes_[1 - out_]->receive(strategy());
+    if (!message) fail("%s", message.error().message().c_str());
+    if (message->size() != size) fail("received %zu bytes, expected %zu", message->size(), size);
+    std::memcpy(scratch, message->data().data(), size);
+    return scratch;
+  }
+
+  std::optional<Mailbox> boxes_[2];
+  int out_ = 0;
+};
+
 }  // namespace
 
 void add_ferry_transports(std::vector<TransportInfo>& list) {
@@ -100,6 +147,12 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.channel.adaptive", Group::ferry, "ferry::Channel, WaitStrategy::adaptive (spin 20 us, then futex)"));
   list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::block>>(
       "ferry.channel.block", Group::ferry, "ferry::Channel, WaitStrategy::block (futex only)"));
+  list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::busy_poll>>(
+      "ferry.mailbox.poll", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::busy_poll"));
+  list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::adaptive>>(
+      "ferry.mailbox.adaptive", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::adaptive"));
+  list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::block>>(
+      "ferry.mailbox.block", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::block"));
 }
 
 }  // namespace ferry::bench

@@ -204,6 +204,7 @@ struct MailboxShared {
   std::uint64_t senders_seen = ~std::uint64_t{0};
   steady_clock::time_point next_lease_check{};
   steady_clock::time_point next_retire_check{};
+  bool mapped_all_bound = false;  // every slot bound by some receiver is mapped here
   std::uint32_t next_slot_hint = 0;
 
   ~MailboxShared();
@@ -476,13 +477,20 @@ result<void> MailboxShared::bind_senders() {
   const auto now = steady_clock::now();
   const bool look_for_dead = rescan || now >= next_retire_check;
   if (look_for_dead) next_retire_check = now + kLeaseCheckInterval;
+  // Nothing announced, nobody to retire, and every bound log mapped here:
+  // leave the slots' lines alone (their senders write them on every send).
+  if (!look_for_dead && mapped_all_bound) return {};
+  mapped_all_bound = true;
   for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
     SlotProgress& p = progress[slot];
     const std::uint64_t announced = control->slots[slot].log_id.load(std::memory_order_acquire);
     auto& log = logs[slot];
     if (p.log_id != 0 && (!log || log->log_id != p.log_id)) {
       // Bound by another receiver (or before this process looked): map it.
-      if (!rescan && log) continue;
+      if (!rescan && log) {
+        mapped_all_bound = false;  // a stale mapping: look again next time
+        continue;
+      }
     } else if (p.log_id == 0 && announced == 0) {
       // A sender killed between claiming the slot and announcing its log.
       const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
@@ -519,6 +527,7 @@ result<void> MailboxShared::bind_senders() {
         }
         if (p.log_id == 0) continue;  // announced, not linked yet
       }
+      mapped_all_bound = false;
       return error(segment.error().code(), description,
                    "cannot read the log of sender slot " + std::to_string(slot) + ": " + segment.error().message());
     }
