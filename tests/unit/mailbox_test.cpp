@@ -368,3 +368,53 @@ TEST(Mailbox, UnboundedGrowsWithoutBlockingAndStopsAtItsLimitWithAClearError) {
 }
 
 }  // namespace
+
+namespace {
+
+// Garbage in a sender's log (its owner may write there) must give corrupt
+// errors to receivers, never a crash or a read out of bounds (ASan build).
+TEST(Mailbox, GarbageInASenderLogGivesCorruptNeverACrash) {
+  for (int variant = 0; variant < 4; ++variant) {
+    Fixture f({.capacity = Capacity::bounded(8, 64)});
+    ASSERT_TRUE(f.box->send(bytes("first")));
+    ASSERT_TRUE(f.box->send(bytes("second")));
+    std::string log;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm/ferry." + f.name)) {
+      if (entry.path().filename().string().starts_with("sender.")) log = entry.path();
+    }
+    auto raw = ferry::Segment::open(log, {.kind = ferry::SegmentKind::file});
+    ASSERT_TRUE(raw) << raw.error().message();
+    std::byte* records = raw->data().data() + ferry::detail::kSenderLogRecords;
+    auto* header = reinterpret_cast<ferry::detail::SenderLogHeader*>(raw->data().data());
+    switch (variant) {
+      case 0: {  // a length far beyond the maximum
+        const std::uint64_t commit = (std::uint64_t{ferry::detail::log_record_tag(0)} << 32) | 0x7fff'ffffu;
+        std::memcpy(records, &commit, 8);
+        break;
+      }
+      case 1:  // no record where the log says one is
+        std::memset(records + 64, 0xA5, 64);
+        break;
+      case 2:  // published beyond the log
+        header->published.store(header->capacity * 4);
+        break;
+      case 3: {  // a wrap record of the wrong length
+        const std::uint64_t commit =
+            (std::uint64_t{ferry::detail::log_record_tag(0) | ferry::detail::kLogWrapBit} << 32) | 3u;
+        std::memcpy(records, &commit, 8);
+        break;
+      }
+    }
+    // The first message may still be readable (variant 1 spoils the second).
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto received = f.box->try_receive();
+      if (!received) {
+        EXPECT_EQ(received.error().code(), errc::corrupt) << variant << ": " << received.error().message();
+        break;
+      }
+      ASSERT_LT(attempt, 2) << "variant " << variant << ": garbage went unnoticed";
+    }
+  }
+}
+
+}  // namespace
