@@ -1,6 +1,4 @@
 // ferry ls / rm / gc: thin presentation over ferry::list_objects and friends.
-#include <pwd.h>
-
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -11,36 +9,10 @@
 #include "ferry/os/registry.hpp"
 #include "ferry/messaging/inspect.hpp"
 #include "ferry/sync/inspect.hpp"
+#include "format.hpp"
 
 namespace ferry::cli {
 namespace {
-
-std::string user_name(uid_t uid) {
-  passwd entry{};
-  passwd* found = nullptr;
-  char buffer[1024];
-  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found) return found->pw_name;
-  return std::to_string(uid);
-}
-
-std::string octal_mode(mode_t mode) {
-  char text[8];
-  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode));
-  return text;
-}
-
-std::string human_size(std::size_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f%s" : "%.1f%s", value, units[unit]);
-  return text;
-}
 
 std::string iso_time(std::uint64_t ns) {
   const auto seconds = static_cast<time_t>(ns / 1'000'000'000u);
