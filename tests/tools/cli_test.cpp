@@ -1,11 +1,13 @@
 // The ferry command-line tool, tested by running the built binary.
 #include <signal.h>
 #include <sys/ipc.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <span>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -16,6 +18,8 @@
 
 namespace {
 
+using ferry::Capacity;
+using ferry::Mailbox;
 using ferry::Segment;
 using ferry::SegmentKind;
 using ferry::test::Child;
@@ -56,6 +60,13 @@ bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0;
 void wait_until_exists(const std::string& path) {
   for (int i = 0; i < 2000 && !exists(path); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
+
+// A mailbox name, destroyed at the end of the test.
+struct MailboxName {
+  std::string name = ferry::test::unique_name("mbx");
+  std::string directory() const { return "/dev/shm/ferry." + name; }
+  ~MailboxName() { (void)Mailbox::destroy(name); }
+};
 
 TEST(CliLs, ShowsAPosixSegmentWithEveryColumn) {
   const std::string name = ferry::test::unique_name("ls");
@@ -228,6 +239,67 @@ TEST(CliLs, ShowsAChannelWithItsQueueAndPeers) {
   (void)Segment::destroy(name);
 }
 
+TEST(CliLs, ShowsAMailboxOnceWithItsQueue) {
+  MailboxName box;
+  auto mailbox = Mailbox::create(box.name, {.capacity = Capacity::bounded(16, 200)});
+  ASSERT_TRUE(mailbox) << mailbox.error().message();
+  const std::string message = "order";
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message))));
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message)), {.priority = 3}));
+
+  const auto objects = list_json();
+  std::size_t mentions = 0;
+  for (const auto& object : objects) {
+    mentions += object["name"].get<std::string>().find(box.name) != std::string::npos ? 1 : 0;
+  }
+  EXPECT_EQ(mentions, 1u) << "the directory's files are not objects of their own\n" << objects.dump(2);
+  const auto* entry = find(objects, box.name);
+  ASSERT_NE(entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*entry)["type"], "mailbox");
+  EXPECT_EQ((*entry)["persistence"], "kernel");
+  EXPECT_EQ((*entry)["mode"], "0600");
+  EXPECT_EQ((*entry)["owner_uid"], ::geteuid());
+  EXPECT_EQ((*entry)["creator_pid"], ::getpid());
+  EXPECT_EQ((*entry)["attached"], nlohmann::json::array({::getpid()}));
+  EXPECT_FALSE(entry->contains("problem")) << entry->dump(2);
+  const auto& details = (*entry)["details"];
+  EXPECT_EQ(details["capacity"], "bounded(16)");
+  EXPECT_EQ(details["max_message"], "200");
+  EXPECT_EQ(details["queued"], "2");
+  EXPECT_EQ(details["leased"], "0");
+  EXPECT_EQ(details["sent"], "2");
+  EXPECT_EQ(details["received"], "0");
+  EXPECT_EQ(details["high_water"], "2");
+  EXPECT_EQ(details["senders"], "1");
+
+  const CliRun table = ferry_cli("ls");
+  EXPECT_EQ(table.status, 0);
+  const auto line_start = table.output.find(box.name);
+  ASSERT_NE(line_start, std::string::npos) << table.output;
+  const std::string line = table.output.substr(line_start, table.output.find('\n', line_start) - line_start);
+  EXPECT_NE(line.find("mailbox"), std::string::npos) << line;
+  EXPECT_NE(line.find("queued=2"), std::string::npos) << line;
+  EXPECT_EQ(table.output.find(box.name, line_start + 1), std::string::npos) << table.output;
+}
+
+TEST(CliLs, AStrayDirectoryIsListedWithItsProblemAndGcRemovesIt) {
+  MailboxName box;
+  ASSERT_EQ(::mkdir(box.directory().c_str(), 0700), 0);
+  const auto objects = list_json();
+  const auto* entry = find(objects, box.name);
+  ASSERT_NE(entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*entry)["type"], "mailbox");
+  EXPECT_NE((*entry)["problem"].get<std::string>().find("not found"), std::string::npos) << entry->dump(2);
+
+  const CliRun preview = ferry_cli("gc --dry-run");
+  EXPECT_NE(preview.output.find("would remove " + box.name + " (mailbox"), std::string::npos) << preview.output;
+  EXPECT_TRUE(exists(box.directory()));
+  const CliRun run = ferry_cli("gc");
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("removed " + box.name), std::string::npos) << run.output;
+  EXPECT_FALSE(exists(box.directory()));
+}
+
 TEST(CliRm, RemovesByNameAndReportsWhatItCannot) {
   const std::string name = ferry::test::unique_name("rm");
   {
@@ -269,6 +341,51 @@ TEST(CliRm, RemovesFileAndSysvSegments) {
   EXPECT_EQ(run.status, 0) << run.output;
   EXPECT_FALSE(exists(file));
   EXPECT_EQ(Segment::open(key_path, {.kind = SegmentKind::sysv}).error().code(), ferry::errc::not_found);
+}
+
+TEST(CliRm, RemovesAMailbox) {
+  MailboxName box;
+  ASSERT_TRUE(Mailbox::create(box.name));
+  ASSERT_TRUE(exists(box.directory() + "/control"));
+  const CliRun run = ferry_cli("rm " + box.name);
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_FALSE(exists(box.directory()));
+  const CliRun again = ferry_cli("rm " + box.name);
+  EXPECT_EQ(again.status, 1) << again.output;
+}
+
+TEST(CliGc, RemovesAMailboxWhoseProcessesAllDied) {
+  MailboxName box;
+  ferry::test::Event created;
+  auto creator = Child::spawn([&] {
+    auto mailbox = Mailbox::create(box.name, {.persistence = ferry::Persistence::process});
+    FERRY_CHILD_CHECK(mailbox);
+    created.signal();
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(created.wait());
+  creator.kill(SIGKILL);
+  creator.wait();
+
+  const auto objects = list_json();
+  const auto* entry = find(objects, box.name);
+  ASSERT_NE(entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*entry)["persistence"], "process");
+  EXPECT_NE((*entry)["problem"].get<std::string>().find("died"), std::string::npos) << entry->dump(2);
+  EXPECT_TRUE(exists(box.directory() + "/control")) << "ls removes nothing";
+
+  const CliRun preview = ferry_cli("gc --dry-run");
+  EXPECT_EQ(preview.status, 0) << preview.output;
+  EXPECT_NE(preview.output.find("would remove " + box.name + " (mailbox"), std::string::npos) << preview.output;
+  EXPECT_TRUE(exists(box.directory() + "/control"));
+
+  const CliRun run = ferry_cli("gc --json");
+  EXPECT_EQ(run.status, 0) << run.output;
+  const auto report = nlohmann::json::parse(run.output);
+  const auto* removed = find(report["removed"], box.name);
+  ASSERT_NE(removed, nullptr) << run.output;
+  EXPECT_EQ((*removed)["type"], "mailbox");
+  EXPECT_FALSE(exists(box.directory()));
 }
 
 TEST(CliGc, RemovesOnlyDeadProcessSegmentsAndReportsThem) {
