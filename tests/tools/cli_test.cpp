@@ -9,6 +9,7 @@
 #include <fstream>
 #include <span>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -42,6 +43,14 @@ CliRun ferry_cli(const std::string& arguments) {
   return run;
 }
 
+// As ferry_cli, with `input` on stdin.
+CliRun ferry_cli_with_input(const std::string& arguments, const std::string& input) {
+  ferry::test::TempDir dir;
+  const std::string path = dir.file("stdin");
+  std::ofstream(path) << input;
+  return ferry_cli(arguments + " < " + path);
+}
+
 nlohmann::json list_json(const std::string& extra = "") {
   const CliRun run = ferry_cli("ls --json " + extra);
   EXPECT_EQ(run.status, 0) << run.output;
@@ -67,6 +76,15 @@ struct MailboxName {
   std::string directory() const { return "/dev/shm/ferry." + name; }
   ~MailboxName() { (void)Mailbox::destroy(name); }
 };
+
+std::vector<nlohmann::json> json_lines(const std::string& output) {
+  std::vector<nlohmann::json> lines;
+  std::size_t start = 0;
+  for (std::size_t end; (end = output.find('\n', start)) != std::string::npos; start = end + 1) {
+    lines.push_back(nlohmann::json::parse(output.substr(start, end - start)));
+  }
+  return lines;
+}
 
 TEST(CliLs, ShowsAPosixSegmentWithEveryColumn) {
   const std::string name = ferry::test::unique_name("ls");
@@ -298,6 +316,135 @@ TEST(CliLs, AStrayDirectoryIsListedWithItsProblemAndGcRemovesIt) {
   EXPECT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("removed " + box.name), std::string::npos) << run.output;
   EXPECT_FALSE(exists(box.directory()));
+}
+
+TEST(CliStat, ShowsCapacityQueuesCountersAndSenders) {
+  MailboxName box;
+  auto mailbox = Mailbox::create(box.name, {.capacity = Capacity::bounded(8, 100), .mode = 0640});
+  ASSERT_TRUE(mailbox) << mailbox.error().message();
+  const std::string message = "x";
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message)), {.priority = 5}));
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message)), {.priority = 5}));
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message)), {.urgent = true}));
+  ASSERT_TRUE(mailbox->receive_leased());  // nacked when dropped: redelivered
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message))));  // no receiver has sorted it yet
+
+  const CliRun run = ferry_cli("stat --json " + box.name);
+  ASSERT_EQ(run.status, 0) << run.output;
+  const auto stats = nlohmann::json::parse(run.output);
+  EXPECT_EQ(stats["name"], box.name);
+  EXPECT_EQ(stats["capacity"], nlohmann::json({{"kind", "bounded"}, {"count", 8}, {"max_message", 100},
+                                                {"memory_limit", 0}}));
+  EXPECT_EQ(stats["mode"], "0640");
+  EXPECT_EQ(stats["owner_uid"], ::geteuid());
+  EXPECT_EQ(stats["owner"], "root");
+  EXPECT_EQ(stats["queued"], 4);
+  EXPECT_EQ(stats["queued_by_priority"], nlohmann::json({{"5", 2}, {"urgent", 1}}));
+  EXPECT_EQ(stats["queued_unsorted"], 1);
+  EXPECT_EQ(stats["leased"], 0);
+  EXPECT_EQ(stats["high_water"], 4);
+  EXPECT_EQ(stats["sent"], 4);
+  EXPECT_EQ(stats["received"], 0);
+  EXPECT_EQ(stats["redelivered"], 1);
+  EXPECT_EQ(stats["flushed"], 0);
+  EXPECT_EQ(stats["senders"], nlohmann::json::array({{{"pid", ::getpid()}, {"uid", ::geteuid()}, {"alive", true}}}));
+
+  const CliRun table = ferry_cli("stat " + box.name);
+  EXPECT_EQ(table.status, 0);
+  EXPECT_NE(table.output.find("bounded(8), messages of at most 100 bytes"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("4 (urgent: 1, priority 5: 2, not yet sorted: 1)"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("pid " + std::to_string(::getpid())), std::string::npos) << table.output;
+}
+
+TEST(CliStat, AMissingMailboxIsAnErrorNamingIt) {
+  const std::string name = ferry::test::unique_name("missing");
+  const CliRun run = ferry_cli("stat " + name);
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.output.find("ferry stat: mailbox '" + name + "': not found"), std::string::npos) << run.output;
+  EXPECT_EQ(ferry_cli("send " + name + " hello").status, 1);
+  EXPECT_EQ(ferry_cli("recv " + name).status, 1);
+}
+
+TEST(CliSend, ArgumentsAndStdinLinesArriveUrgentFirstThenByPriority) {
+  MailboxName box;
+  ASSERT_TRUE(Mailbox::create(box.name));
+  const CliRun arguments = ferry_cli("send --json " + box.name + " one 'two words'");
+  EXPECT_EQ(arguments.status, 0) << arguments.output;
+  EXPECT_EQ(nlohmann::json::parse(arguments.output), nlohmann::json({{"sent", 2}}));
+  const CliRun lines = ferry_cli_with_input("send --priority 9 " + box.name, "three\nfour");
+  EXPECT_EQ(lines.status, 0) << lines.output;
+  EXPECT_NE(lines.output.find("sent 2 messages"), std::string::npos) << lines.output;
+  EXPECT_EQ(ferry_cli("send --urgent " + box.name + " now").status, 0);
+  EXPECT_NE(ferry_cli("send --priority 32 " + box.name + " never").status, 0);
+
+  const CliRun first = ferry_cli("recv --count 3 --json " + box.name);
+  EXPECT_EQ(first.status, 0) << first.output;
+  const auto received = json_lines(first.output);
+  ASSERT_EQ(received.size(), 3u) << first.output;
+  EXPECT_EQ(received[0]["data"], "now");
+  EXPECT_EQ(received[0]["urgent"], true);
+  EXPECT_EQ(received[1]["data"], "three");
+  EXPECT_EQ(received[1]["priority"], 9);
+  EXPECT_EQ(received[1]["urgent"], false);
+  EXPECT_EQ(received[2]["data"], "four");
+  EXPECT_EQ(received[2]["sequence"], 2) << "the second message of that ferry send";
+  EXPECT_EQ(received[2]["delivery_count"], 1);
+  EXPECT_EQ(received[2]["sender"]["uid"], ::geteuid());
+  EXPECT_EQ(received[2]["sender"]["gid"], ::getegid());
+  EXPECT_GT(received[2]["sender"]["pid"].get<int>(), 0);
+  EXPECT_TRUE(received[2]["sender"].contains("pid_attested"));
+
+  const CliRun rest = ferry_cli("recv --count 0 " + box.name);
+  EXPECT_EQ(rest.status, 0) << rest.output;
+  EXPECT_EQ(rest.output, "one\ntwo words\n");
+}
+
+TEST(CliRecv, BytesThatAreNotUtf8KeepTheirExactValueInJson) {
+  MailboxName box;
+  auto mailbox = Mailbox::create(box.name);
+  ASSERT_TRUE(mailbox);
+  const std::string bytes = "a\xff\x01";
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(bytes))));
+  const CliRun run = ferry_cli("recv --json " + box.name);
+  EXPECT_EQ(run.status, 0) << run.output;
+  const auto received = json_lines(run.output);
+  ASSERT_EQ(received.size(), 1u) << run.output;
+  EXPECT_EQ(received[0]["data"], "a\xef\xbf\xbd\x01");
+  EXPECT_EQ(received[0]["data_base64"], "Yf8B");
+}
+
+TEST(CliRecv, TimesOutAfterPrintingWhatArrived) {
+  MailboxName box;
+  auto mailbox = Mailbox::create(box.name);
+  ASSERT_TRUE(mailbox);
+  const CliRun empty = ferry_cli("recv --timeout 0.2 " + box.name);
+  EXPECT_EQ(empty.status, 1);
+  EXPECT_NE(empty.output.find("timed out"), std::string::npos) << empty.output;
+
+  const std::string message = "only";
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message))));
+  const CliRun partial = ferry_cli("recv --count 2 --timeout 0.2 " + box.name);
+  EXPECT_EQ(partial.status, 1);
+  EXPECT_EQ(partial.output.find("only\n"), 0u) << partial.output;
+  EXPECT_NE(partial.output.find("timed out"), std::string::npos) << partial.output;
+  EXPECT_NE(partial.output.find("1 of 2 received"), std::string::npos) << partial.output;
+
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span(message))));
+  const CliRun until_quiet = ferry_cli("recv --count 0 --timeout 0.2 " + box.name);
+  EXPECT_EQ(until_quiet.status, 0) << until_quiet.output;
+  EXPECT_EQ(until_quiet.output, "only\n");
+}
+
+TEST(CliSend, AFullMailboxTimesOut) {
+  MailboxName box;
+  ASSERT_TRUE(Mailbox::create(box.name, {.capacity = Capacity::bounded(1)}));
+  EXPECT_EQ(ferry_cli("send " + box.name + " first").status, 0);
+  const CliRun run = ferry_cli("send --timeout 0.2 --json " + box.name + " second");
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.output.find("full"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("timed out"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("{\"sent\":0}"), std::string::npos) << run.output;
+  EXPECT_EQ(ferry_cli("recv --count 0 " + box.name).output, "first\n");
 }
 
 TEST(CliRm, RemovesByNameAndReportsWhatItCannot) {

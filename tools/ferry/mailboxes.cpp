@@ -1,4 +1,4 @@
-// Mailboxes as ls, rm and gc see them.
+// ferry stat / send / recv, and mailboxes as ls, rm and gc see them.
 #include "mailboxes.hpp"
 
 #include <dirent.h>
@@ -7,9 +7,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <span>
 #include <string_view>
 
+#include "commands.hpp"
 #include "ferry/messaging/mailbox.hpp"
 #include "format.hpp"
 
@@ -50,6 +57,15 @@ std::size_t bytes_besides_control(const std::string& path) {
 // still decides who may send and receive.
 result<Mailbox> open_mailbox(const std::string& name) { return Mailbox::open(name, {.allow_foreign_owner = true}); }
 
+int fail(const char* command, const error& failure) {
+  std::fprintf(stderr, "%s: %s\n", command, failure.message().c_str());
+  return 1;
+}
+
+steady_clock::duration to_duration(double seconds) {
+  return std::chrono::duration_cast<steady_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
 std::string_view capacity_kind(Capacity::Kind kind) {
   switch (kind) {
     case Capacity::Kind::rendezvous: return "rendezvous";
@@ -67,12 +83,145 @@ std::string capacity_text(const Capacity& capacity) {
   return text;
 }
 
+// A priority level as stats() counts them: 0..31, then urgent.
+std::string level_name(unsigned level) {
+  return level == Mailbox::kPriorities ? "urgent" : std::to_string(level);
+}
+
 // stats().queued and depth[] count messages as receivers last sorted them
 // by priority; those sent since show in `sent` only. What waits is what was
 // sent and neither received, flushed nor leased.
 std::uint64_t queued_messages(const MailboxStats& stats) {
   const std::uint64_t taken = stats.received + stats.flushed + stats.leased;
   return std::max(stats.queued, stats.sent > taken ? stats.sent - taken : 0);
+}
+
+nlohmann::json stats_json(const MailboxStats& stats) {
+  nlohmann::json queued_by_priority = nlohmann::json::object();
+  for (unsigned level = 0; level <= Mailbox::kPriorities; ++level) {
+    if (stats.depth[level] != 0) queued_by_priority[level_name(level)] = stats.depth[level];
+  }
+  nlohmann::json senders = nlohmann::json::array();
+  for (const MailboxStats::Peer& peer : stats.senders) {
+    senders.push_back({{"pid", peer.pid}, {"uid", peer.uid}, {"alive", peer.alive}});
+  }
+  return {{"name", stats.name},
+          {"capacity",
+           {{"kind", capacity_kind(stats.capacity.kind)},
+            {"count", stats.capacity.count},
+            {"max_message", stats.capacity.max_message},
+            {"memory_limit", stats.capacity.memory_limit}}},
+          {"mode", octal_mode(stats.mode)},
+          {"owner_uid", stats.owner_uid},
+          {"owner", user_name(stats.owner_uid)},
+          {"queued", queued_messages(stats)},
+          {"queued_by_priority", queued_by_priority},
+          {"queued_unsorted", queued_messages(stats) - stats.queued},
+          {"leased", stats.leased},
+          {"high_water", stats.high_water},
+          {"sent", stats.sent},
+          {"received", stats.received},
+          {"redelivered", stats.redelivered},
+          {"flushed", stats.flushed},
+          {"senders", senders}};
+}
+
+void print_stats(const MailboxStats& stats) {
+  // Queued per level in the order receivers get them: urgent first.
+  std::string levels;
+  for (unsigned level = Mailbox::kPriorities + 1; level-- > 0;) {
+    if (stats.depth[level] == 0) continue;
+    levels += levels.empty() ? " (" : ", ";
+    levels += (level == Mailbox::kPriorities ? "" : "priority ") + level_name(level) + ": " +
+              std::to_string(stats.depth[level]);
+  }
+  if (const std::uint64_t unsorted = queued_messages(stats) - stats.queued; unsorted != 0) {
+    levels += (levels.empty() ? " (" : ", ") + std::string("not yet sorted: ") + std::to_string(unsorted);
+  }
+  if (!levels.empty()) levels += ")";
+  std::size_t alive = 0;
+  for (const MailboxStats::Peer& peer : stats.senders) alive += peer.alive ? 1 : 0;
+  std::printf("mailbox      %s\n", stats.name.c_str());
+  std::printf("capacity     %s, messages of at most %zu bytes\n", capacity_text(stats.capacity).c_str(),
+              stats.capacity.max_message);
+  std::printf("mode         %s\n", octal_mode(stats.mode).c_str());
+  std::printf("owner        %s (uid %u)\n", user_name(stats.owner_uid).c_str(), static_cast<unsigned>(stats.owner_uid));
+  std::printf("queued       %llu%s\n", static_cast<unsigned long long>(queued_messages(stats)), levels.c_str());
+  const std::pair<const char*, std::uint64_t> counters[] = {
+      {"leased", stats.leased}, {"high water", stats.high_water}, {"sent", stats.sent},
+      {"received", stats.received}, {"redelivered", stats.redelivered}, {"flushed", stats.flushed}};
+  for (const auto& [label, value] : counters) {
+    std::printf("%-12s %llu\n", label, static_cast<unsigned long long>(value));
+  }
+  std::printf("senders      %zu (%zu alive)\n", stats.senders.size(), alive);
+  for (const MailboxStats::Peer& peer : stats.senders) {
+    std::printf("  pid %-8d uid %u (%s)  %s\n", static_cast<int>(peer.pid), static_cast<unsigned>(peer.uid),
+                user_name(peer.uid).c_str(), peer.alive ? "alive" : "dead");
+  }
+}
+
+std::string base64(std::span<const std::byte> bytes) {
+  static constexpr char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
+    std::uint32_t group = 0;
+    for (std::size_t j = 0; j < 3; ++j) {
+      group = group << 8 | (j < n ? std::to_integer<std::uint32_t>(bytes[i + j]) : 0u);
+    }
+    for (std::size_t j = 0; j < 4; ++j) text += j <= n ? kDigits[group >> (18 - 6 * j) & 63] : '=';
+  }
+  return text;
+}
+
+// What a JSON string may hold, as the JSON library judges it.
+bool valid_utf8(const std::string& text) {
+  try {
+    (void)nlohmann::json(text).dump();
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
+std::string message_json(const Message& message) {
+  const std::string text(reinterpret_cast<const char*>(message.data().data()), message.size());
+  const SenderIdentity& sender = message.sender();
+  nlohmann::json line{{"data", text},
+                      {"priority", message.priority()},
+                      {"urgent", message.urgent()},
+                      {"sender",
+                       {{"uid", sender.uid},
+                        {"gid", sender.gid},
+                        {"pid", sender.pid},
+                        {"pid_attested", sender.pid_attested}}},
+                      {"delivery_count", message.delivery_count()},
+                      {"sequence", message.sequence()}};
+  // Bytes that are not UTF-8 become U+FFFD in "data"; "data_base64" keeps them exactly.
+  if (!valid_utf8(text)) line["data_base64"] = base64(message.data());
+  return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// Writes one message and its newline, and flushes: a reader at the other end
+// of a pipe gets each message when it arrives.
+bool write_message(const Message& message, bool json) {
+  std::string line = json ? message_json(message)
+                          : std::string(reinterpret_cast<const char*>(message.data().data()), message.size());
+  line += '\n';
+  return std::fwrite(line.data(), 1, line.size(), stdout) == line.size() && std::fflush(stdout) == 0;
+}
+
+result<std::optional<Lease>> as_optional(result<Lease> lease) {
+  if (!lease) return std::move(lease).error();
+  return std::optional<Lease>(std::move(*lease));
+}
+
+// The next message, leased; none when a --count 0 receive without a timeout
+// finds the mailbox empty.
+result<std::optional<Lease>> next_lease(Mailbox& mailbox, const ReceiveMessagesOptions& options) {
+  if (options.timeout_seconds) return as_optional(mailbox.receive_leased_for(to_duration(*options.timeout_seconds)));
+  if (options.count == 0) return mailbox.try_receive_leased();
+  return as_optional(mailbox.receive_leased());
 }
 
 }  // namespace
@@ -144,6 +293,76 @@ void describe_mailbox(ObjectRecord& record) {
       {"senders", stats.senders.size()}};
   record.details.emplace_back("capacity", capacity_text(stats.capacity));
   for (const auto& [key, value] : counters) record.details.emplace_back(key, std::to_string(value));
+}
+
+int stat_mailbox(const StatOptions& options) {
+  auto mailbox = open_mailbox(options.name);
+  if (!mailbox) return fail("ferry stat", mailbox.error());
+  const MailboxStats stats = mailbox->stats();
+  if (options.json) {
+    std::cout << stats_json(stats).dump(2) << '\n';
+  } else {
+    print_stats(stats);
+  }
+  return 0;
+}
+
+int send_messages(const SendMessagesOptions& options) {
+  auto mailbox = open_mailbox(options.name);
+  if (!mailbox) return fail("ferry send", mailbox.error());
+  const SendOptions how{.priority = options.priority, .urgent = options.urgent};
+  // The arguments, or else each line of stdin, sent as soon as it is read:
+  // a pipe may feed the mailbox for a long time.
+  std::size_t next_argument = 0;
+  const auto next = [&](std::string& message) -> bool {
+    if (options.messages.empty()) return static_cast<bool>(std::getline(std::cin, message));
+    if (next_argument == options.messages.size()) return false;
+    message = options.messages[next_argument++];
+    return true;
+  };
+  std::size_t sent = 0;
+  result<void> outcome;
+  std::string message;
+  while (outcome && next(message)) {
+    const auto bytes = std::as_bytes(std::span(message));
+    outcome = options.timeout_seconds ? mailbox->send_for(bytes, to_duration(*options.timeout_seconds), how)
+                                      : mailbox->send(bytes, how);
+    if (outcome) ++sent;
+  }
+  if (options.json) {
+    std::cout << nlohmann::json{{"sent", sent}}.dump() << '\n';
+  } else if (outcome) {
+    std::printf("sent %zu message%s to %s\n", sent, sent == 1 ? "" : "s", options.name.c_str());
+  }
+  if (!outcome) {
+    std::fprintf(stderr, "ferry send: %s (%zu sent before it)\n", outcome.error().message().c_str(), sent);
+    return 1;
+  }
+  return 0;
+}
+
+int receive_messages(const ReceiveMessagesOptions& options) {
+  auto mailbox = open_mailbox(options.name);
+  if (!mailbox) return fail("ferry recv", mailbox.error());
+  for (std::size_t received = 0; options.count == 0 || received < options.count; ++received) {
+    auto next = next_lease(*mailbox, options);
+    if (!next && next.error().code() == errc::timed_out) {
+      // Nothing more within the timeout ends a --count 0 receive; otherwise fewer came than asked for.
+      if (options.count == 0) return 0;
+      std::fprintf(stderr, "ferry recv: %s (%zu of %zu received)\n", next.error().message().c_str(), received,
+                   options.count);
+      return 1;
+    }
+    if (!next) return fail("ferry recv", next.error());
+    if (!*next) return 0;
+    // Acknowledged once written out: a failed write, or a killed ferry, gives the message back.
+    if (!write_message((*next)->message(), options.json)) {
+      std::fprintf(stderr, "ferry recv: cannot write to stdout: %s\n", std::strerror(errno));
+      return 1;
+    }
+    if (auto acked = (*next)->ack(); !acked) return fail("ferry recv", acked.error());
+  }
+  return 0;
 }
 
 }  // namespace ferry::cli

@@ -1,6 +1,10 @@
-// ferry: list, inspect, remove and garbage-collect IPC objects; benchmark transports.
+// ferry: list, inspect, remove and garbage-collect IPC objects; send to and
+// receive from mailboxes; benchmark transports.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
 
 #include "commands.hpp"
 #ifdef FERRY_CLI_HAVE_BENCH
@@ -32,6 +36,60 @@ int main(int argc, char** argv) {
   collect->add_flag("--json", gc.json, "Print JSON");
   collect->add_option("paths", gc.file_paths, "File segments to consider as well");
   collect->callback([&] { status = ferry::cli::collect_garbage(gc); });
+
+  // Seconds, fractions allowed, up to a century (a deadline counts nanoseconds
+  // in 64 bits). Not CLI::Range: NaN passes its comparisons.
+  const CLI::Validator seconds(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !(value >= 0 && value <= 100 * 365.25 * 86400)) {
+          return "seconds from 0 to a century, not '" + text + "'";
+        }
+        return {};
+      },
+      "");
+  const auto timeout_option = [&seconds](CLI::App& command, std::optional<double>& timeout, const std::string& help) {
+    command.add_option_function<double>("--timeout", [&timeout](double value) { timeout = value; }, help)
+        ->check(seconds)
+        ->type_name("SECONDS");
+  };
+
+  ferry::cli::StatOptions stat;
+  auto* stat_command = app.add_subcommand("stat", "Show one mailbox: capacity, mode, owner, messages queued per "
+                                                  "priority, leased, counters, senders");
+  stat_command->add_option("name", stat.name, "Mailbox name")->required();
+  stat_command->add_flag("--json", stat.json, "Print JSON");
+  stat_command->callback([&] { status = ferry::cli::stat_mailbox(stat); });
+
+  ferry::cli::SendMessagesOptions send;
+  auto* send_command = app.add_subcommand(
+      "send", "Send each MESSAGE to a mailbox as one message, or, without any, each line of stdin "
+              "(without its newline)");
+  send_command->add_option("name", send.name, "Mailbox name")->required();
+  send_command->add_option("messages", send.messages, "Messages to send (default: the lines of stdin)");
+  send_command->add_option("--priority", send.priority, "0 (lowest, the default) .. 31")->check(CLI::Range(0u, 31u));
+  send_command->add_flag("--urgent", send.urgent, "Overtake every message queued");
+  timeout_option(*send_command, send.timeout_seconds,
+                 "Give up (exit 1) when the mailbox stays full this long (default: wait)");
+  send_command->add_flag("--json", send.json, "Print {\"sent\": n}");
+  send_command->callback([&] { status = ferry::cli::send_messages(send); });
+
+  ferry::cli::ReceiveMessagesOptions receive;
+  auto* receive_command = app.add_subcommand(
+      "recv", "Receive messages from a mailbox and print each on a line of its own, as sent");
+  receive_command->add_option("name", receive.name, "Mailbox name")->required();
+  receive_command->add_option("--count", receive.count,
+                              "Messages to receive (default 1; 0: until none comes within the timeout, or "
+                              "without one until the mailbox is empty)");
+  timeout_option(*receive_command, receive.timeout_seconds,
+                 "Wait at most this long for each message (default: forever); fewer than --count is exit 1");
+  receive_command->add_flag("--json",
+                            receive.json,
+                            "Print each as a JSON line: data, priority, urgent, sender {uid, gid, pid, "
+                            "pid_attested}, delivery_count, sequence. Bytes that are not UTF-8 show as U+FFFD in "
+                            "data, and data_base64 then holds the exact bytes");
+  receive_command->callback([&] { status = ferry::cli::receive_messages(receive); });
 
 #ifdef FERRY_CLI_HAVE_BENCH
   ferry::bench::Options bench_options;
