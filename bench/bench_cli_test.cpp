@@ -150,6 +150,29 @@ TEST(BenchCli, QuickRunWritesEveryField) {
   EXPECT_EQ(seen.size(), asked.size() * (2 + sizes.size()));
 }
 
+TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
+  const std::string json_path = temp_path("ferry-bench-senders.json");
+  const CliRun run =
+      run_ferry({"bench", "--quick", "--only", "sysv.mq,ferry.mailbox.adaptive", "--sizes", "64", "--json", json_path});
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("64 B messages, 8 sending processes"), std::string::npos) << run.output;
+  expect_no_leftovers(run.pid);
+  std::ifstream file(json_path);
+  const nlohmann::json records = nlohmann::json::parse(file);
+  std::filesystem::remove(json_path);
+  std::set<std::pair<std::string, unsigned>> seen;
+  for (const nlohmann::json& record : records) {
+    if (record["pattern"] != "throughput" || record["transport"] == "floor.spin") continue;
+    SCOPED_TRACE(record.dump());
+    ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
+    EXPECT_GT(record["msgs_per_s"].get<double>(), 0);
+    seen.emplace(record["transport"], record["senders"].get<unsigned>());
+  }
+  for (const char* transport : {"sysv.mq", "ferry.mailbox.adaptive"}) {
+    for (unsigned senders : {1u, 2u, 4u, 8u}) EXPECT_TRUE(seen.count({transport, senders})) << transport << " " << senders;
+  }
+}
+
 TEST(BenchCli, UnknownTransportIsAUsageError) {
   const CliRun run = run_ferry({"bench", "--quick", "--only", "carrier.pigeon"});
   EXPECT_EQ(run.status, 2) << run.output;
@@ -171,7 +194,8 @@ TEST(BenchCli, ListNamesEveryTransport) {
   ASSERT_EQ(run.status, 0) << run.output;
   for (const char* name : {"floor.spin", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
                            "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
-                           "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block"}) {
+                           "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
+                           "ferry.mailbox.adaptive", "ferry.mailbox.block"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

@@ -349,7 +349,7 @@ class Coordinator {
   Coordinator(const Settings& settings, std::string temp_root, SharedArea* area)
       : settings_(settings), temp_root_(std::move(temp_root)), area_(area) {}
 
-  Outcome measure(const TransportInfo& transport, Pattern pattern, std::size_t size) {
+  Outcome measure(const TransportInfo& transport, Pattern pattern, std::size_t size, unsigned senders) {
     new (area_) SharedArea;  // resets everything but the samples
     const std::uint64_t serial = ++serial_;
     const std::string dir = temp_root_ + "/m" + std::to_string(serial);
@@ -363,6 +363,7 @@ class Coordinator {
     spec.transport = transport.name;
     spec.pattern = pattern;
     spec.size = size;
+    spec.senders = senders;
     spec.warmup_ns = static_cast<std::uint64_t>(settings_.warmup_ms) * 1'000'000u;
     spec.budget_ns = static_cast<std::uint64_t>(settings_.budget_ms) * 1'000'000u;
     spec.cpu[0] = settings_.cpu[0];
@@ -485,6 +486,7 @@ struct Cell {
   const TransportInfo* transport = nullptr;
   Pattern pattern = Pattern::rtt;
   std::size_t size = 0;
+  unsigned senders = 1;
   Status status = Status::none;  // none while it is measured without trouble
   std::string reason;
   std::vector<double> values;
@@ -534,6 +536,7 @@ bool parse_size(const std::string& text, std::size_t& size) {
 std::string describe(const Cell& cell) {
   std::string text = cell.transport->name + " " + pattern_text(cell.pattern);
   if (cell.pattern == Pattern::throughput) text += " " + size_text(cell.size);
+  if (cell.senders > 1) text += " x" + std::to_string(cell.senders) + " senders";
   return text;
 }
 
@@ -696,13 +699,23 @@ int run_command(const Options& options) {
   // ---- the cells ----
   std::vector<Cell> cells;
   for (const TransportInfo& transport : transports) {
-    std::vector<std::pair<Pattern, std::size_t>> shapes{{Pattern::rtt, kRttSize}, {Pattern::wake, kRttSize}};
-    for (const std::size_t size : settings.sizes) shapes.emplace_back(Pattern::throughput, size);
-    for (const auto& [pattern, size] : shapes) {
+    struct Shape {
+      Pattern pattern;
+      std::size_t size;
+      unsigned senders;
+    };
+    std::vector<Shape> shapes{{Pattern::rtt, kRttSize, 1}, {Pattern::wake, kRttSize, 1}};
+    for (const std::size_t size : settings.sizes) shapes.push_back({Pattern::throughput, size, 1});
+    // Queues that take several senders: 64-byte streams from 2, 4 and 8 processes.
+    if (transport.many_senders) {
+      for (const unsigned senders : {2u, 4u, 8u}) shapes.push_back({Pattern::throughput, kRttSize, senders});
+    }
+    for (const auto& [pattern, size, senders] : shapes) {
       Cell cell;
       cell.transport = &transport;
       cell.pattern = pattern;
       cell.size = size;
+      cell.senders = senders;
       if (!transport.unavailable.empty()) {
         cell.status = Status::not_available;
         cell.reason = transport.unavailable;
@@ -795,7 +808,7 @@ int run_command(const Options& options) {
         outcome.status = Status::not_running;
         outcome.reason = roudi_broken = roudi.reason();
       } else {
-        outcome = coordinator.measure(*cell->transport, cell->pattern, cell->size);
+        outcome = coordinator.measure(*cell->transport, cell->pattern, cell->size, cell->senders);
         if (cell->transport->needs_roudi) {
           if (outcome.status == Status::error && !roudi.alive()) {
             outcome.status = Status::not_running;
@@ -854,6 +867,7 @@ int run_command(const Options& options) {
     record.description = cell.transport->description;
     record.pattern = cell.pattern;
     record.size = cell.size;
+    record.senders = cell.senders;
     record.repetition_values = cell.values;
     record.repetition_floors = cell.floors;
     if (cell.status != Status::none) {

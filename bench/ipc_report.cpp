@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <tuple>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -58,10 +59,20 @@ std::string floor_range(const Record& record) {
   return text;
 }
 
-const Record* find_record(const std::vector<Record>& records, const std::string& transport, Pattern pattern,
-                          std::size_t size) {
+// One table of the report: a pattern, a size, and for throughput how many senders.
+struct Section {
+  Pattern pattern;
+  std::size_t size;
+  unsigned senders;
+  bool holds(const Record& record) const {
+    return record.pattern == pattern && record.size == size && record.senders == senders;
+  }
+  friend bool operator==(const Section&, const Section&) = default;
+};
+
+const Record* find_record(const std::vector<Record>& records, const std::string& transport, const Section& section) {
   for (const Record& record : records) {
-    if (record.transport == transport && record.pattern == pattern && record.size == size) return &record;
+    if (record.transport == transport && section.holds(record)) return &record;
   }
   return nullptr;
 }
@@ -74,16 +85,16 @@ std::optional<double> cost(const Record& record) {
   return std::nullopt;
 }
 
-// The sections of the report: the rtt, the wake-up rtt, then each throughput size.
-std::vector<std::pair<Pattern, std::size_t>> sections(const std::vector<Record>& records) {
-  std::vector<std::pair<Pattern, std::size_t>> list;
+// The sections of the report: the rtt, the wake-up rtt, each throughput
+// size, then throughput with several senders.
+std::vector<Section> sections(const std::vector<Record>& records) {
+  std::vector<Section> list;
   for (const Record& record : records) {
-    const std::pair<Pattern, std::size_t> key{record.pattern, record.size};
+    const Section key{record.pattern, record.size, record.senders};
     if (std::find(list.begin(), list.end(), key) == list.end()) list.push_back(key);
   }
-  std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
-    if (a.first != b.first) return a.first < b.first;
-    return a.second < b.second;
+  std::stable_sort(list.begin(), list.end(), [](const Section& a, const Section& b) {
+    return std::tie(a.pattern, a.senders, a.size) < std::tie(b.pattern, b.senders, b.size);
   });
   return list;
 }
@@ -152,16 +163,16 @@ std::string format_ns(double ns) {
 }
 
 void compute_ratios(std::vector<Record>& records) {
-  for (const auto& [pattern, size] : sections(records)) {
+  for (const Section& section : sections(records)) {
     // A wake-up is a sleeper's: floor.futex is its floor (floor.spin never sleeps).
-    const Record* floor = find_record(records, floor_reference(pattern), pattern, size);
+    const Record* floor = find_record(records, floor_reference(section.pattern), section);
     const double floor_cost = floor ? cost(*floor).value_or(0) : 0;
-    const Record* copy = find_record(records, "floor.memcpy", pattern, size);
+    const Record* copy = find_record(records, "floor.memcpy", section);
     const double copy_cost = copy ? cost(*copy).value_or(0) : 0;
     const Record* best = nullptr;
     double best_cost = 0;
     for (const Record& record : records) {
-      if (record.pattern != pattern || record.size != size || record.group != Group::peer) continue;
+      if (!section.holds(record) || record.group != Group::peer) continue;
       const double mine = cost(record).value_or(0);
       if (mine > 0 && (best == nullptr || mine < best_cost)) {
         best = &record;
@@ -170,7 +181,7 @@ void compute_ratios(std::vector<Record>& records) {
     }
     const std::string best_name = best ? best->transport : "";
     for (Record& record : records) {
-      if (record.pattern != pattern || record.size != size) continue;
+      if (!section.holds(record)) continue;
       const double mine = cost(record).value_or(0);
       if (mine <= 0) continue;
       if (floor_cost > 0) record.vs_floor = mine / floor_cost;
@@ -204,10 +215,11 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
                "       library, than one process copying alone (floor.memcpy).\n");
 
   constexpr int kName = 23;
-  for (const auto& [pattern, size] : sections(records)) {
+  for (const Section& section : sections(records)) {
+    const auto [pattern, size, senders] = section;
     std::string best;
     for (const Record& record : records) {
-      if (record.pattern == pattern && record.size == size && !record.best_peer.empty()) best = record.best_peer;
+      if (section.holds(record) && !record.best_peer.empty()) best = record.best_peer;
     }
     if (is_round_trip(pattern)) {
       if (pattern == Pattern::rtt) {
@@ -222,13 +234,14 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
       std::fprintf(out, "  %-*s %10s %10s %10s %9s %11s %9s %9s %8s\n", kName, "transport", "median", "p99", "p99.9",
                    "floor", "floor range", "x floor", "x peer", "samples");
     } else {
-      std::fprintf(out, "\nOne-way throughput, %s messages%s%s\n", size_text(size).c_str(),
+      const std::string many = senders > 1 ? ", " + std::to_string(senders) + " sending processes" : "";
+      std::fprintf(out, "\nOne-way throughput, %s messages%s%s%s\n", size_text(size).c_str(), many.c_str(),
                    best.empty() ? "" : "; fastest peer: ", best.c_str());
       std::fprintf(out, "  %-*s %12s %12s %9s %11s %9s %9s %9s\n", kName, "transport", "messages/s", "bytes/s",
                    "floor", "floor range", "x floor", "x peer", "x memcpy");
     }
     for (const Record& record : records) {
-      if (record.pattern != pattern || record.size != size) continue;
+      if (!section.holds(record)) continue;
       if (record.status != Status::ok) {
         std::fprintf(out, "  %-*s %s: %s\n", kName, record.transport.c_str(), status_text(record.status),
                      record.reason.c_str());
@@ -289,7 +302,10 @@ std::string write_json(const std::string& path, const std::vector<Record>& recor
     item["floor_ns"] = number(record.floor_ns);
     item[record.pattern == Pattern::wake ? "vs_floor_futex" : "vs_floor_spin"] = number(record.vs_floor);
     item["vs_best_peer"] = number(record.vs_best_peer);
-    if (record.pattern == Pattern::throughput) item["vs_memcpy"] = number(record.vs_memcpy);
+    if (record.pattern == Pattern::throughput) {
+      item["vs_memcpy"] = number(record.vs_memcpy);
+      item["senders"] = record.senders;
+    }
     if (!record.best_peer.empty()) item["best_peer"] = record.best_peer;
     if (is_round_trip(record.pattern) && record.status == Status::ok) item["samples"] = record.samples;
     nlohmann::json repetitions = nlohmann::json::array();
@@ -396,7 +412,7 @@ std::string gnuplot_script(const std::string& path, const RunInfo& info, const s
   std::map<std::string, Group> groups;
   std::vector<std::size_t> sizes;
   for (const Record& record : records) {
-    if (record.pattern != Pattern::throughput) continue;
+    if (record.pattern != Pattern::throughput || record.senders != 1) continue;
     if (std::find(sizes.begin(), sizes.end(), record.size) == sizes.end()) sizes.push_back(record.size);
     if (record.status != Status::ok || !record.bytes_per_s) continue;
     if (!lines.count(record.transport)) order.push_back(record.transport);

@@ -19,6 +19,7 @@ struct Record {
   std::string description;
   Pattern pattern = Pattern::rtt;
   std::size_t size = 0;
+  unsigned senders = 1;                // throughput: sending processes
   Status status = Status::none;
   std::string reason;                  // why it is not "ok"
   std::optional<double> median_ns;     // rtt: median of the repetition medians

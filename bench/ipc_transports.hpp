@@ -18,6 +18,7 @@ struct TransportInfo {
   std::string description;  // one line: what exactly is measured
   std::string unavailable;  // "" or why it cannot run here at all
   bool needs_roudi = false; // the coordinator starts iox-roudi when one of these is selected
+  bool many_senders = false;  // also measured with several sending processes
   std::string (*not_applicable)(Pattern, std::size_t) = nullptr;  // see ipc_worker.hpp
   void (*run)(const Spec&, SharedArea&) = nullptr;  // in A; never returns (run_measurement)
 };
@@ -29,6 +30,7 @@ TransportInfo make_transport(std::string name, Group group, std::string descript
   info.group = group;
   info.description = std::move(description);
   info.not_applicable = &Transport::not_applicable;
+  info.many_senders = Transport::kManySenders;
   info.run = &run_measurement<Transport>;
   return info;
 }

@@ -316,6 +316,31 @@ void watchdog_phase(Status status, const char* text) noexcept {
   }
 }
 
+pid_t fork_sender(const Spec& spec) {
+  const pid_t initiator = ::getpid();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t child = ::fork();
+  if (child < 0) fail_errno("fork (sender)");
+  if (child == 0) {
+    g_peer_pid = 0;
+    ::signal(SIGCHLD, SIG_DFL);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != initiator) ::_exit(1);  // A is already gone
+    ::alarm(spec.watchdog_s);  // alarms are not inherited
+  }
+  return child;
+}
+
+void reap_senders(const std::vector<pid_t>& senders) {
+  for (const pid_t sender : senders) {
+    int status = 0;
+    while (::waitpid(sender, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("a sending process ended badly (status %d)", status);
+  }
+}
+
 void reap_responder() {
   g_peer_may_exit = 1;
   if (g_peer_pid <= 0) return;

@@ -51,6 +51,8 @@
 //       the generic 64-byte echo (the floors: a bare cache line or futex word).
 //   static constexpr bool kCustomStream;  true: stream(side, spec, area) replaces
 //       the two-process stream (floor.memcpy: one process copying alone).
+//   static constexpr bool kManySenders;   true: also measured with 2, 4 and 8 sending
+//       processes (A forks the others; they inherit the transport).
 //   static constexpr bool kExitNormally;  true: leave with exit() so that static
 //       destructors run (iceoryx deregisters its runtime from RouDi there).
 //
@@ -58,12 +60,16 @@
 // returns to test.
 #pragma once
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace ferry::bench {
 
@@ -110,6 +116,7 @@ struct Spec {
   unsigned watchdog_s = 10;             // per process
   std::string dir;                      // fresh, private, removed by the coordinator afterwards
   std::uint64_t serial = 0;             // unique in this run: for names
+  unsigned senders = 1;                 // throughput: sending processes (A and senders - 1 it forks)
 };
 
 struct SideReport {
@@ -188,6 +195,7 @@ struct TransportBase {
   static constexpr bool kCustomRtt = false;
   static constexpr bool kCustomStream = false;
   static constexpr bool kExitNormally = false;
+  static constexpr bool kManySenders = false;  // several processes may send at once (the queues)
 };
 
 // ---------------------------------------------------------------------------
@@ -197,7 +205,9 @@ struct TransportBase {
 inline constexpr std::uint64_t kStop = std::uint64_t{1} << 63;  // rtt: the last round trip
 inline constexpr std::uint64_t kLast = std::uint64_t{1} << 63;  // throughput: the last message
 inline constexpr std::uint64_t kMark = std::uint64_t{1} << 62;  // throughput: the first timed message
-inline constexpr std::uint64_t kSequence = kMark - 1;
+inline constexpr int kSenderShift = 54;  // throughput: which sending process (0..255)
+inline constexpr std::uint64_t kSequence = (std::uint64_t{1} << kSenderShift) - 1;
+inline constexpr unsigned kMaxSenders = 8;
 
 inline void stamp(std::byte* message, std::size_t size, std::uint64_t value) noexcept {
   std::memcpy(message, &value, sizeof value);
@@ -239,6 +249,10 @@ void register_sysv_queue(int id) noexcept;  // the coordinator removes it whatev
 void register_leftover(const std::string& path) noexcept;  // the coordinator removes it afterwards
 std::byte* allocate_message(std::size_t size);  // 64-byte aligned, touched, filled with a pattern
 [[noreturn]] void leave(bool normally);
+// A: forks one more sending process (0 in it). It dies with A.
+pid_t fork_sender(const Spec& spec);
+// A: waits for the senders it forked; fails if one did not end well.
+void reap_senders(const std::vector<pid_t>& senders);
 
 [[noreturn, gnu::cold]] void fail_echo(std::uint64_t sent, std::uint64_t received);
 [[noreturn, gnu::cold]] void fail_order(std::uint64_t expected, std::uint64_t received);
@@ -274,7 +288,7 @@ void initiate_rtt(const Spec& spec, SharedArea& area, Ping&& ping) {
 // the first one after the budget (kLast); the receiver times the messages in
 // between on its side, so queueing at the start or the end does not count.
 template <class Transport>
-void send_stream(Transport& transport, const Spec& spec) {
+void send_stream(Transport& transport, const Spec& spec, std::uint64_t sender = 0) {
   std::byte* message = allocate_message(spec.size);
   const std::uint64_t clock_every = spec.size <= 4096 ? 32 : 1;  // a clock read costs ~22 ns
   const std::uint64_t start = now_ns();
@@ -294,33 +308,54 @@ void send_stream(Transport& transport, const Spec& spec) {
         flags = kLast;
       }
     }
-    stamp(message, spec.size, sequence | flags);
+    stamp(message, spec.size, sequence | (sender << kSenderShift) | flags);
     transport.send(message, spec.size);
     if (marked) ++timed;
     if (flags == kLast) break;
   }
 }
 
+// The stream's receiving side: the clock starts at the first marked message
+// of any sender and stops at the last sender's last; per-sender order is
+// checked on the way.
 template <class Transport>
 void receive_stream(Transport& transport, const Spec& spec, SharedArea& area) {
   std::byte* scratch = allocate_message(spec.size);
+  std::uint64_t expected[kMaxSenders] = {};
   std::uint64_t first_ns = 0;
-  std::uint64_t first = 0;
-  for (std::uint64_t expected = 0;; ++expected) {
+  std::uint64_t counted = 0;
+  unsigned finished = 0;
+  for (;;) {
     const std::byte* message = transport.receive(scratch, spec.size);
     const std::uint64_t value = read_stamp(message, spec.size);
-    if ((value & kSequence) != expected) [[unlikely]] fail_order(expected, value & kSequence);
-    if (value & kMark) {
-      first_ns = now_ns();
-      first = expected;
-    }
-    if (value & kLast) {
+    const std::uint64_t sender = (value >> kSenderShift) & 0xFF;
+    if (sender >= spec.senders) [[unlikely]] fail_order(0, value);
+    if ((value & kSequence) != expected[sender]++) [[unlikely]] fail_order(expected[sender] - 1, value & kSequence);
+    if ((value & kMark) && first_ns == 0) first_ns = now_ns();
+    if (first_ns != 0) ++counted;
+    if ((value & kLast) && ++finished == spec.senders) {
       area.stream_last_ns = now_ns();
       area.stream_first_ns = first_ns;
-      area.stream_messages = expected - first;
+      area.stream_messages = counted - 1;  // the intervals between the first mark and the end
       return;
     }
   }
+}
+
+// A's side of the stream: it sends, and so do the senders it forks.
+template <class Transport>
+void send_streams(Transport& transport, const Spec& spec) {
+  std::vector<pid_t> senders;
+  for (unsigned sender = 1; sender < spec.senders; ++sender) {
+    const pid_t pid = fork_sender(spec);
+    if (pid == 0) {
+      send_stream(transport, spec, sender);
+      ::_exit(0);
+    }
+    senders.push_back(pid);
+  }
+  send_stream(transport, spec, 0);
+  reap_senders(senders);
 }
 
 }  // namespace detail
@@ -395,7 +430,7 @@ template <class Transport>
   } else if constexpr (Transport::kCustomStream) {
     transport.stream(Side::initiator, spec, area);
   } else if constexpr (CarriesMessages<Transport>) {
-    detail::send_stream(transport, spec);
+    detail::send_streams(transport, spec);
   }
   detail::peer_may_exit();
   detail::expect_command('D', "the responder to finish");

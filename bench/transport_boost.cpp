@@ -16,6 +16,7 @@ namespace {
 namespace bip = boost::interprocess;
 
 struct BoostMq : TransportBase {
+  static constexpr bool kManySenders = true;
   void prepare(const Spec& spec) {
     for (int i = 0; i < 2; ++i) {
       char name[96];

@@ -97,6 +97,7 @@ struct ChannelTransport : TransportBase {
 // receive() (the Mailbox's only forms), with the default SendOptions.
 template <WaitStrategy::Mode kMode>
 struct MailboxTransport : TransportBase {
+  static constexpr bool kManySenders = true;
   static WaitStrategy strategy() { return WaitStrategy{kMode, std::chrono::microseconds(20)}; }
 
   static std::string not_applicable(Pattern pattern, std::size_t) {

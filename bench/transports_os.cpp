@@ -260,6 +260,7 @@ struct Tcp : TransportBase, StreamIo {
 
 // POSIX message queues: one per direction, unlinked as soon as they exist.
 struct PosixMq : TransportBase {
+  static constexpr bool kManySenders = true;
   static std::string not_applicable(Pattern, std::size_t size) {
     const long maximum = read_proc_number("/proc/sys/fs/mqueue/msgsize_max");
     if (maximum > 0 && size > static_cast<std::size_t>(maximum) && !has_capability(kCapSysResource)) {
@@ -321,6 +322,7 @@ struct PosixMq : TransportBase {
 // System V message queue: one private queue, message type 1 towards the
 // responder, 2 towards the initiator.
 struct SysvMq : TransportBase {
+  static constexpr bool kManySenders = true;
   static std::string not_applicable(Pattern, std::size_t size) {
     const long maximum = read_proc_number("/proc/sys/kernel/msgmax");
     const long queue_bytes = read_proc_number("/proc/sys/kernel/msgmnb");
