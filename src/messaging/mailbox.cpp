@@ -205,6 +205,7 @@ struct MailboxShared {
   steady_clock::time_point next_lease_check{};
   steady_clock::time_point next_retire_check{};
   bool mapped_all_bound = false;  // every slot bound by some receiver is mapped here
+  std::uint32_t binds = 0;         // calls of bind_senders, to read the clock now and then
   std::uint32_t next_slot_hint = 0;
 
   ~MailboxShared();
@@ -473,10 +474,14 @@ result<void> MailboxShared::bind_senders() {
   const std::uint64_t changed = control->senders_changed.load(std::memory_order_seq_cst);
   const bool rescan = changed != senders_seen;
   senders_seen = changed;
-  // Whether senders died (they cannot say so): asked now and then, not on every receive.
-  const auto now = steady_clock::now();
-  const bool look_for_dead = rescan || now >= next_retire_check;
-  if (look_for_dead) next_retire_check = now + kLeaseCheckInterval;
+  // Whether senders died (they cannot say so): asked now and then, not on
+  // every receive (even the clock is read only every 64th time).
+  bool look_for_dead = rescan;
+  if (!look_for_dead && (++binds & 63) == 0) {
+    const auto now = steady_clock::now();
+    look_for_dead = now >= next_retire_check;
+    if (look_for_dead) next_retire_check = now + kLeaseCheckInterval;
+  }
   // Nothing announced, nobody to retire, and every bound log mapped here:
   // leave the slots' lines alone (their senders write them on every send).
   if (!look_for_dead && mapped_all_bound) return {};
@@ -1142,10 +1147,12 @@ std::pair<std::uint64_t, std::uint64_t> outstanding(const MailboxShared& s) {
   return {messages, bytes};
 }
 
-// Whether one more message of `size` bytes fits the capacity.
-bool capacity_allows(const MailboxShared& s, std::size_t size) {
+// Whether one more message of `size` bytes fits the capacity (`held`: how
+// many messages the mailbox holds now).
+bool capacity_allows(const MailboxShared& s, std::size_t size, std::uint64_t* held = nullptr) {
   if (s.kind == detail::CapacityKind::rendezvous) return true;  // one at a time per sender: see send_impl
   const auto [messages, bytes] = outstanding(s);
+  if (held) *held = messages;
   if (messages + 1 > s.descriptor_count) return false;
   if (s.kind == detail::CapacityKind::bounded) return messages < s.count;
   return bytes + size <= s.memory_limit;
@@ -1177,7 +1184,8 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
     return need <= to_end ? need : to_end + need;
   };
   const auto log_room = [&] { return s.log_capacity - (log.tail - s.reclaim_position()); };
-  const auto can_go = [&] { return log_room() >= room_needed() && capacity_allows(s, message.size()); };
+  std::uint64_t queued_before = 0;  // what the last can_go() saw
+  const auto can_go = [&] { return log_room() >= room_needed() && capacity_allows(s, message.size(), &queued_before); };
 
   // Unbounded: memory for the record first (and back what receivers freed),
   // so that a full system is an error before anything is admitted.
@@ -1197,7 +1205,7 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
       auto& slot = s.control->slots[log.slot];
       slot.admitted_bytes.fetch_add(message.size(), std::memory_order_seq_cst);
       slot.admitted.fetch_add(1, std::memory_order_seq_cst);
-      const std::uint64_t now_queued = outstanding(s).first;
+      const std::uint64_t now_queued = queued_before + 1;
       std::uint64_t high = s.control->high_water.load(std::memory_order_relaxed);
       while (now_queued > high && !s.control->high_water.compare_exchange_weak(high, now_queued)) {
       }
@@ -1215,9 +1223,21 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
                        std::to_string(s.memory_limit) + " bytes");
     }
     if (!wait) return false;
-    const auto outcome = s.control->space_ready.wait(can_go, strategy,
-                                                     until ? std::min(*until, deadline_after(detail::kWaitSlice))
-                                                           : deadline_after(detail::kWaitSlice));
+    // Looking costs the receivers: each look pulls the lines they write for
+    // every message. A spinning sender looks once per 32 polls (and always
+    // before it sleeps: WaitPoint asks again then).
+    const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
+    std::uint32_t polls = 0;
+    const auto room_soon = [&] { return (++polls & 31) == 0 && can_go(); };
+    if (strategy.mode != WaitStrategy::Mode::block &&
+        spin_until(room_soon,
+                   strategy.mode == WaitStrategy::Mode::busy_poll ? std::chrono::nanoseconds::max() : strategy.spin,
+                   slice)) {
+      continue;
+    }
+    const auto outcome = strategy.mode == WaitStrategy::Mode::busy_poll
+                             ? wait_status::timed_out
+                             : s.control->space_ready.wait(can_go, WaitStrategy::block(), slice);
     if (outcome == wait_status::timed_out && until && steady_clock::now() >= *until) {
       return error(errc::timed_out, s.description, "full: no room within the timeout");
     }
@@ -1302,7 +1322,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
     return s.control->sent.load(std::memory_order_seq_cst) + s.queue->redelivered.load(std::memory_order_seq_cst);
   };
   for (;;) {
-    const std::uint64_t news_before = news();
+    const std::uint64_t news_before = from ? news() : 0;
     if (auto locked = s.lock_queue(until, strategy); !locked) {
       if (locked.error().code() == errc::timed_out) return error(errc::timed_out, s.description, "nothing within the timeout");
       return locked.error();

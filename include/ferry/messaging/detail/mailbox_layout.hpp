@@ -102,8 +102,9 @@ struct MailboxControl {
   // log, so a slot's share vanishes when it is retired): no total to repair.
   alignas(64) Mutex admission;
   alignas(64) std::atomic<std::uint64_t> senders_changed;  // bumped when a slot is claimed or left
-  std::atomic<std::uint64_t> high_water;       // most messages ever queued at once
-  std::atomic<std::uint64_t> sent;             // messages published, ever
+  // Written with every send: a line of its own, away from what receivers poll.
+  alignas(64) std::atomic<std::uint64_t> sent;  // messages published, ever
+  std::atomic<std::uint64_t> high_water;        // most messages ever queued at once
 
   alignas(64) WaitPoint data_ready;   // receivers sleep here
   alignas(64) WaitPoint space_ready;  // senders sleep here (capacity, log room, rendezvous)
@@ -144,22 +145,26 @@ static_assert(sizeof(Descriptor) == 64);
 
 // Per sender slot: what receivers know of that sender's log.
 struct SlotProgress {
+  // Line 0: what receivers change with every message, and its sender reads.
+  std::atomic<std::uint64_t> scanned;     // log position up to which records are indexed
+  std::atomic<std::uint64_t> reclaim;     // the sender may overwrite below this position
+  std::atomic<std::uint64_t> finished;    // messages of this log finished
+  std::atomic<std::uint64_t> finished_bytes;
+  std::atomic<std::uint64_t> taken;       // messages handed to a receiver, ever (rendezvous)
+  std::uint32_t log_first;                // oldest descriptor of this sender (kNoDescriptor: none)
+  std::uint32_t log_last;
+  std::uint8_t pad[16];
+  // Line 1: set when the log is bound.
   std::uint64_t log_id;        // bound log (0: none), as in control.slots[].log_id
   std::uint64_t log_dev;       // ... and its file, as fstat saw it
   std::uint64_t log_ino;
   std::uint32_t uid;           // attested: the log file's owner
   std::uint32_t gid;           // the sender process's gid (/proc), when seen alive
   std::int32_t pid;            // attested by the log's record lock if pid_attested
-  std::uint32_t log_first;     // oldest descriptor of this sender (kNoDescriptor: none)
-  std::uint32_t log_last;
   std::uint32_t pid_attested;  // 0: the sender was gone when first seen (pid is its own claim)
-  std::atomic<std::uint64_t> scanned;     // log position up to which records are indexed
-  std::atomic<std::uint64_t> reclaim;     // the sender may overwrite below this position
-  std::atomic<std::uint64_t> finished;    // messages of this log finished
-  std::atomic<std::uint64_t> finished_bytes;
-  std::atomic<std::uint64_t> taken;       // messages handed to a receiver, ever (rendezvous)
-  std::uint8_t pad[40];
+  std::uint8_t pad_end[24];
 };
+static_assert(offsetof(SlotProgress, log_id) == 64);
 static_assert(sizeof(SlotProgress) == 128);
 
 struct LevelList {
