@@ -639,7 +639,8 @@ result<void> MailboxShared::index_new_records() {
       d.position = scanned;
       d.sequence = sequence;
       d.length = length;
-      d.level = static_cast<std::uint8_t>((flags & kRecordUrgent) ? kUrgentLevel : std::min<unsigned>(level, kPriorityLevels - 1));
+      d.priority = static_cast<std::uint8_t>(std::min<unsigned>(level, kPriorityLevels - 1));
+      d.level = (flags & kRecordUrgent) ? static_cast<std::uint8_t>(kUrgentLevel) : d.priority;
       d.deliveries = 0;
       d.lessee = 0;
       d.lease = 0;
@@ -1095,7 +1096,7 @@ result<Mailbox> Mailbox::open(std::string_view name, const MailboxOpenOptions& o
   auto control = Segment::open(dir + "/control", {.kind = SegmentKind::file,
                                                   .allow_foreign_owner = true,
                                                   .object_type = ObjectType::mailbox});
-  if (!control) return error(control.error().code(), description, control.error().message(), control.error().sys_errno());
+  if (!control) return error(control.error().code(), description, control.error().message());
   const bool process_persistent = control->info().persistence == Persistence::process;
   auto shared = adopt(std::string(name), dir, std::move(*control), process_persistent);
   if (!shared) return std::move(shared).error();
@@ -1361,7 +1362,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       message.bytes_.assign(record + detail::kLogRecordHeader, record + detail::kLogRecordHeader + d.length);
       const SlotProgress& p = s.progress[d.slot];
       message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid_attested != 0};
-      message.priority_ = d.level == detail::kUrgentLevel ? kPriorities - 1 : d.level;
+      message.priority_ = std::min<unsigned>(d.priority, kPriorities - 1);
       message.urgent_ = d.level == detail::kUrgentLevel;
       message.deliveries_ = ++d.deliveries;
       message.sequence_ = d.sequence;
@@ -1501,12 +1502,16 @@ MailboxStats Mailbox::stats() const {
   stats.owner_uid = s.control_segment->info().creator_uid;
   stats.queued = s.queue->queued.load(std::memory_order_relaxed);
   stats.leased = s.queue->leased.load(std::memory_order_relaxed);
-  for (unsigned level = 0; level < kLevels; ++level) stats.depth[level] = s.queue->depth[level].load(std::memory_order_relaxed);
-  stats.high_water = s.control->high_water.load(std::memory_order_relaxed);
   stats.sent = s.control->sent.load(std::memory_order_relaxed);
   stats.received = s.queue->received.load(std::memory_order_relaxed);
-  stats.redelivered = s.queue->redelivered.load(std::memory_order_relaxed);
   stats.flushed = s.queue->flushed.load(std::memory_order_relaxed);
+  // Sent but not yet sorted by a receiver: waiting too (counted at priority
+  // 0 in depth[], as their priorities are known only once sorted).
+  const std::uint64_t gone = stats.received + stats.flushed + stats.leased + stats.queued;
+  stats.unsorted = stats.sent > gone ? stats.sent - gone : 0;
+  for (unsigned level = 0; level < kLevels; ++level) stats.depth[level] = s.queue->depth[level].load(std::memory_order_relaxed);
+  stats.high_water = s.control->high_water.load(std::memory_order_relaxed);
+  stats.redelivered = s.queue->redelivered.load(std::memory_order_relaxed);
   for (std::uint32_t i = 0; i < s.max_senders; ++i) {
     const std::uint64_t owner = s.control->slots[i].owner.load(std::memory_order_relaxed);
     if (owner <= detail::kLeftSlot) continue;

@@ -418,3 +418,24 @@ TEST(Mailbox, GarbageInASenderLogGivesCorruptNeverACrash) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Mailbox, StatsCountUnsortedMessagesAndUrgentKeepsItsPriority) {
+  Fixture f;
+  auto sender = Mailbox::open(f.name);
+  ASSERT_TRUE(sender->send(bytes("a"), {.priority = 3}));
+  ASSERT_TRUE(sender->send(bytes("b"), {.priority = 7, .urgent = true}));
+  auto stats = f.box->stats();
+  EXPECT_EQ(stats.queued + stats.unsorted, 2u) << "no receiver has looked yet";
+  auto first = f.box->receive();
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(first->urgent());
+  EXPECT_EQ(first->priority(), 7u);
+  stats = f.box->stats();
+  EXPECT_EQ(stats.queued, 1u);
+  EXPECT_EQ(stats.unsorted, 0u);
+  EXPECT_EQ(stats.depth[3], 1u);
+}
+
+}  // namespace

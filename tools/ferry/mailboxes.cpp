@@ -88,13 +88,8 @@ std::string level_name(unsigned level) {
   return level == Mailbox::kPriorities ? "urgent" : std::to_string(level);
 }
 
-// stats().queued and depth[] count messages as receivers last sorted them
-// by priority; those sent since show in `sent` only. What waits is what was
-// sent and neither received, flushed nor leased.
-std::uint64_t queued_messages(const MailboxStats& stats) {
-  const std::uint64_t taken = stats.received + stats.flushed + stats.leased;
-  return std::max(stats.queued, stats.sent > taken ? stats.sent - taken : 0);
-}
+// What waits: sorted by priority (depth[]) or sent since a receiver looked.
+std::uint64_t queued_messages(const MailboxStats& stats) { return stats.queued + stats.unsorted; }
 
 nlohmann::json stats_json(const MailboxStats& stats) {
   nlohmann::json queued_by_priority = nlohmann::json::object();
@@ -116,7 +111,7 @@ nlohmann::json stats_json(const MailboxStats& stats) {
           {"owner", user_name(stats.owner_uid)},
           {"queued", queued_messages(stats)},
           {"queued_by_priority", queued_by_priority},
-          {"queued_unsorted", queued_messages(stats) - stats.queued},
+          {"queued_unsorted", stats.unsorted},
           {"leased", stats.leased},
           {"high_water", stats.high_water},
           {"sent", stats.sent},
@@ -135,7 +130,7 @@ void print_stats(const MailboxStats& stats) {
     levels += (level == Mailbox::kPriorities ? "" : "priority ") + level_name(level) + ": " +
               std::to_string(stats.depth[level]);
   }
-  if (const std::uint64_t unsorted = queued_messages(stats) - stats.queued; unsorted != 0) {
+  if (const std::uint64_t unsorted = stats.unsorted; unsorted != 0) {
     levels += (levels.empty() ? " (" : ", ") + std::string("not yet sorted: ") + std::to_string(unsorted);
   }
   if (!levels.empty()) levels += ")";
@@ -248,9 +243,13 @@ std::optional<MailboxDirectory> find_mailbox(const std::string& locator) {
   return mailbox;
 }
 
+// No control file, and not a Mailbox::create in progress (it links the
+// control file within microseconds of making the directory): garbage.
 bool control_gone(const MailboxDirectory& mailbox) {
   struct stat facts {};
-  return ::lstat(mailbox.control_path().c_str(), &facts) != 0 && errno == ENOENT;
+  if (::lstat(mailbox.control_path().c_str(), &facts) == 0 || errno != ENOENT) return false;
+  constexpr time_t kCreateGrace = 10;  // seconds
+  return ::lstat(mailbox.path.c_str(), &facts) == 0 && ::time(nullptr) - facts.st_mtime >= kCreateGrace;
 }
 
 void make_mailbox_record(ObjectRecord& record, const MailboxDirectory& mailbox) {

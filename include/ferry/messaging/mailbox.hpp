@@ -173,7 +173,8 @@ struct MailboxStats {
   Capacity capacity;
   mode_t mode = 0;
   uid_t owner_uid = 0;
-  std::uint64_t queued = 0;     // waiting for a receiver
+  std::uint64_t queued = 0;     // waiting for a receiver, sorted by priority (depth[])
+  std::uint64_t unsorted = 0;   // waiting too, sent since a receiver last looked
   std::uint64_t leased = 0;     // handed out, not yet acked
   std::uint64_t depth[33] = {};  // queued per priority; [32] = urgent
   std::uint64_t high_water = 0;

@@ -128,8 +128,9 @@ enum class DescriptorState : std::uint8_t { free = 0, queued = 1, leased = 2, do
 
 struct Descriptor {
   DescriptorState state;      // u8
-  std::uint8_t level;         // priority, or kUrgentLevel
-  std::uint16_t reserved;
+  std::uint8_t level;         // its list: the priority, or kUrgentLevel
+  std::uint8_t priority;      // as sent (an urgent message keeps it)
+  std::uint8_t reserved;
   std::uint32_t slot;
   std::uint64_t position;     // of the record in its sender's log
   std::uint64_t sequence;     // the sender's message number
