@@ -21,8 +21,9 @@ namespace {
 
 constexpr std::uint64_t kBatch = 32;
 
+// What ferry's transports share: the wait strategy they are measured with.
 template <WaitStrategy::Mode kMode>
-struct ChannelTransport : TransportBase {
+struct FerryTransport : TransportBase {
   static WaitStrategy strategy() { return WaitStrategy{kMode, std::chrono::microseconds(20)}; }
 
   static std::string not_applicable(Pattern pattern, std::size_t) {
@@ -31,6 +32,11 @@ struct ChannelTransport : TransportBase {
     }
     return {};
   }
+};
+
+template <WaitStrategy::Mode kMode>
+struct ChannelTransport : FerryTransport<kMode> {
+  using FerryTransport<kMode>::strategy;
 
   void prepare(const Spec& spec) {
     const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
@@ -96,16 +102,9 @@ struct ChannelTransport : TransportBase {
 // removes whatever happens. Each message is copied in by send() and out by
 // receive() (the Mailbox's only forms), with the default SendOptions.
 template <WaitStrategy::Mode kMode>
-struct MailboxTransport : TransportBase {
+struct MailboxTransport : FerryTransport<kMode> {
+  using FerryTransport<kMode>::strategy;
   static constexpr bool kManySenders = true;
-  static WaitStrategy strategy() { return WaitStrategy{kMode, std::chrono::microseconds(20)}; }
-
-  static std::string not_applicable(Pattern pattern, std::size_t) {
-    if (pattern == Pattern::wake && kMode == WaitStrategy::Mode::busy_poll) {
-      return "spins: never sleeps, so nothing to wake";
-    }
-    return {};
-  }
 
   void prepare(const Spec& spec) {
     const std::string base = "/dev/shm/ferry-bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);

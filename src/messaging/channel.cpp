@@ -1,15 +1,14 @@
 #include "ferry/messaging/channel.hpp"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <bit>
 #include <cerrno>
 #include <cstring>
 #include <new>
-#include <thread>
 
 #include "ferry/messaging/detail/channel_layout.hpp"
+#include "ferry/messaging/detail/notify_watcher.hpp"
 #include "ferry/os/process.hpp"
 
 namespace ferry {
@@ -142,8 +141,6 @@ using detail::record_tag;
 using detail::WaitOutcome;
 
 namespace {
-// How often notify_fd()'s watcher thread looks whether it should stop.
-constexpr auto kWatcherSlice = std::chrono::milliseconds(100);
 }  // namespace
 
 // ----------------------------------------------------------------- Channel
@@ -482,11 +479,7 @@ struct ChannelReceiver::State {
   std::uint64_t received = 0;
   std::optional<std::uint64_t> peeked;  // record bytes of the message handed out by peek
 
-  // notify_fd(): an eventfd kept readable by a watcher thread while data waits.
-  Fd notify;
-  std::atomic<bool> stopping{false};
-  std::atomic<std::uint32_t> drained{0};  // bumped when try_ forms find the channel empty
-  std::thread watcher;
+  detail::NotifyWatcher notify;  // notify_fd()
 
   ChannelControl& control() const noexcept { return *shared->control; }
 
@@ -531,14 +524,6 @@ struct ChannelReceiver::State {
     notify_sender();
   }
 
-  void stop_watcher() noexcept {
-    if (!watcher.joinable()) return;
-    stopping.store(true);
-    drained.fetch_add(1);
-    futex_wake_all(drained);
-    control().data_ready.notify_all();
-    watcher.join();
-  }
 };
 
 ChannelReceiver::ChannelReceiver(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
@@ -552,7 +537,7 @@ ChannelReceiver& ChannelReceiver::operator=(ChannelReceiver&& other) noexcept {
 }
 ChannelReceiver::~ChannelReceiver() {
   if (!state_) return;
-  state_->stop_watcher();
+  state_->notify.stop();
   state_->flush_release();
   detail::leave_role(state_->control().receiver);
   state_->control().space_ready.notify_all();  // a waiting sender learns we left
@@ -596,13 +581,9 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
       s.flush_release();  // let the sender reuse the space while we wait
       if (!wait) {
         if (s.tail_says_written()) return detail::corrupt(shared, "no record where the sender wrote one");
-        if (s.watcher.joinable()) {
-          // Tell the watcher the descriptor may be cleared and re-armed.
-          std::uint64_t value = 0;
-          (void)::read(s.notify.get(), &value, sizeof value);
-          s.drained.fetch_add(1);
-          futex_wake_all(s.drained);
-          if (s.has_record()) continue;
+        if (s.notify.running()) {
+          s.notify.drained();
+          if (s.has_record()) continue;  // came in meanwhile
         }
         return std::optional<std::span<const std::byte>>{};
       }
@@ -701,33 +682,10 @@ result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::b
 
 result<int> ChannelReceiver::notify_fd() {
   State& s = *state_;
-  if (s.notify) return s.notify.get();
-  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd < 0) return error::from_errno(errno, *s.shared->description, "eventfd");
-  s.notify.reset(fd);
-  // The watcher sleeps until a message waits, makes the descriptor readable,
-  // then sleeps until the receiver has found the channel empty again.
-  s.watcher = std::thread([&s] {
-    for (;;) {
-      const std::uint32_t seen_drained = s.drained.load();
-      auto has_data = [&] {
-        return s.stopping.load() || s.control().tail.load(std::memory_order_seq_cst) !=
-                                        s.control().head.load(std::memory_order_seq_cst);
-      };
-      while (s.control().data_ready.wait(has_data, WaitStrategy::block(), deadline_after(kWatcherSlice)) !=
-             wait_status::ready) {
-        if (s.stopping.load()) return;
-      }
-      if (s.stopping.load()) return;
-      const std::uint64_t one = 1;
-      (void)::write(s.notify.get(), &one, sizeof one);
-      while (s.drained.load() == seen_drained && !s.stopping.load()) {
-        futex_wait(s.drained, seen_drained, deadline_after(kWatcherSlice));
-      }
-      if (s.stopping.load()) return;
-    }
-  });
-  return fd;
+  return s.notify.start(
+      s.control().data_ready,
+      [&s] { return s.control().tail.load(std::memory_order_seq_cst) != s.control().head.load(std::memory_order_seq_cst); },
+      *s.shared->description);
 }
 
 detail::WaitSource detail::wait_source(ChannelReceiver& channel) {

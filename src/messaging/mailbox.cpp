@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,9 +15,9 @@
 #include <mutex>
 #include <new>
 #include <random>
-#include <thread>
 
 #include "ferry/messaging/detail/mailbox_layout.hpp"
+#include "ferry/messaging/detail/notify_watcher.hpp"
 #include "ferry/os/futex.hpp"
 #include "ferry/os/process.hpp"
 
@@ -195,12 +194,8 @@ struct MailboxShared {
   std::optional<OwnLog> own;
   std::vector<std::optional<MappedLog>> logs;  // by slot
 
-  // notify_fd(): an eventfd kept readable by a watcher thread while messages
-  // wait. The watcher reads shared memory only (messages_waiting).
-  Fd notify;
-  std::atomic<bool> stopping{false};
-  std::atomic<std::uint32_t> drained{0};  // bumped when a try_ form finds nothing
-  std::thread watcher;
+  // notify_fd(): its watcher reads shared memory only (messages_waiting).
+  NotifyWatcher notify;
   std::uint64_t senders_seen = ~std::uint64_t{0};
   steady_clock::time_point next_lease_check{};
   steady_clock::time_point next_retire_check{};
@@ -239,7 +234,6 @@ struct MailboxShared {
     return control->sent.load(std::memory_order_seq_cst) + queue->redelivered.load(std::memory_order_seq_cst) >
            queue->settled.load(std::memory_order_seq_cst);
   }
-  void stop_watcher() noexcept;
 
   // ---- sending side
   result<void> register_sender();
@@ -771,15 +765,6 @@ std::uint64_t MailboxShared::reclaim_position() const {
   return p.reclaim.load(std::memory_order_seq_cst);
 }
 
-void MailboxShared::stop_watcher() noexcept {
-  if (!watcher.joinable()) return;
-  stopping.store(true);
-  drained.fetch_add(1);
-  futex_wake_all(drained);
-  control->data_ready.notify_all();
-  watcher.join();
-}
-
 namespace {
 
 // Unbounded logs grow and shrink in chunks of this many bytes.
@@ -827,7 +812,7 @@ void MailboxShared::shrink_log(std::uint64_t reclaim) {
 }
 
 MailboxShared::~MailboxShared() {
-  stop_watcher();
+  notify.stop();
   for (auto& log : logs) {
     if (!log) continue;
     // Never close a descriptor of this process's own live log (see OwnLogs).
@@ -1389,13 +1374,9 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
     }
     unlock.now();
     if (!wait) {
-      if (!s.watcher.joinable() || cleared_notify) return std::optional<Message>{};
-      // Tell the watcher the descriptor may be cleared and re-armed; look
-      // once more in case a message came in between.
-      std::uint64_t value = 0;
-      (void)::read(s.notify.get(), &value, sizeof value);
-      s.drained.fetch_add(1);
-      futex_wake_all(s.drained);
+      if (!s.notify.running() || cleared_notify) return std::optional<Message>{};
+      // Re-arm the descriptor; look once more in case a message came in between.
+      s.notify.drained();
       cleared_notify = true;
       if (!s.messages_waiting()) return std::optional<Message>{};
       continue;
@@ -1524,30 +1505,7 @@ MailboxStats Mailbox::stats() const {
 result<int> Mailbox::notify_fd() {
   MailboxShared& s = *shared_;
   if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user receive");
-  if (s.notify) return s.notify.get();
-  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd < 0) return error::from_errno(errno, *s.description, "eventfd");
-  s.notify.reset(fd);
-  // The watcher sleeps until a message waits, makes the descriptor readable,
-  // then sleeps until a try_ form of this object found nothing again.
-  s.watcher = std::thread([&s] {
-    const auto ready = [&] { return s.stopping.load() || s.messages_waiting(); };
-    for (;;) {
-      const std::uint32_t seen_drained = s.drained.load();
-      while (s.control->data_ready.wait(ready, WaitStrategy::block(), deadline_after(detail::kWaitSlice)) !=
-             wait_status::ready) {
-        if (s.stopping.load()) return;
-      }
-      if (s.stopping.load()) return;
-      const std::uint64_t one = 1;
-      (void)::write(s.notify.get(), &one, sizeof one);
-      while (s.drained.load() == seen_drained && !s.stopping.load()) {
-        futex_wait(s.drained, seen_drained, deadline_after(detail::kWaitSlice));
-      }
-      if (s.stopping.load()) return;
-    }
-  });
-  return fd;
+  return s.notify.start(s.control->data_ready, [&s] { return s.messages_waiting(); }, *s.description);
 }
 
 detail::WaitSource detail::wait_source(Mailbox& mailbox) {
