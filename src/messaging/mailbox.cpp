@@ -166,6 +166,12 @@ struct OwnLog {
   // [released_until, reserved_until), allocated ahead and given back behind.
   std::uint64_t reserved_until = 0;
   std::uint64_t released_until = 0;
+  // What receivers had finished of this log when last looked at. They only
+  // grow, so deciding on them errs on "full": a sender looks again (and pulls
+  // the line receivers write for every message) only when they say so.
+  std::uint64_t reclaim_seen = 0;
+  std::uint64_t finished_seen = 0;
+  std::uint64_t finished_bytes_seen = 0;
 };
 
 struct MailboxShared {
@@ -1116,7 +1122,8 @@ result<void> Mailbox::sync() {
 namespace {
 
 // Messages (and bytes) in the mailbox: per slot, admitted minus finished.
-std::pair<std::uint64_t, std::uint64_t> outstanding(const MailboxShared& s) {
+// With `fresh` false, this sender's own share uses what it saw last (see OwnLog).
+std::pair<std::uint64_t, std::uint64_t> outstanding(MailboxShared& s, bool fresh = true) {
   std::uint64_t messages = 0, bytes = 0;
   for (std::uint32_t i = 0; i < s.max_senders; ++i) {
     const auto& slot = s.control->slots[i];
@@ -1124,9 +1131,19 @@ std::pair<std::uint64_t, std::uint64_t> outstanding(const MailboxShared& s) {
     if (admitted == 0) continue;
     const std::uint64_t admitted_bytes = slot.admitted_bytes.load(std::memory_order_seq_cst);
     const SlotProgress& p = s.progress[i];
-    const bool bound = p.log_id != 0 && p.log_id == slot.log_id.load(std::memory_order_relaxed);
-    const std::uint64_t finished = bound ? p.finished.load(std::memory_order_seq_cst) : 0;
-    const std::uint64_t finished_bytes = bound ? p.finished_bytes.load(std::memory_order_seq_cst) : 0;
+    std::uint64_t finished = 0, finished_bytes = 0;
+    detail::OwnLog* own = s.own && s.own->slot == i ? &*s.own : nullptr;
+    if (own && !fresh) {
+      finished = own->finished_seen;
+      finished_bytes = own->finished_bytes_seen;
+    } else if (p.log_id != 0 && p.log_id == slot.log_id.load(std::memory_order_relaxed)) {
+      finished = p.finished.load(std::memory_order_seq_cst);
+      finished_bytes = p.finished_bytes.load(std::memory_order_seq_cst);
+      if (own) {
+        own->finished_seen = finished;
+        own->finished_bytes_seen = finished_bytes;
+      }
+    }
     messages += admitted > finished ? admitted - finished : 0;
     bytes += admitted_bytes > finished_bytes ? admitted_bytes - finished_bytes : 0;
   }
@@ -1135,9 +1152,9 @@ std::pair<std::uint64_t, std::uint64_t> outstanding(const MailboxShared& s) {
 
 // Whether one more message of `size` bytes fits the capacity (`held`: how
 // many messages the mailbox holds now).
-bool capacity_allows(const MailboxShared& s, std::size_t size, std::uint64_t* held = nullptr) {
+bool capacity_allows(MailboxShared& s, std::size_t size, std::uint64_t* held = nullptr, bool fresh = true) {
   if (s.kind == detail::CapacityKind::rendezvous) return true;  // one at a time per sender: see send_impl
-  const auto [messages, bytes] = outstanding(s);
+  const auto [messages, bytes] = outstanding(s, fresh);
   if (held) *held = messages;
   if (messages + 1 > s.descriptor_count) return false;
   if (s.kind == detail::CapacityKind::bounded) return messages < s.count;
@@ -1169,14 +1186,24 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
     const std::uint64_t to_end = s.log_capacity - (log.tail & mask);
     return need <= to_end ? need : to_end + need;
   };
-  const auto log_room = [&] { return s.log_capacity - (log.tail - s.reclaim_position()); };
-  std::uint64_t queued_before = 0;  // what the last can_go() saw
-  const auto can_go = [&] { return log_room() >= room_needed() && capacity_allows(s, message.size(), &queued_before); };
+  const auto log_room = [&](bool fresh) {
+    if (fresh) log.reclaim_seen = s.reclaim_position();
+    return s.log_capacity - (log.tail - log.reclaim_seen);
+  };
+  std::uint64_t queued_before = 0;  // what the last look saw
+  const auto fits = [&](bool fresh) {
+    return log_room(fresh) >= room_needed() && capacity_allows(s, message.size(), &queued_before, fresh);
+  };
+  // What it saw last first (no line pulled from the receivers), then fresh.
+  const auto can_go = [&] { return fits(false) || fits(true); };
 
   // Unbounded: memory for the record first (and back what receivers freed),
   // so that a full system is an error before anything is admitted.
-  s.shrink_log(s.reclaim_position());
-  if (auto grown = s.grow_log(log.tail + room_needed()); !grown) return grown.error();
+  if (s.kind == detail::CapacityKind::unbounded && log.tail + room_needed() > log.reserved_until) {
+    log.reclaim_seen = s.reclaim_position();  // once per chunk: give back behind, then grow ahead
+    s.shrink_log(log.reclaim_seen);
+    if (auto grown = s.grow_log(log.tail + room_needed()); !grown) return grown.error();
+  }
 
   // Admission, under the control mutex so that two senders cannot both take
   // the last place. Waiting happens outside it.
@@ -1322,12 +1349,22 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       }
       ~Unlock() { now(); }
     } unlock{s};
-    const std::uint64_t sent_before = s.control->sent.load(std::memory_order_seq_cst);
     if (auto bound = s.bind_senders(); !bound) return bound.error();
     if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
     s.check_leases(force_lease_check);
     force_lease_check = false;
     std::optional<std::uint32_t> head = s.take_head(from);
+    if (!head && !from) {
+      // Nothing: what `sent` counts now was published before it was counted,
+      // so one more look covers it, and then nothing waits up to there.
+      const std::uint64_t sent_seen = s.control->sent.load(std::memory_order_seq_cst);
+      if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
+      head = s.take_head(from);
+      if (!head) {
+        s.queue->settled.store(sent_seen + s.queue->redelivered.load(std::memory_order_relaxed),
+                               std::memory_order_seq_cst);
+      }
+    }
     if (head) {
       Descriptor& d = s.descriptors[*head];
       const detail::MappedLog* log = d.slot < s.max_senders && s.logs[d.slot] ? &*s.logs[d.slot] : nullptr;
@@ -1366,11 +1403,6 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       unlock.now();
       s.control->space_ready.notify_all();  // room, or a rendezvous sender's message was taken
       return std::optional<Message>(std::move(message));
-    }
-    // Everything counted in sent_before is indexed and taken by now.
-    if (!from) {
-      s.queue->settled.store(sent_before + s.queue->redelivered.load(std::memory_order_relaxed),
-                             std::memory_order_seq_cst);
     }
     unlock.now();
     if (!wait) {
