@@ -100,7 +100,8 @@ struct ChannelTransport : FerryTransport<kMode> {
 
 // The Mailbox: one per direction, in /dev/shm under a path the coordinator
 // removes whatever happens. Each message is copied in by send() and out by
-// receive() (the Mailbox's only forms), with the default SendOptions.
+// receive() (the Mailbox's only forms; the harness reads the received copy in
+// place), with the default SendOptions.
 template <WaitStrategy::Mode kMode>
 struct MailboxTransport : FerryTransport<kMode> {
   using FerryTransport<kMode>::strategy;
@@ -126,15 +127,16 @@ struct MailboxTransport : FerryTransport<kMode> {
     }
   }
 
-  const std::byte* receive(std::byte* scratch, std::size_t size) {
+  const std::byte* receive(std::byte*, std::size_t size) {
     auto message = boxes_[1 - out_]->receive(strategy());
     if (!message) fail("%s", message.error().message().c_str());
     if (message->size() != size) fail("received %zu bytes, expected %zu", message->size(), size);
-    std::memcpy(scratch, message->data().data(), size);
-    return scratch;
+    last_ = std::move(*message);  // its bytes stay valid until the next receive
+    return last_->data().data();
   }
 
   std::optional<Mailbox> boxes_[2];
+  std::optional<Message> last_;
   int out_ = 0;
 };
 

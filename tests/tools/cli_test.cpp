@@ -508,6 +508,24 @@ TEST(CliRm, RemovesAMailbox) {
   EXPECT_EQ(again.status, 1) << again.output;
 }
 
+TEST(CliGc, RemovesNamesWhoseInboxIsGoneAndKeepsLiveOnes) {
+  MailboxName dead, live_target, live;
+  ASSERT_EQ(::symlink("ferry.inbox-0000000000000001", dead.directory().c_str()), 0);  // no such inbox
+  auto target = Mailbox::create(live_target.name);
+  ASSERT_TRUE(target);
+  ASSERT_EQ(::symlink(("ferry." + live_target.name).c_str(), live.directory().c_str()), 0);
+  const CliRun preview = ferry_cli("gc --dry-run");
+  EXPECT_NE(preview.output.find("would remove " + dead.name + " (inbox name"), std::string::npos) << preview.output;
+  EXPECT_EQ(preview.output.find(live.name + " (inbox name"), std::string::npos) << preview.output;
+  struct stat facts {};
+  EXPECT_EQ(::lstat(dead.directory().c_str(), &facts), 0) << "a dry run removes nothing";
+  const CliRun run = ferry_cli("gc");
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(::lstat(dead.directory().c_str(), &facts), 0) << "the dangling name is gone";
+  EXPECT_EQ(::lstat(live.directory().c_str(), &facts), 0) << "a name whose inbox lives stays";
+  (void)::unlink(live.directory().c_str());
+}
+
 TEST(CliGc, RemovesAMailboxWhoseProcessesAllDied) {
   MailboxName box;
   ferry::test::Event created;

@@ -236,6 +236,25 @@ std::map<std::string, MailboxDirectory> find_mailboxes() {
   return mailboxes;
 }
 
+std::vector<std::string> dangling_names() {
+  std::vector<std::string> names;
+  DIR* listing = ::opendir(std::string(kShmDirectory).c_str());
+  if (!listing) return names;
+  while (const dirent* entry = ::readdir(listing)) {
+    const std::string_view file = entry->d_name;
+    if (!file.starts_with(kNamePrefix) || file.size() == kNamePrefix.size()) continue;
+    const std::string path = std::string(kShmDirectory) + "/" + std::string(file);
+    struct stat facts {};
+    if (::lstat(path.c_str(), &facts) == 0 && S_ISLNK(facts.st_mode) && ::stat(path.c_str(), &facts) != 0) {
+      names.emplace_back(file.substr(kNamePrefix.size()));
+    }
+  }
+  ::closedir(listing);
+  return names;
+}
+
+void remove_name(const std::string& name) { (void)::unlink(directory_of(name).c_str()); }
+
 std::optional<MailboxDirectory> find_mailbox(const std::string& locator) {
   if (locator.empty() || locator.find('/') != std::string::npos) return std::nullopt;
   MailboxDirectory mailbox{locator, directory_of(locator)};

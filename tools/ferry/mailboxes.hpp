@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "ferry/os/registry.hpp"
@@ -27,6 +28,10 @@ struct MailboxDirectory {
 /// Every mailbox in /dev/shm, keyed by the locator the registry gives its
 /// control segment ("file:/dev/shm/ferry.<name>/control").
 std::map<std::string, MailboxDirectory> find_mailboxes();
+/// Names registered by an Inbox (links in /dev/shm) whose inbox is gone.
+std::vector<std::string> dangling_names();
+/// Removes such a name.
+void remove_name(const std::string& name);
 
 /// The mailbox `locator` names, if it is the name of one.
 std::optional<MailboxDirectory> find_mailbox(const std::string& locator);

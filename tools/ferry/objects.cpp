@@ -173,8 +173,11 @@ int collect_garbage(const GcOptions& options) {
     make_mailbox_record(record, mailbox);
     removed.push_back({std::move(record), mailbox});
   }
+  // Names registered by inboxes of processes that are gone.
+  const std::vector<std::string> names = dangling_names();
   int status = 0;
   if (!options.dry_run) {
+    for (const std::string& name : names) remove_name(name);
     std::erase_if(removed, [&](const Listed& listed) {
       if (!listed.mailbox) return false;
       auto destroyed = Mailbox::destroy(listed.mailbox->name);
@@ -187,6 +190,9 @@ int collect_garbage(const GcOptions& options) {
   if (options.json) {
     nlohmann::json array = nlohmann::json::array();
     for (const auto& listed : removed) array.push_back(to_json(listed));
+    for (const std::string& name : names) {
+      array.push_back({{"locator", name}, {"type", "inbox name"}, {"problem", "its inbox is gone"}});
+    }
     std::cout << nlohmann::json{{"dry_run", options.dry_run}, {"removed", array}}.dump(2) << '\n';
     return status;
   }
@@ -201,7 +207,9 @@ int collect_garbage(const GcOptions& options) {
     std::printf("%s %s (%s, %s, owner %s, %s)\n", verb, record.locator.c_str(), what.c_str(),
                 human_size(record.size).c_str(), user_name(record.owner).c_str(), why.c_str());
   }
-  std::printf("gc: %s %zu object%s\n", verb, removed.size(), removed.size() == 1 ? "" : "s");
+  for (const std::string& name : names) std::printf("%s %s (inbox name, its inbox is gone)\n", verb, name.c_str());
+  const std::size_t total = removed.size() + names.size();
+  std::printf("gc: %s %zu object%s\n", verb, total, total == 1 ? "" : "s");
   return status;
 }
 
