@@ -1585,13 +1585,12 @@ result<void> Lease::finish(bool acknowledged) {
     s.unlock_queue();
     return error(errc::busy, s.description, "the lease was taken back (its message went to another receiver)");
   }
-  s.queue->leased.fetch_sub(1, std::memory_order_relaxed);
   if (acknowledged) {
+    s.queue->leased.fetch_sub(1, std::memory_order_relaxed);
     s.finish(descriptor_);
     s.queue->received.fetch_add(1, std::memory_order_relaxed);
   } else {
-    s.queue->leased.fetch_add(1, std::memory_order_relaxed);  // requeue_front takes it off again
-    s.requeue_front(descriptor_);
+    s.requeue_front(descriptor_);  // counts it out of the leased ones
   }
   s.unlock_queue();
   if (acknowledged) {
