@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "ferry/ferry.hpp"
+#include "checked_message.hpp"
 #include "ferry_test.hpp"
 
 namespace {
@@ -26,34 +27,19 @@ using ferry::test::SharedAnonymous;
 constexpr auto kWatchdog = 300s;
 constexpr std::size_t kMaxMessage = 256;
 
-// A message is [generation][sequence][words...]; every word is derived from
-// the first two, so any torn, shifted or invented byte is caught.
-std::size_t message_words(std::uint64_t sequence) { return 2 + (sequence * 2654435761u >> 7) % 30; }
-
-std::uint64_t word(std::uint64_t generation, std::uint64_t sequence, std::size_t index) {
-  return (generation * 0x9E3779B97F4A7C15ull) ^ (sequence * 0xBF58476D1CE4E5B9ull) ^ (index * 0x94D049BB133111EBull);
-}
+constexpr std::size_t kMessageWords = kMaxMessage / 8;
 
 std::size_t encode(std::uint64_t generation, std::uint64_t sequence, std::uint64_t* out) {
-  const std::size_t words = message_words(sequence);
-  out[0] = generation;
-  out[1] = sequence;
-  for (std::size_t i = 2; i < words; ++i) out[i] = word(generation, sequence, i);
-  return words * 8;
+  return ferry::test::encode_checked(generation, sequence, kMessageWords, out);
 }
 
-// Returns the sequence number, or a negative value if the message is damaged.
+// Returns the sequence number, or a negative value if the message is damaged
+// or from another generation.
 std::int64_t check(std::span<const std::byte> message, std::uint64_t expected_generation) {
-  if (message.size() < 16 || message.size() % 8 != 0) return -1;
-  std::uint64_t words[kMaxMessage / 8];
-  std::memcpy(words, message.data(), message.size());
-  if (words[0] != expected_generation) return -2;
-  const std::uint64_t sequence = words[1];
-  if (message.size() != message_words(sequence) * 8) return -3;
-  for (std::size_t i = 2; i < message.size() / 8; ++i) {
-    if (words[i] != word(words[0], sequence, i)) return -4;
-  }
-  return static_cast<std::int64_t>(sequence);
+  const auto checked = ferry::test::decode_checked(message, kMessageWords);
+  if (!checked.intact) return -1;
+  if (checked.origin != expected_generation) return -2;
+  return static_cast<std::int64_t>(checked.sequence);
 }
 
 struct ChannelName {

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "ferry/ferry.hpp"
+#include "checked_message.hpp"
 #include "ferry_test.hpp"
 
 namespace {
@@ -28,20 +29,11 @@ using ferry::test::SharedAnonymous;
 
 constexpr auto kWatchdog = 300s;
 
-// A message is [sender][sequence][words...]; every word derives from the
-// first two, so a torn, shifted or invented byte is caught.
-std::size_t message_words(std::uint64_t sequence) { return 2 + (sequence * 2654435761u >> 7) % 14; }
-
-std::uint64_t word(std::uint64_t sender, std::uint64_t sequence, std::size_t index) {
-  return (sender * 0x9E3779B97F4A7C15ull) ^ (sequence * 0xBF58476D1CE4E5B9ull) ^ (index * 0x94D049BB133111EBull);
-}
+// Messages of at most kMessageWords words (the mailboxes take 128 bytes).
+constexpr std::size_t kMessageWords = 16;
 
 std::size_t encode(std::uint64_t sender, std::uint64_t sequence, std::uint64_t* out) {
-  const std::size_t words = message_words(sequence);
-  out[0] = sender;
-  out[1] = sequence;
-  for (std::size_t i = 2; i < words; ++i) out[i] = word(sender, sequence, i);
-  return words * 8;
+  return ferry::test::encode_checked(sender, sequence, kMessageWords, out);
 }
 
 struct Decoded {
@@ -51,14 +43,8 @@ struct Decoded {
 };
 
 Decoded decode(std::span<const std::byte> message) {
-  std::uint64_t words[16] = {};
-  if (message.size() < 16 || message.size() % 8 != 0 || message.size() > sizeof words) return {0, 0, false};
-  std::memcpy(words, message.data(), message.size());
-  if (message.size() != message_words(words[1]) * 8) return {words[0], words[1], false};
-  for (std::size_t i = 2; i < message.size() / 8; ++i) {
-    if (words[i] != word(words[0], words[1], i)) return {words[0], words[1], false};
-  }
-  return {words[0], words[1], true};
+  const auto checked = ferry::test::decode_checked(message, kMessageWords);
+  return {checked.origin, checked.sequence, checked.intact};
 }
 
 struct Name {
@@ -123,7 +109,7 @@ TEST(MailboxProcess, FourSendersTwoReceiversEveryMessageExactlyOnceInOrder) {
     children.push_back(Child::spawn([&, s] {
       auto opened = Mailbox::open(n.name);
       FERRY_CHILD_CHECK(opened);
-      std::uint64_t words[16];
+      std::uint64_t words[kMessageWords];
       for (std::uint64_t sequence = 1; sequence <= per_sender; ++sequence) {
         const std::size_t size = encode(s, sequence, words);
         auto sent = opened->send(std::as_bytes(std::span(words, size / 8)));
@@ -329,7 +315,7 @@ TEST(MailboxProcess, SigkillSendersAndReceiversAtRandomLosesAndTearsNothing) {
     Child sender = Child::spawn([&] {
       auto opened = Mailbox::open(n.name);
       FERRY_CHILD_CHECK(opened);
-      std::uint64_t words[16];
+      std::uint64_t words[kMessageWords];
       for (std::uint64_t sequence = 1; sequence < kPerRound; ++sequence) {
         const std::size_t size = encode(round, sequence, words);
         auto sent = opened->send_for(std::as_bytes(std::span(words, size / 8)), 2s);
