@@ -352,7 +352,6 @@ void MailboxShared::repair_queue() {
     }
     update_reclaim(slot);
   }
-  queue->finishes.fetch_add(1, std::memory_order_seq_cst);
 }
 
 // --------------------------------------------------------------- lists
@@ -463,7 +462,6 @@ void MailboxShared::finish(std::uint32_t index) {
   p.finished_bytes.fetch_add(d.length, std::memory_order_relaxed);
   p.finished.fetch_add(1, std::memory_order_seq_cst);
   update_reclaim(d.slot);
-  queue->finishes.fetch_add(1, std::memory_order_seq_cst);
 }
 
 // --------------------------------------------------------- senders' logs

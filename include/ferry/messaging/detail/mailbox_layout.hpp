@@ -192,7 +192,6 @@ struct MailboxQueue {
   std::atomic<std::uint64_t> received;
   std::atomic<std::uint64_t> redelivered;
   std::atomic<std::uint64_t> flushed;
-  std::atomic<std::uint64_t> finishes;  // bumped by every finish: what senders wait on
   // control.sent + redelivered when a receiver last found nothing to take:
   // messages may wait while sent + redelivered is beyond it (notify_fd).
   std::atomic<std::uint64_t> settled;
