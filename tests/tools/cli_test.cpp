@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_support.hpp"
 #include "ferry/ferry.hpp"
 #include "ferry_test.hpp"
 
@@ -25,67 +26,7 @@ using ferry::Mailbox;
 using ferry::Segment;
 using ferry::SegmentKind;
 using ferry::test::Child;
-
-struct CliRun {
-  int status;
-  std::string output;  // stdout and stderr together
-};
-
-CliRun ferry_cli(const std::string& arguments) {
-  const std::string command = std::string(FERRY_CLI) + " " + arguments + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  CliRun run{-1, {}};
-  if (!pipe) return run;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) run.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  run.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
-
-// As ferry_cli, with `input` on stdin.
-CliRun ferry_cli_with_input(const std::string& arguments, const std::string& input) {
-  ferry::test::TempDir dir;
-  const std::string path = dir.file("stdin");
-  std::ofstream(path) << input;
-  return ferry_cli(arguments + " < " + path);
-}
-
-nlohmann::json list_json(const std::string& extra = "") {
-  const CliRun run = ferry_cli("ls --json " + extra);
-  EXPECT_EQ(run.status, 0) << run.output;
-  return nlohmann::json::parse(run.output);
-}
-
-const nlohmann::json* find(const nlohmann::json& objects, const std::string& name) {
-  for (const auto& object : objects) {
-    if (object["name"] == name) return &object;
-  }
-  return nullptr;
-}
-
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
-void wait_until_exists(const std::string& path) {
-  for (int i = 0; i < 2000 && !exists(path); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-}
-
-// A mailbox name, destroyed at the end of the test.
-struct MailboxName {
-  std::string name = ferry::test::unique_name("mbx");
-  std::string directory() const { return "/dev/shm/ferry." + name; }
-  ~MailboxName() { (void)Mailbox::destroy(name); }
-};
-
-std::vector<nlohmann::json> json_lines(const std::string& output) {
-  std::vector<nlohmann::json> lines;
-  std::size_t start = 0;
-  for (std::size_t end; (end = output.find('\n', start)) != std::string::npos; start = end + 1) {
-    lines.push_back(nlohmann::json::parse(output.substr(start, end - start)));
-  }
-  return lines;
-}
+using namespace ferry::test::cli;
 
 TEST(CliLs, ShowsAPosixSegmentWithEveryColumn) {
   const std::string name = ferry::test::unique_name("ls");
@@ -301,30 +242,6 @@ TEST(CliLs, ShowsAMailboxOnceWithItsQueue) {
   EXPECT_EQ(table.output.find(box.name, line_start + 1), std::string::npos) << table.output;
 }
 
-TEST(CliLs, AStrayDirectoryIsListedWithItsProblemAndGcRemovesIt) {
-  MailboxName box;
-  ASSERT_EQ(::mkdir(box.directory().c_str(), 0700), 0);
-  const auto objects = list_json();
-  const auto* entry = find(objects, box.name);
-  ASSERT_NE(entry, nullptr) << objects.dump(2);
-  EXPECT_EQ((*entry)["type"], "mailbox");
-  EXPECT_NE((*entry)["problem"].get<std::string>().find("not found"), std::string::npos) << entry->dump(2);
-
-  // Just made: it could be a Mailbox::create in progress, so gc leaves it.
-  EXPECT_EQ(ferry_cli("gc").status, 0);
-  EXPECT_TRUE(exists(box.directory())) << "a fresh directory without control may be a create in progress";
-  const timeval long_ago[2] = {{::time(nullptr) - 60, 0}, {::time(nullptr) - 60, 0}};
-  ASSERT_EQ(::utimes(box.directory().c_str(), long_ago), 0);
-
-  const CliRun preview = ferry_cli("gc --dry-run");
-  EXPECT_NE(preview.output.find("would remove " + box.name + " (mailbox"), std::string::npos) << preview.output;
-  EXPECT_TRUE(exists(box.directory()));
-  const CliRun run = ferry_cli("gc");
-  EXPECT_EQ(run.status, 0) << run.output;
-  EXPECT_NE(run.output.find("removed " + box.name), std::string::npos) << run.output;
-  EXPECT_FALSE(exists(box.directory()));
-}
-
 TEST(CliStat, ShowsCapacityQueuesCountersAndSenders) {
   MailboxName box;
   auto mailbox = Mailbox::create(box.name, {.capacity = Capacity::bounded(8, 100), .mode = 0640});
@@ -506,91 +423,6 @@ TEST(CliRm, RemovesAMailbox) {
   EXPECT_FALSE(exists(box.directory()));
   const CliRun again = ferry_cli("rm " + box.name);
   EXPECT_EQ(again.status, 1) << again.output;
-}
-
-TEST(CliGc, RemovesNamesWhoseInboxIsGoneAndKeepsLiveOnes) {
-  MailboxName dead, live_target, live;
-  ASSERT_EQ(::symlink("ferry.inbox-0000000000000001", dead.directory().c_str()), 0);  // no such inbox
-  auto target = Mailbox::create(live_target.name);
-  ASSERT_TRUE(target);
-  ASSERT_EQ(::symlink(("ferry." + live_target.name).c_str(), live.directory().c_str()), 0);
-  const CliRun preview = ferry_cli("gc --dry-run");
-  EXPECT_NE(preview.output.find("would remove " + dead.name + " (inbox name"), std::string::npos) << preview.output;
-  EXPECT_EQ(preview.output.find(live.name + " (inbox name"), std::string::npos) << preview.output;
-  struct stat facts {};
-  EXPECT_EQ(::lstat(dead.directory().c_str(), &facts), 0) << "a dry run removes nothing";
-  const CliRun run = ferry_cli("gc");
-  EXPECT_EQ(run.status, 0) << run.output;
-  EXPECT_NE(::lstat(dead.directory().c_str(), &facts), 0) << "the dangling name is gone";
-  EXPECT_EQ(::lstat(live.directory().c_str(), &facts), 0) << "a name whose inbox lives stays";
-  (void)::unlink(live.directory().c_str());
-}
-
-TEST(CliGc, RemovesAMailboxWhoseProcessesAllDied) {
-  MailboxName box;
-  ferry::test::Event created;
-  auto creator = Child::spawn([&] {
-    auto mailbox = Mailbox::create(box.name, {.persistence = ferry::Persistence::process});
-    FERRY_CHILD_CHECK(mailbox);
-    created.signal();
-    for (;;) ::pause();
-  });
-  ASSERT_TRUE(created.wait());
-  creator.kill(SIGKILL);
-  creator.wait();
-
-  const auto objects = list_json();
-  const auto* entry = find(objects, box.name);
-  ASSERT_NE(entry, nullptr) << objects.dump(2);
-  EXPECT_EQ((*entry)["persistence"], "process");
-  EXPECT_NE((*entry)["problem"].get<std::string>().find("died"), std::string::npos) << entry->dump(2);
-  EXPECT_TRUE(exists(box.directory() + "/control")) << "ls removes nothing";
-
-  const CliRun preview = ferry_cli("gc --dry-run");
-  EXPECT_EQ(preview.status, 0) << preview.output;
-  EXPECT_NE(preview.output.find("would remove " + box.name + " (mailbox"), std::string::npos) << preview.output;
-  EXPECT_TRUE(exists(box.directory() + "/control"));
-
-  const CliRun run = ferry_cli("gc --json");
-  EXPECT_EQ(run.status, 0) << run.output;
-  const auto report = nlohmann::json::parse(run.output);
-  const auto* removed = find(report["removed"], box.name);
-  ASSERT_NE(removed, nullptr) << run.output;
-  EXPECT_EQ((*removed)["type"], "mailbox");
-  EXPECT_FALSE(exists(box.directory()));
-}
-
-TEST(CliGc, RemovesOnlyDeadProcessSegmentsAndReportsThem) {
-  const std::string dead = ferry::test::unique_name("gc-dead");
-  const std::string alive = ferry::test::unique_name("gc-alive");
-  auto dead_holder = Child::exec(FERRY_TEST_PEER, {"create-hold", "posix", dead, "process", "4096"});
-  auto live_holder = Child::exec(FERRY_TEST_PEER, {"create-hold", "posix", alive, "process", "4096"});
-  wait_until_exists("/dev/shm/ferry." + dead);
-  wait_until_exists("/dev/shm/ferry." + alive);
-  dead_holder.kill(SIGKILL);
-  dead_holder.wait();
-
-  const CliRun preview = ferry_cli("gc --dry-run");
-  EXPECT_EQ(preview.status, 0);
-  EXPECT_NE(preview.output.find("would remove " + dead), std::string::npos) << preview.output;
-  EXPECT_TRUE(exists("/dev/shm/ferry." + dead));
-
-  const CliRun run = ferry_cli("gc --json");
-  EXPECT_EQ(run.status, 0) << run.output;
-  const auto report = nlohmann::json::parse(run.output);
-  EXPECT_EQ(report["dry_run"], false);
-  EXPECT_NE(find(report["removed"], dead), nullptr) << run.output;
-  EXPECT_EQ(find(report["removed"], alive), nullptr) << run.output;
-  EXPECT_FALSE(exists("/dev/shm/ferry." + dead));
-  EXPECT_TRUE(exists("/dev/shm/ferry." + alive));
-
-  const CliRun again = ferry_cli("gc");
-  EXPECT_EQ(again.status, 0);
-  EXPECT_EQ(again.output.find(dead), std::string::npos) << again.output;
-  EXPECT_NE(again.output.find("gc: removed"), std::string::npos) << again.output;
-  live_holder.kill(SIGKILL);
-  live_holder.wait();
-  (void)Segment::destroy(alive);
 }
 
 TEST(Cli, UnknownCommandIsAUsageError) {
