@@ -50,6 +50,7 @@
 
 #include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
+#include "ferry/os/process.hpp"  // SenderIdentity
 #include "ferry/messaging/detail/wait_source.hpp"
 #include "ferry/os/segment.hpp"
 #include "ferry/sync/wait.hpp"
@@ -87,16 +88,6 @@ struct MailboxOptions {
 struct MailboxOpenOptions {
   /// Open a mailbox created by another user (refused by default).
   bool allow_foreign_owner = false;
-};
-
-/// Who sent a message, as the kernel knows it.
-struct SenderIdentity {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  pid_t pid = 0;
-  /// false: the sender had died before any receiver saw it alive, so `pid`
-  /// is only what it wrote in its log (uid is attested still).
-  bool pid_attested = false;
 };
 
 struct SendOptions {

@@ -28,6 +28,18 @@ struct Credentials {
   friend bool operator==(const Credentials&, const Credentials&) = default;
 };
 
+/// Who sent a message, as the kernel attests it: the Mailbox takes it from
+/// file ownership and record locks, UNIX sockets from SO_PEERCRED.
+struct SenderIdentity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+  /// false: the pid is not attested. For a Mailbox: the sender had died
+  /// before any receiver saw it alive, so `pid` is only what it wrote in its
+  /// log (uid is attested still).
+  bool pid_attested = false;
+};
+
 /// A process, identified so that PID reuse cannot fool a liveness check.
 class ProcessId {
  public:
