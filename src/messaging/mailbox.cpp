@@ -206,6 +206,8 @@ struct MailboxShared {
   steady_clock::time_point next_lease_check{};
   steady_clock::time_point next_retire_check{};
   bool mapped_all_bound = false;  // every slot bound by some receiver is mapped here
+  std::uint32_t mapped_limit = 0;  // no log is mapped here at or past this slot
+  std::uint32_t slot_limit_seen = 0;
   std::uint32_t binds = 0;         // calls of bind_senders, to read the clock now and then
   std::uint32_t next_slot_hint = 0;
 
@@ -213,9 +215,28 @@ struct MailboxShared {
 
   error corrupt(std::string detail) const { return error(errc::corrupt, description, std::move(detail)); }
 
-  // ---- receiving side (queue mutex held unless said otherwise)
-  result<void> lock_queue(std::optional<deadline> until, WaitStrategy strategy);
+  // ---- receiving side (queue lock held unless said otherwise)
+  result<void> lock_queue(std::optional<deadline> until);
   void unlock_queue() noexcept { (void)queue->lock.unlock(); }
+  // The queue's counters change only under its lock: a plain add (no locked
+  // instruction, which costs more than the rest of a receive); readers
+  // outside the lock take a snapshot. Before waking anyone, notify_senders
+  // and notify_receivers order these writes before the check for sleepers
+  // (WaitPoint's contract).
+  static void add(std::atomic<std::uint64_t>& counter, std::uint64_t delta) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+  }
+  static void subtract(std::atomic<std::uint64_t>& counter, std::uint64_t delta) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) - delta, std::memory_order_relaxed);
+  }
+  void notify_senders() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    control->space_ready.notify_all();
+  }
+  void notify_receivers() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    control->data_ready.notify_all();
+  }
   void repair_queue();
   result<void> bind_senders();
   result<void> index_new_records();
@@ -231,6 +252,13 @@ struct MailboxShared {
   void update_reclaim(std::uint32_t slot);
   std::uint64_t indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const;
   bool has_work() const;  // without the mutex: for waiting
+  // Senders: slots at or past this were never claimed. It never shrinks
+  // here, so a smaller value scribbled into shared memory hides no sender
+  // this process saw.
+  std::uint32_t claimed_slots() noexcept {
+    slot_limit_seen = std::max(slot_limit_seen, std::min(control->slot_limit.load(std::memory_order_acquire), max_senders));
+    return slot_limit_seen;
+  }
   // Whether messages were sent or given back since a receiver last found
   // nothing: shared memory only, so any thread may ask (the notify watcher,
   // MailboxSet). It errs on "maybe" until some receiver looks, never on "no"
@@ -248,14 +276,16 @@ struct MailboxShared {
   void shrink_log(std::uint64_t reclaim);
 };
 
-// ------------------------------------------------------------ queue mutex
+// ------------------------------------------------------------- queue lock
 
-result<void> MailboxShared::lock_queue(std::optional<deadline> until, WaitStrategy strategy) {
-  auto locked = until ? queue->lock.lock_until(*until, strategy) : queue->lock.lock(strategy);
+// A spin lock, not a sleeping mutex: it is held for a few hundred
+// nanoseconds, and taking and giving back a robust pthread mutex cost more
+// than the receive it protects. A holder's death is noticed by its waiters.
+result<void> MailboxShared::lock_queue(std::optional<deadline> until) {
+  auto locked = queue->lock.lock_until(until.value_or(deadline::max()));
   if (locked) return {};
   if (locked.error().code() != errc::owner_died) return locked.error();
-  repair_queue();
-  if (auto marked = queue->lock.mark_consistent(); !marked) return marked.error();
+  repair_queue();  // held now
   return {};
 }
 
@@ -287,7 +317,7 @@ std::uint64_t MailboxShared::indexed_messages(std::uint32_t slot, std::uint64_t*
   return log->header->messages.load(std::memory_order_acquire);
 }
 
-// After a receiver died holding the mutex: the lists and counters may be
+// After a receiver died holding the queue lock: the lists and counters may be
 // half-updated. Rebuild them from the descriptors' states and the logs.
 void MailboxShared::repair_queue() {
   // Descriptors of records at or past `scanned` were being indexed: drop them.
@@ -309,6 +339,7 @@ void MailboxShared::repair_queue() {
     }
   }
   for (auto& level : queue->levels) level = {kNoDescriptor, kNoDescriptor};
+  queue->nonempty_levels = 0;
   for (auto& depth : queue->depth) depth.store(0, std::memory_order_relaxed);
   std::sort(live.begin(), live.end(), [&](std::uint32_t a, std::uint32_t b) {
     return descriptors[a].order < descriptors[b].order;
@@ -395,15 +426,23 @@ void MailboxShared::push_level(std::uint32_t index, bool front) {
     else descriptors[list.last].next = index;
     list.last = index;
   }
-  queue->depth[d.level].fetch_add(1, std::memory_order_relaxed);
+  queue->nonempty_levels |= std::uint64_t{1} << d.level;
+  add(queue->depth[d.level], 1);
 }
 
-// The head of the highest non-empty level, unlinked (still marked queued).
 // The first message of the highest non-empty level (from `sender` only, if
 // given), unlinked from its list (still marked queued).
 std::optional<std::uint32_t> MailboxShared::take_head(std::optional<pid_t> sender) {
-  for (unsigned level = kLevels; level-- > 0;) {
+  std::uint64_t candidates = queue->nonempty_levels & ((std::uint64_t{1} << kLevels) - 1);
+  while (candidates != 0) {
+    const unsigned level = 63 - static_cast<unsigned>(std::countl_zero(candidates));
+    const std::uint64_t bit = std::uint64_t{1} << level;
+    candidates &= ~bit;
     LevelList& list = queue->levels[level];
+    if (list.first == kNoDescriptor) {
+      queue->nonempty_levels &= ~bit;
+      continue;
+    }
     std::uint32_t previous = kNoDescriptor;
     // Bounded by the pool: a scribbled cycle cannot make it loop forever.
     std::uint32_t index = list.first;
@@ -419,8 +458,9 @@ std::optional<std::uint32_t> MailboxShared::take_head(std::optional<pid_t> sende
     if (previous == kNoDescriptor) list.first = next;
     else descriptors[previous].next = next;
     if (list.last == index) list.last = previous;
-    queue->depth[level].fetch_sub(1, std::memory_order_relaxed);
-    queue->queued.fetch_sub(1, std::memory_order_relaxed);
+    if (list.first == kNoDescriptor) queue->nonempty_levels &= ~bit;
+    subtract(queue->depth[level], 1);
+    subtract(queue->queued, 1);
     return index;
   }
   return std::nullopt;
@@ -430,9 +470,9 @@ void MailboxShared::requeue_front(std::uint32_t index) {
   descriptors[index].state = DescriptorState::queued;
   descriptors[index].lessee = 0;
   push_level(index, true);
-  queue->queued.fetch_add(1, std::memory_order_relaxed);
-  queue->leased.fetch_sub(1, std::memory_order_relaxed);
-  queue->redelivered.fetch_add(1, std::memory_order_relaxed);
+  add(queue->queued, 1);
+  subtract(queue->leased, 1);
+  add(queue->redelivered, 1);
 }
 
 // The sender may reuse its log below the oldest record not yet freed.
@@ -450,7 +490,7 @@ void MailboxShared::update_reclaim(std::uint32_t slot) {
   const std::uint64_t oldest = p.log_first == kNoDescriptor || p.log_first >= descriptor_count
                                    ? p.scanned.load(std::memory_order_relaxed)
                                    : descriptors[p.log_first].position;
-  p.reclaim.store(oldest, std::memory_order_seq_cst);
+  p.reclaim.store(oldest, std::memory_order_relaxed);
 }
 
 // A message leaves the mailbox (acked, received, flushed).
@@ -459,8 +499,8 @@ void MailboxShared::finish(std::uint32_t index) {
   d.state = DescriptorState::done;
   d.lessee = 0;
   SlotProgress& p = progress[d.slot];
-  p.finished_bytes.fetch_add(d.length, std::memory_order_relaxed);
-  p.finished.fetch_add(1, std::memory_order_seq_cst);
+  add(p.finished_bytes, d.length);
+  add(p.finished, 1);
   update_reclaim(d.slot);
 }
 
@@ -567,6 +607,7 @@ result<void> MailboxShared::bind_senders() {
       return corrupt("sender slot " + std::to_string(slot) + " names a different log file than it was bound to");
     }
     log.emplace(std::move(mapped));
+    mapped_limit = std::max(mapped_limit, slot + 1);
   }
   return {};
 }
@@ -598,7 +639,7 @@ void MailboxShared::free_slot(std::uint32_t slot) {
 // oldest first per sender. Every header is read once and checked.
 result<void> MailboxShared::index_new_records() {
   const std::uint64_t mask = log_capacity - 1;
-  for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
+  for (std::uint32_t slot = 0; slot < mapped_limit; ++slot) {
     SlotProgress& p = progress[slot];
     const auto& log = logs[slot];
     if (p.log_id == 0 || !log || log->log_id != p.log_id) continue;
@@ -648,7 +689,7 @@ result<void> MailboxShared::index_new_records() {
       if (p.log_last == kNoDescriptor || p.log_last >= descriptor_count) p.log_first = index;
       else descriptors[p.log_last].log_next = index;
       p.log_last = index;
-      queue->queued.fetch_add(1, std::memory_order_relaxed);
+      add(queue->queued, 1);
       scanned += log_record_size(length);
       p.scanned.store(scanned, std::memory_order_relaxed);
     }
@@ -672,16 +713,20 @@ void MailboxShared::check_leases(bool force) {
   }
 }
 
-// Whether a receiver has something to do: read without the mutex, for waiting.
+// Whether a receiver has something to do: read without the lock, for waiting.
 bool MailboxShared::has_work() const {
   if (queue->queued.load(std::memory_order_seq_cst) > 0) return true;
   if (control->senders_changed.load(std::memory_order_seq_cst) != senders_seen) return true;
-  for (std::uint32_t slot = 0; slot < max_senders; ++slot) {
+  for (std::uint32_t slot = 0; slot < mapped_limit; ++slot) {
     const auto& log = logs[slot];
-    if (log && log->header->published.load(std::memory_order_seq_cst) !=
-                   progress[slot].scanned.load(std::memory_order_relaxed)) {
-      return true;
-    }
+    if (!log) continue;
+    const std::uint64_t scanned = progress[slot].scanned.load(std::memory_order_relaxed);
+    // The next record's lines, fetched while polling: when `published` moves
+    // they are on their way already instead of queueing behind its miss.
+    const std::byte* record = log->records + (scanned & (log_capacity - 1));
+    __builtin_prefetch(record);
+    __builtin_prefetch(record + 64);
+    if (log->header->published.load(std::memory_order_seq_cst) != scanned) return true;
   }
   return false;
 }
@@ -697,6 +742,11 @@ result<void> MailboxShared::register_sender() {
     if (control->slots[i].owner.compare_exchange_strong(expected, me.packed(), std::memory_order_seq_cst)) {
       slot = i;
       break;
+    }
+  }
+  if (slot < max_senders) {
+    std::uint32_t limit = control->slot_limit.load(std::memory_order_relaxed);
+    while (limit < slot + 1 && !control->slot_limit.compare_exchange_weak(limit, slot + 1)) {
     }
   }
   if (slot == max_senders) {
@@ -1026,7 +1076,7 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
     queue->max_senders = max_senders;
     queue->order_back = std::uint64_t{1} << 62;
     queue->order_front = (std::uint64_t{1} << 62) - 1;
-    new (&queue->lock) Mutex(name);
+    new (&queue->lock) SpinLock(name);
     for (auto& level : queue->levels) level = {kNoDescriptor, kNoDescriptor};
     auto* progress = reinterpret_cast<SlotProgress*>(data.data() + detail::queue_slots_offset());
     for (std::uint32_t i = 0; i < max_senders; ++i) {
@@ -1057,7 +1107,7 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
     control->descriptors = descriptor_count;
     control->mode = options.mode;
     control->label = detail::Label(name);
-    new (&control->admission) Mutex(name);
+    new (&control->admission) SpinLock(name);
     for (std::uint32_t i = 0; i < max_senders; ++i) new (&control->slots[i]) detail::SenderSlot{};
   };
   auto control = Segment::create(dir + "/control", control_options);
@@ -1123,7 +1173,8 @@ namespace {
 // With `fresh` false, this sender's own share uses what it saw last (see OwnLog).
 std::pair<std::uint64_t, std::uint64_t> outstanding(MailboxShared& s, bool fresh = true) {
   std::uint64_t messages = 0, bytes = 0;
-  for (std::uint32_t i = 0; i < s.max_senders; ++i) {
+  const std::uint32_t limit = s.claimed_slots();
+  for (std::uint32_t i = 0; i < limit; ++i) {
     const auto& slot = s.control->slots[i];
     const std::uint64_t admitted = slot.admitted.load(std::memory_order_seq_cst);
     if (admitted == 0) continue;
@@ -1203,22 +1254,20 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
     if (auto grown = s.grow_log(log.tail + room_needed()); !grown) return grown.error();
   }
 
-  // Admission, under the control mutex so that two senders cannot both take
-  // the last place. Waiting happens outside it.
+  // Admission, under the control spin lock so that two senders cannot both
+  // take the last place. Waiting happens outside it.
   for (;;) {
-    auto locked = s.control->admission.lock(strategy);
-    if (!locked && locked.error().code() == errc::owner_died) {
-      (void)s.control->admission.mark_consistent();  // the counters are per slot: nothing to repair
-    } else if (!locked) {
-      return locked.error();
-    }
+    auto locked = s.control->admission.lock();
+    if (!locked && locked.error().code() != errc::owner_died) return locked.error();
+    // (A holder's death needs no repair: the counters are per slot.)
     if (can_go()) {
       auto& slot = s.control->slots[log.slot];
-      slot.admitted_bytes.fetch_add(message.size(), std::memory_order_seq_cst);
-      slot.admitted.fetch_add(1, std::memory_order_seq_cst);
-      const std::uint64_t now_queued = queued_before + 1;
-      std::uint64_t high = s.control->high_water.load(std::memory_order_relaxed);
-      while (now_queued > high && !s.control->high_water.compare_exchange_weak(high, now_queued)) {
+      // Only this sender writes its slot, and only under the lock that
+      // every reader of it holds: plain adds.
+      MailboxShared::add(slot.admitted_bytes, message.size());
+      MailboxShared::add(slot.admitted, 1);
+      if (queued_before + 1 > s.control->high_water.load(std::memory_order_relaxed)) {
+        s.control->high_water.store(queued_before + 1, std::memory_order_relaxed);  // written under the lock only
       }
       (void)s.control->admission.unlock();
       break;
@@ -1279,8 +1328,11 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
   log.bytes += message.size();
   log.header->bytes.store(log.bytes, std::memory_order_relaxed);
   log.header->messages.store(sequence, std::memory_order_relaxed);
-  log.header->published.store(log.tail, std::memory_order_seq_cst);  // WaitPoint's contract
-  s.control->sent.fetch_add(1, std::memory_order_seq_cst);  // the last write before notify (WaitPoint)
+  log.header->published.store(log.tail, std::memory_order_release);
+  // The one locked instruction of a send: it publishes all of the above to
+  // a receiver that reads `sent` (as waiting receivers do) and is
+  // WaitPoint's seq_cst write before the check for sleepers.
+  s.control->sent.fetch_add(1, std::memory_order_seq_cst);
   s.control->data_ready.notify_all();
 
   if (s.kind != detail::CapacityKind::rendezvous) return true;
@@ -1333,8 +1385,10 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
     return s.control->sent.load(std::memory_order_seq_cst) + s.queue->redelivered.load(std::memory_order_seq_cst);
   };
   for (;;) {
-    const std::uint64_t news_before = from ? news() : 0;
-    if (auto locked = s.lock_queue(until, strategy); !locked) {
+    // What a wait below waits past: for a receive from one sender, any news
+    // since before this look; otherwise set when the look finds nothing.
+    std::uint64_t news_before = from ? news() : 0;
+    if (auto locked = s.lock_queue(until); !locked) {
       if (locked.error().code() == errc::timed_out) return error(errc::timed_out, s.description, "nothing within the timeout");
       return locked.error();
     }
@@ -1359,8 +1413,8 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
       head = s.take_head(from);
       if (!head) {
-        s.queue->settled.store(sent_seen + s.queue->redelivered.load(std::memory_order_relaxed),
-                               std::memory_order_seq_cst);
+        news_before = sent_seen + s.queue->redelivered.load(std::memory_order_relaxed);
+        s.queue->settled.store(news_before, std::memory_order_seq_cst);
       }
     }
     if (head) {
@@ -1386,20 +1440,20 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       message.urgent_ = d.level == detail::kUrgentLevel;
       message.deliveries_ = ++d.deliveries;
       message.sequence_ = d.sequence;
-      if (d.deliveries == 1) s.progress[d.slot].taken.fetch_add(1, std::memory_order_seq_cst);
+      if (d.deliveries == 1) s.add(s.progress[d.slot].taken, 1);
       if (leased) {
         d.state = DescriptorState::leased;
         d.lessee = ProcessId::current().packed();
         d.lease = ++s.queue->lease_counter;
-        s.queue->leased.fetch_add(1, std::memory_order_relaxed);
+        s.add(s.queue->leased, 1);
         *descriptor = *head;
         *lease = d.lease;
       } else {
         s.finish(*head);
-        s.queue->received.fetch_add(1, std::memory_order_relaxed);
+        s.add(s.queue->received, 1);
       }
       unlock.now();
-      s.control->space_ready.notify_all();  // room, or a rendezvous sender's message was taken
+      s.notify_senders();  // room, or a rendezvous sender's message was taken
       return std::optional<Message>(std::move(message));
     }
     unlock.now();
@@ -1412,7 +1466,9 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       continue;
     }
     const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
-    const auto ready = [&] { return from ? news() != news_before : s.has_work(); };
+    // has_work sees a new record first (it polls the logs); `news` is what
+    // the senders' seq_cst counter promises: a sleeper is woken for it.
+    const auto ready = [&] { return (!from && s.has_work()) || news() != news_before; };
     if (s.control->data_ready.wait(ready, strategy, slice) == wait_status::timed_out) {
       if (until && steady_clock::now() >= *until) return error(errc::timed_out, s.description, "nothing within the timeout");
       force_lease_check = true;  // a lessee may have died: nobody notifies for that
@@ -1475,7 +1531,7 @@ result<Lease> Mailbox::receive_leased_until(deadline until, WaitStrategy strateg
 result<std::size_t> Mailbox::flush(unsigned below) {
   MailboxShared& s = *shared_;
   if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user flush it");
-  if (auto locked = s.lock_queue(std::nullopt, {}); !locked) return locked.error();
+  if (auto locked = s.lock_queue(std::nullopt); !locked) return locked.error();
   std::size_t flushed = 0;
   auto indexed = s.bind_senders();
   if (indexed) indexed = s.index_new_records();
@@ -1486,17 +1542,17 @@ result<std::size_t> Mailbox::flush(unsigned below) {
         const std::uint32_t index = list.first;
         list.first = s.descriptors[index].next;
         if (list.first == kNoDescriptor) list.last = kNoDescriptor;
-        s.queue->depth[level].fetch_sub(1, std::memory_order_relaxed);
-        s.queue->queued.fetch_sub(1, std::memory_order_relaxed);
+        s.subtract(s.queue->depth[level], 1);
+        s.subtract(s.queue->queued, 1);
         s.finish(index);
         ++flushed;
       }
     }
-    s.queue->flushed.fetch_add(flushed, std::memory_order_relaxed);
+    s.add(s.queue->flushed, flushed);
   }
   s.unlock_queue();
   if (!indexed) return indexed.error();
-  s.control->space_ready.notify_all();
+  s.notify_senders();
   return flushed;
 }
 
@@ -1576,7 +1632,7 @@ result<void> Lease::finish(bool acknowledged) {
   }
   MailboxShared& s = *shared_;
   const std::uint64_t lease = std::exchange(lease_, 0);
-  if (auto locked = s.lock_queue(std::nullopt, {}); !locked) return locked.error();
+  if (auto locked = s.lock_queue(std::nullopt); !locked) return locked.error();
   Descriptor* d = descriptor_ < s.descriptor_count ? &s.descriptors[descriptor_] : nullptr;
   if (d == nullptr || d->state != DescriptorState::leased || d->lease != lease ||
       d->lessee != ProcessId::current().packed()) {
@@ -1584,17 +1640,17 @@ result<void> Lease::finish(bool acknowledged) {
     return error(errc::busy, s.description, "the lease was taken back (its message went to another receiver)");
   }
   if (acknowledged) {
-    s.queue->leased.fetch_sub(1, std::memory_order_relaxed);
+    s.subtract(s.queue->leased, 1);
     s.finish(descriptor_);
-    s.queue->received.fetch_add(1, std::memory_order_relaxed);
+    s.add(s.queue->received, 1);
   } else {
     s.requeue_front(descriptor_);  // counts it out of the leased ones
   }
   s.unlock_queue();
   if (acknowledged) {
-    s.control->space_ready.notify_all();
+    s.notify_senders();
   } else {
-    s.control->data_ready.notify_all();
+    s.notify_receivers();
   }
   return {};
 }

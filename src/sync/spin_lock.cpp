@@ -29,6 +29,10 @@ result<bool> SpinLock::try_lock() {
 
 result<void> SpinLock::lock_until(deadline until) {
   const std::uint64_t me = ProcessId::current().packed();
+  std::uint64_t free = 0;
+  if (holder_.compare_exchange_strong(free, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+    return {};  // uncontended: no clock read
+  }
   std::uint32_t pauses = 1;
   std::uint32_t spins = 0;
   auto next_check = steady_clock::now() + kLivenessCheckInterval;
@@ -55,14 +59,16 @@ result<void> SpinLock::lock_until(deadline until) {
 }
 
 result<void> SpinLock::unlock() {
-  std::uint64_t expected = ProcessId::current().packed();
-  if (!holder_.compare_exchange_strong(expected, 0, std::memory_order_release,
-                                       std::memory_order_relaxed)) {
+  // A check and a plain store, no locked instruction: while this process
+  // holds the lock nobody else may change the word (a takeover needs the
+  // holder dead), so what is read here stays true until the store.
+  const std::uint64_t holder = holder_.load(std::memory_order_relaxed);
+  if (holder != ProcessId::current().packed()) {
     return error(errc::not_owner, label_.describe("spin lock"),
-                 expected == 0 ? "it is not locked"
-                               : "process " + std::to_string(ProcessId::from_packed(expected).pid()) +
-                                     " holds it");
+                 holder == 0 ? "it is not locked"
+                             : "process " + std::to_string(ProcessId::from_packed(holder).pid()) + " holds it");
   }
+  holder_.store(0, std::memory_order_release);
   return {};
 }
 

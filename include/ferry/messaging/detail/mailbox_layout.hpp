@@ -8,8 +8,8 @@
 //                geometry, sender slots, admission counters and the wait
 //                points. Nothing in it is trusted for identity or content.
 //   queue        written by receivers only (senders map it read-only): the
-//                message index, leases, and per-sender progress. A robust
-//                mutex serialises receivers.
+//                message index, leases, and per-sender progress. A spin
+//                lock that notices a dead holder serialises receivers.
 //   sender.<n>   one per sender, written by that sender only and readable by
 //                those allowed to receive: its messages, in a log. The
 //                file's owner is the sender's uid and its POSIX record lock
@@ -21,10 +21,11 @@
 // so the group bits of the mailbox mode mean the same everywhere.
 //
 // Sending: admit (count and bytes against the capacity, under the control
-// mutex, from counters whose truth is per slot so that a holder's death is
+// spin lock, from counters whose truth is per slot so that a holder's death is
 // repaired by summing), write the record into the own log, store its commit
-// word, advance `published`, wake a sleeping receiver.
-// Receiving (under the queue mutex): index the records published since the
+// word, advance `published`, count it in `sent` (the send's one locked
+// instruction), wake a sleeping receiver.
+// Receiving (under the queue lock): index the records published since the
 // last look into descriptors on per-priority FIFO lists, take the head of
 // the highest list, copy or lease it. Finishing a message (ack, plain
 // receive, flush) frees its descriptor; the oldest unfinished record of a
@@ -39,7 +40,7 @@
 //      | priority u8 | flags u8 (urgent)
 //  24  payload ...
 //
-// After a receiver dies holding the queue mutex, the next one rebuilds the
+// After a receiver dies holding the queue lock, the next one rebuilds the
 // lists from the descriptors and recomputes the counters from what cannot be
 // half-written: descriptor states, `scanned`, and the logs themselves (the
 // record at `scanned` says how many messages and bytes came before it).
@@ -50,7 +51,7 @@
 #include <cstdint>
 
 #include "ferry/sync/label.hpp"
-#include "ferry/sync/mutex.hpp"
+#include "ferry/sync/spin_lock.hpp"
 #include "ferry/sync/wait.hpp"
 
 namespace ferry::detail {
@@ -58,7 +59,7 @@ namespace ferry::detail {
 inline constexpr std::uint64_t kMailboxMagic = 0x584F'424C'4941'4D46ull;  // "FMAILBOX"
 inline constexpr std::uint64_t kQueueMagic = 0x4555'4555'5158'424Dull;    // "MBXQUEUE"
 inline constexpr std::uint64_t kSenderLogMagic = 0x474F'4C44'4E45'534Dull;  // "MSENDLOG"
-inline constexpr std::uint32_t kMailboxLayoutVersion = 1;
+inline constexpr std::uint32_t kMailboxLayoutVersion = 2;
 
 inline constexpr unsigned kPriorityLevels = 32;           // 0 (lowest) .. 31
 inline constexpr unsigned kUrgentLevel = kPriorityLevels;  // above every priority
@@ -96,11 +97,14 @@ struct MailboxControl {
   std::uint32_t descriptors;      // size of the queue's descriptor pool
   std::uint32_t mode;             // the mailbox mode the files were made from
   Label label;                    // 32 bytes
+  // Slots below this were ever claimed (it only grows): loops over senders
+  // stop here instead of at max_senders. Readers never let it shrink.
+  std::atomic<std::uint32_t> slot_limit;
 
   // Admission: senders, under `admission`. What a mailbox holds is the sum
   // over slots of admitted minus the queue's finished (both counted per
   // log, so a slot's share vanishes when it is retired): no total to repair.
-  alignas(64) Mutex admission;
+  SpinLock admission;
   alignas(64) std::atomic<std::uint64_t> senders_changed;  // bumped when a slot is claimed or left
   // Written with every send: a line of its own, away from what receivers poll.
   alignas(64) std::atomic<std::uint64_t> sent;  // messages published, ever
@@ -113,6 +117,7 @@ struct MailboxControl {
 };
 
 static_assert(offsetof(MailboxControl, label) == 56);
+static_assert(offsetof(MailboxControl, slot_limit) == 88);
 static_assert(offsetof(MailboxControl, admission) == 128);
 static_assert(offsetof(MailboxControl, slots) % 64 == 0);
 
@@ -166,6 +171,7 @@ struct SlotProgress {
   std::uint8_t pad_end[24];
 };
 static_assert(offsetof(SlotProgress, log_id) == 64);
+static_assert(kLevels <= 64, "MailboxQueue::nonempty_levels has a bit per level");
 static_assert(sizeof(SlotProgress) == 128);
 
 struct LevelList {
@@ -184,8 +190,12 @@ struct MailboxQueue {
   std::uint64_t lease_counter;
   std::uint64_t order_back;      // next order at a list's end (grows)
   std::uint64_t order_front;     // next order at a list's front (shrinks; redeliveries)
+  // Bit n: levels[n] may hold messages. Set by every push; cleared when a
+  // look finds the list empty. A clear bit never hides a message, so the
+  // highest message is found without looking at every level.
+  std::uint64_t nonempty_levels;
 
-  alignas(64) Mutex lock;
+  SpinLock lock;
 
   alignas(64) std::atomic<std::uint64_t> queued;       // on a level list
   std::atomic<std::uint64_t> leased;
