@@ -22,6 +22,14 @@
 #include "ferry/sync/named.hpp"      // Named<T>: any of them in a segment of its own
 #include "ferry/sync/inspect.hpp"    // what ferry ls shows about them
 
+// transports: byte streams, sockets, framing and servers
+#include "ferry/transport/stream.hpp"   // ByteStream: blocking/try/timed reads and writes, EOF, no SIGPIPE
+#include "ferry/transport/pipe.hpp"     // Pipe: anonymous pipe, ends handed to children
+#include "ferry/transport/fifo.hpp"     // Fifo: named pipe with blocking, try and timed opens
+#include "ferry/transport/socket.hpp"   // UnixSocket, TcpSocket, Listener, UnixDatagram, UdpSocket
+#include "ferry/transport/framing.hpp"  // FramedStream: length-prefixed frames with a maximum size
+#include "ferry/transport/server.hpp"   // IterativeServer, ConcurrentServer (epoll)
+
 // messaging: moving messages between processes
 #include "ferry/messaging/channel.hpp"  // Channel: lock-free link between two processes
 #include "ferry/messaging/mailbox.hpp"        // Mailbox: many senders, many receivers, priorities, leases

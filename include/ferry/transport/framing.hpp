@@ -1,0 +1,131 @@
+// FramedStream: whole messages ("frames") over any ByteStream — pipe, FIFO,
+// UNIX or TCP stream socket.
+//
+//   ferry::FramedStream framed(std::move(*socket), {.max_frame = 1 << 20});
+//   framed.send_frame(bytes);
+//   auto frame = framed.receive_frame_for(1s);   // a std::vector<std::byte>
+//
+// Wire format: an 8-byte header, then the payload.
+//
+//    0        1        2        3        4        5        6        7
+//   +--------+--------+--------+--------+--------+--------+--------+--------+
+//   | magic  |version | reserved (0)    | payload length, little-endian u32 |
+//   | 0xF7   |  0x01  |                 |                                   |
+//   +--------+--------+--------+--------+--------+--------+--------+--------+
+//
+// A peer is not trusted. A header with another magic, version or non-zero
+// reserved bytes is errc::corrupt; a length above `max_frame` is
+// errc::limit_reached naming both sizes. Either way the stream is out of step
+// for good: every later receive says corrupt, and the caller should close the
+// connection. Memory for a frame grows with the bytes that actually arrived
+// (never beyond max_frame), so a peer that announces a large frame and sends
+// nothing costs nothing.
+//
+// Receiving: a try_ or timed receive that stops in the middle of a frame
+// keeps what arrived; the next call goes on from there. End of stream between
+// frames is errc::peer_gone ("end of stream"); inside a frame it is peer_gone
+// naming how much of the frame came: a partial frame is never delivered.
+//
+// Sending: a frame is committed once its first byte is in the stream. A try_
+// or timed send that cannot start returns would_block / timed_out and sent
+// nothing. One that started but could not finish keeps the unsent rest (a
+// copy, at most one frame) and returns success; the rest goes out first on
+// the next send or flush (pending_bytes() says how much is waiting). A
+// frame larger than max_frame is invalid_argument and nothing is sent.
+//
+// Thread-safety: one thread may send while another receives; two senders
+// (or two receivers) need external locking.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "ferry/os/clock.hpp"
+#include "ferry/os/error.hpp"
+#include "ferry/transport/stream.hpp"
+
+namespace ferry {
+
+using Frame = std::vector<std::byte>;
+
+struct FrameOptions {
+  /// The largest payload sent or accepted (at most 4 GiB - 1).
+  std::size_t max_frame = std::size_t{1} << 20;
+};
+
+inline constexpr std::size_t kFrameHeaderSize = 8;
+inline constexpr std::uint8_t kFrameMagic = 0xF7;
+inline constexpr std::uint8_t kFrameVersion = 1;
+
+/// The header for a payload of `size` bytes (for tests and foreign writers).
+std::array<std::byte, kFrameHeaderSize> frame_header(std::uint32_t size) noexcept;
+
+class FramedStream {
+ public:
+  FramedStream() = default;
+  explicit FramedStream(ByteStream stream, FrameOptions options = {}) noexcept
+      : stream_(std::move(stream)), options_(options) {}
+
+  result<void> send_frame(std::span<const std::byte> payload) { return send_frame(payload, detail::WaitLimit::forever()); }
+  result<void> try_send_frame(std::span<const std::byte> payload) { return send_frame(payload, detail::WaitLimit::none()); }
+  result<void> send_frame_for(std::span<const std::byte> payload, steady_clock::duration timeout) {
+    return send_frame(payload, detail::WaitLimit::after(timeout));
+  }
+  result<void> send_frame_until(std::span<const std::byte> payload, deadline when) {
+    return send_frame(payload, detail::WaitLimit::at(when));
+  }
+  result<void> send_frame(std::span<const std::byte> payload, detail::WaitLimit limit);
+
+  /// Writes out what an earlier try_/timed send kept.
+  result<void> flush() { return flush(detail::WaitLimit::forever()); }
+  result<void> try_flush() { return flush(detail::WaitLimit::none()); }
+  result<void> flush_for(steady_clock::duration timeout) { return flush(detail::WaitLimit::after(timeout)); }
+  result<void> flush(detail::WaitLimit limit);
+  [[nodiscard]] std::size_t pending_bytes() const noexcept { return pending_.size() - pending_sent_; }
+
+  result<Frame> receive_frame() { return receive_frame(detail::WaitLimit::forever()); }
+  result<Frame> try_receive_frame() { return receive_frame(detail::WaitLimit::none()); }
+  result<Frame> receive_frame_for(steady_clock::duration timeout) {
+    return receive_frame(detail::WaitLimit::after(timeout));
+  }
+  result<Frame> receive_frame_until(deadline when) { return receive_frame(detail::WaitLimit::at(when)); }
+  result<Frame> receive_frame(detail::WaitLimit limit);
+
+  /// True while a frame has begun to arrive but is not complete.
+  [[nodiscard]] bool mid_frame() const noexcept { return header_have_ > 0 || in_payload_; }
+  /// True once a bad header was seen; the stream should be closed.
+  [[nodiscard]] bool broken() const noexcept { return broken_; }
+
+  [[nodiscard]] ByteStream& stream() noexcept { return stream_; }
+  [[nodiscard]] const ByteStream& stream() const noexcept { return stream_; }
+  [[nodiscard]] const FrameOptions& options() const noexcept { return options_; }
+
+ private:
+  result<void> parse_header();
+  void take_staged_payload();
+
+  ByteStream stream_;
+  FrameOptions options_;
+
+  // Sending: the unsent rest of a committed frame.
+  std::vector<std::byte> pending_;
+  std::size_t pending_sent_ = 0;
+
+  // Receiving: bytes read ahead, the header so far, the payload so far.
+  std::vector<std::byte> staging_;
+  std::size_t staged_begin_ = 0;
+  std::size_t staged_end_ = 0;
+  std::array<std::byte, kFrameHeaderSize> header_{};
+  std::size_t header_have_ = 0;
+  bool in_payload_ = false;
+  std::size_t payload_size_ = 0;
+  std::size_t payload_have_ = 0;
+  Frame payload_;
+  bool broken_ = false;
+};
+
+}  // namespace ferry

@@ -1,0 +1,221 @@
+#include "ferry/transport/stream.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+namespace ferry {
+
+namespace detail {
+
+result<bool> wait_ready(int fd, short events, WaitLimit limit, std::string_view object) {
+  if (limit.kind == WaitLimit::Kind::none) return false;
+  for (;;) {
+    timespec remaining{};
+    timespec* timeout = nullptr;
+    if (limit.kind == WaitLimit::Kind::until) {
+      const auto left = limit.until_time - steady_clock::now();
+      if (left <= steady_clock::duration::zero()) return false;
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      remaining.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+      remaining.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+      timeout = &remaining;
+    }
+    pollfd watched{fd, events, 0};
+    const int ready = ::ppoll(&watched, 1, timeout, nullptr);
+    if (ready > 0) return true;  // POLLERR/POLLHUP too: the next call reports them
+    if (ready < 0 && errno != EINTR) return error::from_errno(errno, object, "ppoll");
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::WaitLimit;
+
+// True if a FIFO's writers came and went (POLLHUP). A FIFO that no writer has
+// opened yet reads 0 too, but that is "nothing yet", not end of stream.
+bool pipe_hung_up(int fd) {
+  pollfd watched{fd, POLLIN, 0};
+  return ::poll(&watched, 1, 0) == 1 && (watched.revents & POLLHUP) != 0;
+}
+
+// write() to a pipe without readers raises SIGPIPE, whose default action
+// ends the process, and unlike send() there is no MSG_NOSIGNAL for pipes.
+// The kernel directs that SIGPIPE at the writing thread, so: block SIGPIPE in
+// this thread, write, and if the write failed with EPIPE take the SIGPIPE it
+// raised off the pending set with a zero-timeout sigtimedwait, then restore
+// the mask. A SIGPIPE that was pending before (if the caller already blocks
+// it) is left for the caller. The process-wide disposition is never touched,
+// so other threads and other code see SIGPIPE exactly as they set it up.
+ssize_t write_pipe_without_sigpipe(int fd, const iovec* pieces, int count) {
+  sigset_t sigpipe_only;
+  sigemptyset(&sigpipe_only);
+  sigaddset(&sigpipe_only, SIGPIPE);
+  sigset_t old_mask;
+  pthread_sigmask(SIG_BLOCK, &sigpipe_only, &old_mask);
+  const bool caller_blocks = sigismember(&old_mask, SIGPIPE) == 1;
+  bool pending_before = false;
+  if (caller_blocks) {
+    // Only a thread that already blocks it can have a SIGPIPE waiting.
+    sigset_t pending;
+    sigpending(&pending);
+    pending_before = sigismember(&pending, SIGPIPE) == 1;
+  }
+  const ssize_t written = ::writev(fd, pieces, count);
+  const int saved_errno = errno;
+  if (written < 0 && saved_errno == EPIPE && !pending_before) {
+    const timespec no_wait{0, 0};
+    while (sigtimedwait(&sigpipe_only, nullptr, &no_wait) < 0 && errno == EINTR) {
+    }
+  }
+  if (!caller_blocks) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  errno = saved_errno;
+  return written;
+}
+
+result<ByteStream::Kind> stream_kind(int fd, std::string_view name) {
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return error::from_errno(errno, name, "fstat");
+  if (S_ISFIFO(status.st_mode)) return ByteStream::Kind::pipe;
+  if (S_ISSOCK(status.st_mode)) {
+    int type = 0;
+    socklen_t size = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0)
+      return error::from_errno(errno, name, "getsockopt SO_TYPE");
+    if (type == SOCK_STREAM) return ByteStream::Kind::socket;
+  }
+  return error(errc::invalid_argument, name, "not a pipe, FIFO or stream socket");
+}
+
+result<void> set_nonblocking(int fd, std::string_view name) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return error::from_errno(errno, name, "fcntl F_GETFL");
+  if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+    return error::from_errno(errno, name, "fcntl F_SETFL O_NONBLOCK");
+  return {};
+}
+
+std::string moved_detail(const char* verb, std::size_t done, std::size_t wanted) {
+  return std::string(verb) + " " + std::to_string(done) + " of " + std::to_string(wanted) + " bytes";
+}
+
+}  // namespace
+
+namespace {
+const std::shared_ptr<const std::string>& unnamed() {
+  static const auto name = std::make_shared<const std::string>("byte stream");
+  return name;
+}
+}  // namespace
+
+const std::string& ByteStream::name() const noexcept { return *shared_name(); }
+
+const std::shared_ptr<const std::string>& ByteStream::shared_name() const noexcept {
+  return name_ ? name_ : unnamed();
+}
+
+result<ByteStream> ByteStream::wrap(Fd fd, std::string_view name) {
+  if (!fd.valid()) return error(errc::invalid_argument, name, "no descriptor");
+  auto kind = stream_kind(fd.get(), name);
+  if (!kind) return std::move(kind).error();
+  if (auto made = set_nonblocking(fd.get(), name); !made) return std::move(made).error();
+  return ByteStream(std::move(fd), *kind, std::make_shared<const std::string>(name));
+}
+
+result<ByteStream> ByteStream::adopt(int fd, std::string_view name) {
+  const int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0) return error::from_errno(errno, name, "inherited fd " + std::to_string(fd) + " is not open");
+  // Ours now: it must not leak into the next exec.
+  if (::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) return error::from_errno(errno, name, "fcntl F_SETFD");
+  return wrap(Fd(fd), name);
+}
+
+result<std::size_t> ByteStream::read_some(std::span<std::byte> buffer, WaitLimit limit) {
+  if (buffer.empty()) return std::size_t{0};
+  for (;;) {
+    const ssize_t got = ::read(fd_.get(), buffer.data(), buffer.size());
+    if (got > 0) return static_cast<std::size_t>(got);
+    if (got == 0) {
+      if (kind_ == Kind::socket || pipe_hung_up(fd_.get())) return std::size_t{0};
+      // A FIFO nobody has opened for writing yet: wait as if empty.
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno != EAGAIN) {
+      return error(errc_from_errno(errno), shared_name(), "read", errno);
+    }
+    auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name());
+    if (!ready) return std::move(ready).error();
+    if (!*ready) return error(limit.reached_code(), shared_name(), "nothing to read");
+  }
+}
+
+result<void> ByteStream::read_exact(std::span<std::byte> buffer, WaitLimit limit) {
+  std::size_t done = 0;
+  while (done < buffer.size()) {
+    auto got = read_some(buffer.subspan(done), limit);
+    if (!got) {
+      error failure = std::move(got).error();
+      if (done > 0) failure.add_context(moved_detail("read", done, buffer.size()));
+      return failure;
+    }
+    if (*got == 0) return error(errc::peer_gone, shared_name(), "end of stream after " + moved_detail("reading", done, buffer.size()));
+    done += *got;
+  }
+  return {};
+}
+
+result<std::size_t> ByteStream::write_vector(const iovec* pieces, int count, WaitLimit limit) {
+  for (;;) {
+    ssize_t written;
+    if (kind_ == Kind::socket) {
+      msghdr message{};
+      message.msg_iov = const_cast<iovec*>(pieces);
+      message.msg_iovlen = static_cast<std::size_t>(count);
+      written = ::sendmsg(fd_.get(), &message, MSG_NOSIGNAL);
+    } else {
+      written = write_pipe_without_sigpipe(fd_.get(), pieces, count);
+    }
+    if (written >= 0) {
+      if (written > 0 || count == 0) return static_cast<std::size_t>(written);
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EPIPE || errno == ECONNRESET) {
+      return error(errc::peer_gone, shared_name(), "no reader: the other end is closed", errno);
+    } else if (errno != EAGAIN) {
+      return error(errc_from_errno(errno), shared_name(), "write", errno);
+    }
+    auto ready = detail::wait_ready(fd_.get(), POLLOUT, limit, name());
+    if (!ready) return std::move(ready).error();
+    if (!*ready) return error(limit.reached_code(), shared_name(), "no room to write");
+  }
+}
+
+result<std::size_t> ByteStream::write_some(std::span<const std::byte> bytes, WaitLimit limit) {
+  iovec piece{const_cast<std::byte*>(bytes.data()), bytes.size()};
+  return write_vector(&piece, bytes.empty() ? 0 : 1, limit);
+}
+
+result<void> ByteStream::write_all(std::span<const std::byte> bytes, WaitLimit limit) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    auto written = write_some(bytes.subspan(done), limit);
+    if (!written) {
+      error failure = std::move(written).error();
+      if (done > 0) failure.add_context(moved_detail("wrote", done, bytes.size()));
+      return failure;
+    }
+    done += *written;
+  }
+  return {};
+}
+
+}  // namespace ferry
