@@ -1433,7 +1433,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
         return s.corrupt("a queued message's record was overwritten");
       }
       Message message;
-      message.bytes_.assign(record + detail::kLogRecordHeader, record + detail::kLogRecordHeader + d.length);
+      message.bytes_.assign({record + detail::kLogRecordHeader, d.length});
       const SlotProgress& p = s.progress[d.slot];
       message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid_attested != 0};
       message.priority_ = std::min<unsigned>(d.priority, kPriorities - 1);

@@ -38,7 +38,7 @@ result<std::optional<MailboxSet::Delivery>> MailboxSet::poll_once() {
       if (!peeked) return std::move(peeked).error();
       if (*peeked) {
         Message message;
-        message.bytes_.assign((*peeked)->begin(), (*peeked)->end());
+        message.bytes_.assign(**peeked);
         if (auto released = channel->release(); !released) return released.error();
         got = std::move(message);
       }

@@ -58,6 +58,27 @@ TEST(Mailbox, SendsAndReceivesWithTheSendersIdentity) {
   EXPECT_FALSE(nothing->has_value());
 }
 
+TEST(Mailbox, MessagesKeepTheirBytesWhenCopiedAndMovedInlineOrOnTheHeap) {
+  Fixture f;
+  const std::string small(ferry::detail::MessageBytes::kInline, 's');  // the largest kept inline
+  const std::string large(ferry::detail::MessageBytes::kInline + 1, 'L');
+  for (const std::string& payload : {small, large, std::string()}) {
+    ASSERT_TRUE(f.box->send(bytes(payload)));
+    auto received = f.box->receive();
+    ASSERT_TRUE(received) << received.error().message();
+    const ferry::Message copy = *received;
+    EXPECT_EQ(text(copy), payload);
+    ferry::Message moved = std::move(*received);
+    EXPECT_EQ(text(moved), payload);
+    ferry::Message assigned;
+    assigned = copy;
+    EXPECT_EQ(text(assigned), payload);
+    assigned = std::move(moved);
+    EXPECT_EQ(text(assigned), payload);
+    EXPECT_EQ(assigned.sender().pid, ::getpid());
+  }
+}
+
 TEST(Mailbox, HigherPriorityFirstFifoWithinOneAndUrgentOvertakesAll) {
   Fixture f;
   const std::vector<std::pair<std::string, unsigned>> sent{{"a0", 0}, {"b5", 5}, {"c0", 0}, {"d31", 31}, {"e5", 5}};

@@ -41,11 +41,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ferry/os/clock.hpp"
@@ -97,11 +99,58 @@ struct SendOptions {
   bool urgent = false;
 };
 
+namespace detail {
+
+// A message's bytes: small ones inline, so that receiving them allocates
+// nothing; larger ones on the heap.
+class MessageBytes {
+ public:
+  static constexpr std::size_t kInline = 96;
+
+  MessageBytes() noexcept = default;
+  MessageBytes(const MessageBytes& other) { assign(other.view()); }
+  MessageBytes(MessageBytes&& other) noexcept { take(other); }
+  MessageBytes& operator=(const MessageBytes& other) {
+    if (this != &other) assign(other.view());
+    return *this;
+  }
+  MessageBytes& operator=(MessageBytes&& other) noexcept {
+    if (this != &other) take(other);
+    return *this;
+  }
+  ~MessageBytes() = default;
+
+  void assign(std::span<const std::byte> bytes) {
+    if (bytes.size() > kInline) {
+      heap_ = std::make_unique_for_overwrite<std::byte[]>(bytes.size());
+    } else {
+      heap_.reset();
+    }
+    if (!bytes.empty()) std::memcpy(storage(), bytes.data(), bytes.size());
+    size_ = bytes.size();
+  }
+  [[nodiscard]] std::span<const std::byte> view() const noexcept { return {heap_ ? heap_.get() : inline_, size_}; }
+
+ private:
+  std::byte* storage() noexcept { return heap_ ? heap_.get() : inline_; }
+  void take(MessageBytes& other) noexcept {
+    heap_ = std::move(other.heap_);
+    size_ = std::exchange(other.size_, 0);
+    if (!heap_ && size_ != 0) std::memcpy(inline_, other.inline_, size_);
+  }
+
+  std::size_t size_ = 0;
+  std::unique_ptr<std::byte[]> heap_;
+  std::byte inline_[kInline];
+};
+
+}  // namespace detail
+
 /// A received message: a copy, owned by the caller.
 class Message {
  public:
-  [[nodiscard]] std::span<const std::byte> data() const noexcept { return bytes_; }
-  [[nodiscard]] std::size_t size() const noexcept { return bytes_.size(); }
+  [[nodiscard]] std::span<const std::byte> data() const noexcept { return bytes_.view(); }
+  [[nodiscard]] std::size_t size() const noexcept { return bytes_.view().size(); }
   [[nodiscard]] const SenderIdentity& sender() const noexcept { return sender_; }
   [[nodiscard]] unsigned priority() const noexcept { return priority_; }
   [[nodiscard]] bool urgent() const noexcept { return urgent_; }
@@ -113,7 +162,7 @@ class Message {
  private:
   friend class Mailbox;
   friend class MailboxSet;
-  std::vector<std::byte> bytes_;
+  detail::MessageBytes bytes_;
   SenderIdentity sender_;
   unsigned priority_ = 0;
   bool urgent_ = false;
