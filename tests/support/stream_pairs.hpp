@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -19,8 +20,8 @@ namespace ferry::test {
 
 enum class StreamKind { pipe, fifo, unix_stream, tcp4, tcp6 };
 
-inline std::string stream_kind_name(const ::testing::TestParamInfo<StreamKind>& info) {
-  switch (info.param) {
+inline std::string to_string(StreamKind kind) {
+  switch (kind) {
     case StreamKind::pipe: return "pipe";
     case StreamKind::fifo: return "fifo";
     case StreamKind::unix_stream: return "unix";
@@ -29,6 +30,10 @@ inline std::string stream_kind_name(const ::testing::TestParamInfo<StreamKind>& 
   }
   return "unknown";
 }
+
+inline void PrintTo(StreamKind kind, std::ostream* out) { *out << to_string(kind); }
+
+inline std::string stream_kind_name(const ::testing::TestParamInfo<StreamKind>& info) { return to_string(info.param); }
 
 inline auto all_stream_kinds() {
   return ::testing::Values(StreamKind::pipe, StreamKind::fifo, StreamKind::unix_stream, StreamKind::tcp4,

@@ -242,7 +242,23 @@ TEST_P(EveryStream, ACleanCloseBetweenFramesIsPeerGone) {
   EXPECT_EQ(frame.error().detail(), "end of stream");
 }
 
+// Sets SIGPIPE to its default disposition for one test (an ignored SIGPIPE
+// is inherited across exec, so the runner's parent could have set it).
+class DefaultSigpipe {
+ public:
+  DefaultSigpipe() {
+    struct sigaction fallback {};
+    fallback.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &fallback, &saved_);
+  }
+  ~DefaultSigpipe() { ::sigaction(SIGPIPE, &saved_, nullptr); }
+
+ private:
+  struct sigaction saved_ {};
+};
+
 TEST_P(EveryStream, WritingWithoutAReaderIsPeerGoneAndNoSigpipeDeath) {
+  DefaultSigpipe sigpipe;
   ASSERT_TRUE(sigpipe_is_default()) << "the test must run with SIGPIPE at its default disposition";
   pair_.reader.close();
   // TCP may take the first bytes before the peer's reset comes back.
