@@ -242,6 +242,32 @@ TEST(CliLs, ShowsAMailboxOnceWithItsQueue) {
   EXPECT_EQ(table.output.find(box.name, line_start + 1), std::string::npos) << table.output;
 }
 
+TEST(CliLs, AFileSystemMailboxIsListedStatedAndRemovedByItsPath) {
+  ferry::test::TempDir dir;
+  const std::string path = dir.file("orders");
+  auto created = Mailbox::create(path, {.persistence = ferry::Persistence::filesystem});
+  ASSERT_TRUE(created) << created.error().message();
+  std::optional<Mailbox> mailbox(std::move(*created));
+  ASSERT_TRUE(mailbox->send(std::as_bytes(std::span("kept", 4))));
+
+  const auto objects = list_json(path);
+  const auto* entry = find(objects, path);
+  ASSERT_NE(entry, nullptr) << objects.dump(2);
+  EXPECT_EQ((*entry)["type"], "mailbox");
+  EXPECT_EQ((*entry)["kind"], "file");
+  EXPECT_EQ((*entry)["persistence"], "filesystem");
+  EXPECT_EQ((*entry)["details"]["sent"], "1");
+
+  const CliRun stat = ferry_cli("stat " + path);
+  EXPECT_EQ(stat.status, 0) << stat.output;
+  EXPECT_NE(stat.output.find("queued       1"), std::string::npos) << stat.output;
+
+  mailbox.reset();
+  const CliRun removed = ferry_cli("rm " + path);
+  EXPECT_EQ(removed.status, 0) << removed.output;
+  EXPECT_FALSE(exists(path));
+}
+
 TEST(CliStat, ShowsCapacityQueuesCountersAndSenders) {
   MailboxName box;
   auto mailbox = Mailbox::create(box.name, {.capacity = Capacity::bounded(8, 100), .mode = 0640});

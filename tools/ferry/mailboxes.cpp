@@ -256,7 +256,15 @@ std::vector<std::string> dangling_names() {
 void remove_name(const std::string& name) { (void)::unlink(directory_of(name).c_str()); }
 
 std::optional<MailboxDirectory> find_mailbox(const std::string& locator) {
-  if (locator.empty() || locator.find('/') != std::string::npos) return std::nullopt;
+  if (locator.empty()) return std::nullopt;
+  if (locator.front() == '/') {
+    // A file-system-persistent mailbox is named by its directory's path.
+    MailboxDirectory mailbox{locator, locator};
+    struct stat facts {};
+    if (!is_directory(mailbox.path) || ::lstat(mailbox.control_path().c_str(), &facts) != 0) return std::nullopt;
+    return mailbox;
+  }
+  if (locator.find('/') != std::string::npos) return std::nullopt;
   MailboxDirectory mailbox{locator, directory_of(locator)};
   if (!is_directory(mailbox.path)) return std::nullopt;
   return mailbox;
@@ -273,7 +281,8 @@ bool control_gone(const MailboxDirectory& mailbox) {
 
 void make_mailbox_record(ObjectRecord& record, const MailboxDirectory& mailbox) {
   record.locator = mailbox.name;
-  record.kind = SegmentKind::posix;  // it lives in /dev/shm under its name, as a posix segment does
+  // In /dev/shm under its name, as a posix segment; elsewhere, files.
+  record.kind = mailbox.path.starts_with(kShmDirectory) ? SegmentKind::posix : SegmentKind::file;
   struct stat facts {};
   if (::lstat(mailbox.path.c_str(), &facts) == 0) {
     record.owner = facts.st_uid;
@@ -281,8 +290,9 @@ void make_mailbox_record(ObjectRecord& record, const MailboxDirectory& mailbox) 
   }
   // The control segment as the registry measured it (gc may have removed it since), and the rest.
   record.size += bytes_besides_control(mailbox.path);
-  // Its control segment is a file that stays until the mailbox is destroyed.
-  if (record.info && record.info->persistence == Persistence::filesystem) {
+  // In /dev/shm, its control segment is a file that stays until the mailbox
+  // is destroyed or the machine stops; elsewhere, it survives a reboot.
+  if (record.info && record.info->persistence == Persistence::filesystem && mailbox.path.starts_with(kShmDirectory)) {
     record.info->persistence = Persistence::kernel;
   }
 }

@@ -18,7 +18,8 @@ namespace ferry::cli {
 /// The file every participant of a mailbox maps (mailbox_layout.hpp).
 inline constexpr std::string_view kControlFile = "control";
 
-/// A mailbox of kernel or process persistence: the directory /dev/shm/ferry.<name>/.
+/// A mailbox: the directory /dev/shm/ferry.<name>/ (kernel or process
+/// persistence), or a path of its own (file-system persistence; then name == path).
 struct MailboxDirectory {
   std::string name;
   std::string path;
@@ -33,7 +34,8 @@ std::vector<std::string> dangling_names();
 /// Removes such a name.
 void remove_name(const std::string& name);
 
-/// The mailbox `locator` names, if it is the name of one.
+/// The mailbox `locator` names, if it is the name of one (or, starting with
+/// /, the directory of a file-system-persistent one).
 std::optional<MailboxDirectory> find_mailbox(const std::string& locator);
 
 /// True when the mailbox's control segment is gone: its last process died

@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   auto* ls = app.add_subcommand("ls", "List ferry objects: name, kind, size, owner, mode, persistence, "
                                       "attached live processes");
   ls->add_flag("--json", list.json, "Print JSON instead of a table");
-  ls->add_option("paths", list.file_paths, "File segments to include (they live anywhere on disk)");
+  ls->add_option("paths", list.file_paths, "File segments and file-system-persistent mailboxes (directories) to include: they live anywhere on disk");
   ls->callback([&] { status = ferry::cli::list(list); });
 
   std::vector<std::string> locators;

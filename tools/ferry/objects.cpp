@@ -116,8 +116,14 @@ void print_table(const std::vector<Listed>& listed) {
 int list(const ListOptions& options) {
   auto mailboxes = find_mailboxes();
   std::vector<std::string> paths;
+  for (const std::string& path : options.file_paths) {
+    if (auto mailbox = find_mailbox(path)) {  // a file-system-persistent mailbox's directory
+      mailboxes.emplace("file:" + mailbox->control_path(), std::move(*mailbox));
+    } else {
+      paths.push_back(path);
+    }
+  }
   for (const auto& [locator, mailbox] : mailboxes) paths.push_back(mailbox.control_path());
-  paths.insert(paths.end(), options.file_paths.begin(), options.file_paths.end());
   // Each layer describes its own objects.
   auto records = list_objects(paths, [](ObjectRecord& record, std::span<const std::byte> data) {
     describe_sync_object(record, data);
