@@ -110,7 +110,7 @@ result<Frame> FramedStream::receive_frame(detail::WaitLimit limit) {
   for (;;) {
     if (!in_payload_) {
       const std::size_t take = std::min(staged_end_ - staged_begin_, kFrameHeaderSize - header_have_);
-      std::memcpy(header_.data() + header_have_, staging_.data() + staged_begin_, take);
+      if (take > 0) std::memcpy(header_.data() + header_have_, staging_.data() + staged_begin_, take);
       header_have_ += take;
       staged_begin_ += take;
       if (header_have_ == kFrameHeaderSize) {

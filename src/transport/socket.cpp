@@ -216,9 +216,8 @@ result<StreamSocket> StreamSocket::connect(const SocketAddress& address, WaitLim
     }
     if (::connect(fd->get(), address.get(), address.size()) == 0) return StreamSocket(std::move(*fd), name);
     if (errno == EINPROGRESS || errno == EINTR) {
-      auto ready = detail::wait_ready(fd->get(), POLLOUT, limit, name);
-      if (!ready) return std::move(ready).error();
-      if (!*ready) return error(limit.reached_code(), name, "connection not made in time");
+      if (auto ready = detail::wait_ready(fd->get(), POLLOUT, limit, name, "connection not made in time"); !ready)
+        return std::move(ready).error();
       int failure = 0;
       socklen_t size = sizeof failure;
       if (::getsockopt(fd->get(), SOL_SOCKET, SO_ERROR, &failure, &size) != 0) failure = errno;
@@ -287,9 +286,8 @@ result<StreamSocket> Listener::accept(WaitLimit limit) {
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno != EAGAIN) return error::from_errno(errno, name_, "accept");
-    auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name_);
-    if (!ready) return std::move(ready).error();
-    if (!*ready) return error(limit.reached_code(), name_, "no connection to accept");
+    if (auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name_, "no connection to accept"); !ready)
+      return std::move(ready).error();
   }
 }
 
@@ -352,9 +350,8 @@ result<void> DatagramSocket::send_to(const SocketAddress* to, std::span<const st
     if (errno == ECONNREFUSED || errno == ENOENT)
       return error(errc::peer_gone, name_, "no socket receives at the destination", errno);
     if (errno != EAGAIN) return error::from_errno(errno, name_, "send");
-    auto ready = detail::wait_ready(fd_.get(), POLLOUT, limit, name_);
-    if (!ready) return std::move(ready).error();
-    if (!*ready) return error(limit.reached_code(), name_, "no room to send");
+    if (auto ready = detail::wait_ready(fd_.get(), POLLOUT, limit, name_, "no room to send"); !ready)
+      return std::move(ready).error();
   }
 }
 
@@ -381,9 +378,8 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
     if (errno == EINTR) continue;
     if (errno == ECONNREFUSED) return error(errc::peer_gone, name_, "the connected peer is gone", errno);
     if (errno != EAGAIN) return error::from_errno(errno, name_, "recvmsg");
-    auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name_);
-    if (!ready) return std::move(ready).error();
-    if (!*ready) return error(limit.reached_code(), name_, "nothing to receive");
+    if (auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name_, "nothing to receive"); !ready)
+      return std::move(ready).error();
   }
 }
 
@@ -393,9 +389,8 @@ result<std::size_t> DatagramSocket::next_size(WaitLimit limit) {
     if (got >= 0) return static_cast<std::size_t>(got);
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return error::from_errno(errno, name_, "recv MSG_PEEK");
-    auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name_);
-    if (!ready) return std::move(ready).error();
-    if (!*ready) return error(limit.reached_code(), name_, "nothing to receive");
+    if (auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name_, "nothing to receive"); !ready)
+      return std::move(ready).error();
   }
 }
 

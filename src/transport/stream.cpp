@@ -15,14 +15,15 @@ namespace ferry {
 
 namespace detail {
 
-result<bool> wait_ready(int fd, short events, WaitLimit limit, std::string_view object) {
-  if (limit.kind == WaitLimit::Kind::none) return false;
+result<void> wait_ready(int fd, short events, WaitLimit limit, std::string_view object, std::string_view waiting_for) {
+  const auto reached = [&] { return error(limit.reached_code(), object, std::string(waiting_for)); };
+  if (limit.kind == WaitLimit::Kind::none) return reached();
   for (;;) {
     timespec remaining{};
     timespec* timeout = nullptr;
     if (limit.kind == WaitLimit::Kind::until) {
       const auto left = limit.until_time - steady_clock::now();
-      if (left <= steady_clock::duration::zero()) return false;
+      if (left <= steady_clock::duration::zero()) return reached();
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
       remaining.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
       remaining.tv_nsec = static_cast<long>(ns % 1'000'000'000);
@@ -30,7 +31,7 @@ result<bool> wait_ready(int fd, short events, WaitLimit limit, std::string_view 
     }
     pollfd watched{fd, events, 0};
     const int ready = ::ppoll(&watched, 1, timeout, nullptr);
-    if (ready > 0) return true;  // POLLERR/POLLHUP too: the next call reports them
+    if (ready > 0) return {};  // POLLERR/POLLHUP too: the next call reports them
     if (ready < 0 && errno != EINTR) return error::from_errno(errno, object, "ppoll");
   }
 }
@@ -152,9 +153,8 @@ result<std::size_t> ByteStream::read_some(std::span<std::byte> buffer, WaitLimit
     } else if (errno != EAGAIN) {
       return error(errc_from_errno(errno), shared_name(), "read", errno);
     }
-    auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name());
-    if (!ready) return std::move(ready).error();
-    if (!*ready) return error(limit.reached_code(), shared_name(), "nothing to read");
+    if (auto ready = detail::wait_ready(fd_.get(), POLLIN, limit, name(), "nothing to read"); !ready)
+      return std::move(ready).error();
   }
 }
 
@@ -193,9 +193,8 @@ result<std::size_t> ByteStream::write_vector(const iovec* pieces, int count, Wai
     } else if (errno != EAGAIN) {
       return error(errc_from_errno(errno), shared_name(), "write", errno);
     }
-    auto ready = detail::wait_ready(fd_.get(), POLLOUT, limit, name());
-    if (!ready) return std::move(ready).error();
-    if (!*ready) return error(limit.reached_code(), shared_name(), "no room to write");
+    if (auto ready = detail::wait_ready(fd_.get(), POLLOUT, limit, name(), "no room to write"); !ready)
+      return std::move(ready).error();
   }
 }
 

@@ -64,8 +64,9 @@ struct WaitLimit {
 };
 
 /// Waits until `fd` reports one of `events` (POLLIN, POLLOUT; errors and
-/// hang-ups count as ready). false: the limit was reached first.
-result<bool> wait_ready(int fd, short events, WaitLimit limit, std::string_view object);
+/// hang-ups count as ready). If the limit comes first: would_block or
+/// timed_out, naming `object` and what it was `waiting_for`.
+result<void> wait_ready(int fd, short events, WaitLimit limit, std::string_view object, std::string_view waiting_for);
 }  // namespace detail
 
 class ByteStream {
