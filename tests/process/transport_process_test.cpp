@@ -23,12 +23,12 @@ using ferry::errc;
 using ferry::Frame;
 using ferry::FramedStream;
 using ferry::test::Child;
+using ferry::test::bytes_of;
 using ferry::test::StreamKind;
+using ferry::test::text_of;
 
 constexpr auto kWatchdog = 120s;
 
-std::span<const std::byte> bytes_of(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
-std::string text_of(const Frame& frame) { return std::string(reinterpret_cast<const char*>(frame.data()), frame.size()); }
 
 // ---- a writer dies in the middle of a frame -------------------------------------
 

@@ -1,10 +1,12 @@
-// Test support for the transports: one connected writer/reader pair of every
-// stream kind (pipe, FIFO, UNIX stream socket, TCP over IPv4 and IPv6), so
+// Test support for the transports: text <-> bytes, and one connected
+// writer/reader pair of every stream kind (pipe, FIFO, UNIX stream socket, TCP over IPv4 and IPv6), so
 // one test body runs against each of them.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <span>
+#include <string_view>
 #include <ostream>
 #include <string>
 
@@ -17,6 +19,14 @@
 #include "ferry_test.hpp"
 
 namespace ferry::test {
+
+/// The bytes of a text, and a received frame as text.
+inline std::span<const std::byte> bytes_of(std::string_view text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
+inline std::string text_of(std::span<const std::byte> bytes) {
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
 
 enum class StreamKind { pipe, fifo, unix_stream, tcp4, tcp6 };
 

@@ -27,12 +27,12 @@ using ferry::Frame;
 using ferry::FramedStream;
 using ferry::IterativeServer;
 using ferry::PeerInfo;
+using ferry::test::bytes_of;
 using ferry::test::StreamKind;
+using ferry::test::text_of;
 
 constexpr auto kPatience = 60s;  // only a broken server makes a client wait this long
 
-std::span<const std::byte> bytes_of(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
-std::string text_of(const Frame& frame) { return std::string(reinterpret_cast<const char*>(frame.data()), frame.size()); }
 
 std::optional<Frame> echo(std::span<const std::byte> request, const PeerInfo&) {
   Frame reply(bytes_of("echo:").begin(), bytes_of("echo:").end());
@@ -66,17 +66,18 @@ bool disconnected_by_server(FramedStream& client) {
   return !frame && frame.error().code() == errc::peer_gone;
 }
 
-struct ServerUnderTest {
+// A server of type Server running in a thread of its own on a fresh listener.
+template <class Server>
+struct Running {
   ferry::test::TempDir directory;
   StreamKind kind;
-  std::unique_ptr<ConcurrentServer> server;
+  std::unique_ptr<Server> server;
   std::thread loop;
 
-  ServerUnderTest(StreamKind stream_kind, ferry::ServerOptions options, ferry::Handler handler = echo)
-      : kind(stream_kind) {
+  Running(StreamKind stream_kind, ferry::ServerOptions options, ferry::Handler handler = echo) : kind(stream_kind) {
     auto listener = ferry::test::listen_for(kind, directory, {.backlog = 512});
     EXPECT_TRUE(listener) << listener.error().message();
-    auto made = ConcurrentServer::create(std::move(*listener), std::move(handler), options);
+    auto made = Server::create(std::move(*listener), std::move(handler), options);
     EXPECT_TRUE(made) << made.error().message();
     server = std::move(*made);
     loop = std::thread([this] {
@@ -84,16 +85,18 @@ struct ServerUnderTest {
       EXPECT_TRUE(ran) << ran.error().message();
     });
   }
-  ~ServerUnderTest() {
+  ~Running() {
     server->stop();
-    loop.join();
+    if (loop.joinable()) loop.join();
   }
-  ferry::result<FramedStream> connect(ferry::FrameOptions frames = {}) {
+  ferry::result<FramedStream> connect() {
     auto socket = ferry::test::connect_to(kind, server->listener(), kPatience);
     if (!socket) return std::move(socket).error();
-    return FramedStream(std::move(*socket), frames);
+    return FramedStream(std::move(*socket));
   }
 };
+
+using ServerUnderTest = Running<ConcurrentServer>;
 
 struct ServerCase {
   StreamKind kind;
@@ -268,7 +271,7 @@ TEST_P(Concurrent, HostileClientsAreDisconnectedWhileWellBehavedOnesAreServed) {
 TEST_P(Concurrent, AThrowingHandlerClosesOnlyThatConnection) {
   ServerUnderTest under(GetParam().kind, {.workers = GetParam().workers},
                         [](std::span<const std::byte> request, const PeerInfo& peer) -> std::optional<Frame> {
-                          if (text_of(Frame(request.begin(), request.end())) == "throw") throw std::runtime_error("no");
+                          if (text_of(request) == "throw") throw std::runtime_error("no");
                           return echo(request, peer);
                         });
   auto good = under.connect();
@@ -287,7 +290,7 @@ TEST_P(Concurrent, StopFinishesInFlightRequestsThenClosesEverything) {
   bool entered = false, release = false;
   ServerUnderTest under(GetParam().kind, {.workers = GetParam().workers},
                         [&](std::span<const std::byte> request, const PeerInfo& peer) {
-                          if (text_of(Frame(request.begin(), request.end())) == "slow") {
+                          if (text_of(request) == "slow") {
                             std::unique_lock lock(mutex);
                             entered = true;
                             changed.notify_all();
@@ -323,7 +326,6 @@ TEST_P(Concurrent, StopFinishesInFlightRequestsThenClosesEverything) {
   EXPECT_TRUE(disconnected_by_server(*busy));
   EXPECT_TRUE(disconnected_by_server(*idle));
   under.loop.join();
-  under.loop = std::thread([] {});
   EXPECT_EQ(under.server->connections(), 0u);
   EXPECT_EQ(under.server->stats().requests, 2u);
 }
@@ -335,31 +337,9 @@ INSTANTIATE_TEST_SUITE_P(Transport, Concurrent,
 
 // ---- iterative ---------------------------------------------------------------
 
-struct IterativeUnderTest {
-  ferry::test::TempDir directory;
-  std::unique_ptr<IterativeServer> server;
-  std::thread loop;
-
-  IterativeUnderTest(ferry::ServerOptions options, ferry::Handler handler) {
-    auto listener = ferry::UnixSocket::listen(directory.file("iterative"));
-    EXPECT_TRUE(listener) << listener.error().message();
-    auto made = IterativeServer::create(std::move(*listener), std::move(handler), options);
-    EXPECT_TRUE(made);
-    server = std::move(*made);
-    loop = std::thread([this] {
-      auto ran = server->run();
-      EXPECT_TRUE(ran) << ran.error().message();
-    });
-  }
-  ~IterativeUnderTest() {
-    server->stop();
-    if (loop.joinable()) loop.join();
-  }
-  ferry::result<FramedStream> connect() {
-    auto socket = ferry::UnixSocket::connect_for(directory.file("iterative"), kPatience);
-    if (!socket) return std::move(socket).error();
-    return FramedStream(std::move(*socket));
-  }
+struct IterativeUnderTest : Running<IterativeServer> {
+  IterativeUnderTest(ferry::ServerOptions options, ferry::Handler handler)
+      : Running(StreamKind::unix_stream, options, std::move(handler)) {}
 };
 
 TEST(IterativeServer, ServesClientsOneAfterAnother) {
@@ -428,7 +408,7 @@ TEST(IterativeServer, DropsAMisbehavingClientAndServesTheNext) {
 TEST(IterativeServer, AHandlerMayStopTheServerAfterItsReply) {
   IterativeServer* server = nullptr;
   IterativeUnderTest under({}, [&](std::span<const std::byte> request, const PeerInfo& peer) {
-    if (text_of(Frame(request.begin(), request.end())) == "bye") server->stop();
+    if (text_of(request) == "bye") server->stop();
     return echo(request, peer);
   });
   server = under.server.get();

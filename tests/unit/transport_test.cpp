@@ -29,7 +29,9 @@ using ferry::ByteStream;
 using ferry::errc;
 using ferry::Frame;
 using ferry::FramedStream;
+using ferry::test::bytes_of;
 using ferry::test::StreamKind;
+using ferry::test::text_of;
 using ferry::test::StreamPair;
 
 constexpr std::size_t kMiB = 1024 * 1024;
@@ -50,9 +52,6 @@ bool matches_pattern(const Frame& frame) {
   return true;
 }
 
-std::span<const std::byte> bytes_of(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
-
-std::string text_of(const Frame& frame) { return std::string(reinterpret_cast<const char*>(frame.data()), frame.size()); }
 
 bool sigpipe_is_default() {
   struct sigaction current {};
@@ -67,12 +66,23 @@ bool sigpipe_blocked_or_pending() {
   return sigismember(&mask, SIGPIPE) == 1 || sigismember(&pending, SIGPIPE) == 1;
 }
 
-// Writes until the stream takes no more; false if it never filled up.
+// Writes until the stream takes no more, and still takes nothing a moment
+// later (TCP moves bytes from the send to the receive buffer and grows its
+// buffers as acknowledgements come in); false if it never filled up.
 bool fill(ByteStream& writer) {
   std::vector<std::byte> chunk(64 * 1024, std::byte{0x55});
-  for (int i = 0; i < 100'000; ++i) {
-    auto written = writer.try_write_some(chunk);
-    if (!written) return written.error().code() == errc::would_block;
+  for (int pass = 0; pass < 1000; ++pass) {
+    bool took_some = false;
+    for (int i = 0; i < 100'000; ++i) {
+      auto written = writer.try_write_some(chunk);
+      if (!written) {
+        if (written.error().code() != errc::would_block) return false;
+        break;
+      }
+      took_some = true;
+    }
+    if (!took_some && pass > 0) return true;
+    std::this_thread::sleep_for(5ms);
   }
   return false;
 }
