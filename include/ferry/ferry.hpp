@@ -29,6 +29,7 @@
 #include "ferry/transport/socket.hpp"   // UnixSocket, TcpSocket, Listener, UnixDatagram, UdpSocket
 #include "ferry/transport/framing.hpp"  // FramedStream: length-prefixed frames with a maximum size
 #include "ferry/transport/server.hpp"   // IterativeServer, ConcurrentServer (epoll)
+#include "ferry/transport/endpoint.hpp"  // Endpoint strings, Sender/Receiver on every transport
 
 // messaging: moving messages between processes
 #include "ferry/messaging/channel.hpp"  // Channel: lock-free link between two processes
@@ -36,3 +37,4 @@
 #include "ferry/messaging/mailbox_set.hpp"    // MailboxSet: wait on several mailboxes and channels at once
 #include "ferry/messaging/inbox.hpp"          // Inbox, send_to(pid or name): direct addressing
 #include "ferry/messaging/inspect.hpp"  // what ferry ls shows about them
+#include "ferry/messaging/endpoints.hpp"  // open_sender/open_receiver for every endpoint, shm:// included

@@ -1,0 +1,161 @@
+// unixgram:// and udp:// endpoints: one message per datagram, with the
+// sender's credentials (SCM_CREDENTIALS) on UNIX datagrams.
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "endpoint_internal.hpp"
+#include "ferry/transport/socket.hpp"
+
+namespace ferry::detail {
+namespace {
+
+// The largest UDP payload over IPv4 (65535 - IP and UDP headers); UNIX
+// datagrams are held to the same size, far below the default socket buffer.
+constexpr std::size_t kMaxDatagram = 65507;
+
+class DatagramSender final : public Sender {
+ public:
+  DatagramSender(Endpoint endpoint, DatagramSocket socket, std::size_t max_message)
+      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), max_message_(max_message) {}
+
+  static result<std::unique_ptr<Sender>> open(const Endpoint& endpoint, const EndpointOptions& options) {
+    const std::string object = endpoint_object("sender to", endpoint);
+    const std::size_t max_message = std::min(options.max_message, kMaxDatagram - kEnvelopeSize);
+    if (endpoint.scheme == Endpoint::Scheme::unix_datagram) {
+      auto socket = UnixDatagram::unbound();
+      if (!socket) return std::move(socket).error();
+      if (auto connected = socket->connect(endpoint.name); !connected) return std::move(connected).error().add_context(object);
+      return std::unique_ptr<Sender>(std::make_unique<DatagramSender>(endpoint, std::move(*socket), max_message));
+    }
+    if (endpoint.port == 0) return error(errc::invalid_argument, object, "port 0: a sender needs the receiver's port");
+    auto addresses = SocketAddress::resolve(endpoint.name, endpoint.port, SOCK_DGRAM);
+    if (!addresses) return std::move(addresses).error().add_context(object);
+    const SocketAddress& peer = addresses->front();
+    auto socket = UdpSocket::bind(peer.family() == AF_INET6 ? "::" : "0.0.0.0", 0);
+    if (!socket) return std::move(socket).error();
+    if (auto connected = socket->connect(peer); !connected) return std::move(connected).error().add_context(object);
+    return std::unique_ptr<Sender>(std::make_unique<DatagramSender>(endpoint, std::move(*socket), max_message));
+  }
+
+  [[nodiscard]] const Endpoint& endpoint() const noexcept override { return endpoint_; }
+  [[nodiscard]] std::size_t max_message() const noexcept override { return max_message_; }
+
+ protected:
+  result<void> send_checked(std::span<const std::byte> message, EndpointSendOptions options, WaitLimit limit) override {
+    if (options.urgent) {
+      return error(errc::unsupported, description(), "datagrams have no urgent lane (stream and shm endpoints do)");
+    }
+    encode_message(scratch_, message, options.priority);
+    return socket_.send(scratch_, limit);
+  }
+
+ private:
+  Endpoint endpoint_;
+  DatagramSocket socket_;
+  std::size_t max_message_;
+  std::vector<std::byte> scratch_;
+};
+
+class DatagramReceiver final : public Receiver {
+ public:
+  DatagramReceiver(Endpoint endpoint, DatagramSocket socket)
+      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), buffer_(kMaxDatagram + 1),
+        object_(endpoint_object("receiver at", endpoint_)) {}
+
+  static result<std::unique_ptr<Receiver>> open(const Endpoint& endpoint, const EndpointOptions& options) {
+    const std::string object = endpoint_object("receiver at", endpoint);
+    if (endpoint.scheme == Endpoint::Scheme::unix_datagram) {
+      auto socket = UnixDatagram::bind(endpoint.name, options.mode);
+      if (!socket) return std::move(socket).error().add_context(object);
+      // The kernel then attaches every sender's credentials to its datagrams.
+      const int on = 1;
+      if (::setsockopt(socket->fd().get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+        return error::from_errno(errno, object, "setsockopt SO_PASSCRED");
+      }
+      return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(endpoint, std::move(*socket)));
+    }
+    auto socket = UdpSocket::bind(endpoint.name, endpoint.port);
+    if (!socket) return std::move(socket).error().add_context(object);
+    auto local = socket->local_address();
+    if (!local) return std::move(local).error();
+    Endpoint bound = endpoint;
+    bound.port = local->port();
+    return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(bound, std::move(*socket)));
+  }
+
+  [[nodiscard]] const Endpoint& endpoint() const noexcept override { return endpoint_; }
+  [[nodiscard]] ReceiverStats stats() const noexcept override { return stats_; }
+
+ protected:
+  result<EndpointMessage> receive_next(WaitLimit limit) override {
+    for (;;) {
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+      sockaddr_storage from{};
+      iovec piece{buffer_.data(), buffer_.size()};
+      msghdr header{};
+      header.msg_name = &from;
+      header.msg_namelen = sizeof from;
+      header.msg_iov = &piece;
+      header.msg_iovlen = 1;
+      header.msg_control = control;
+      header.msg_controllen = sizeof control;
+      const ssize_t size = ::recvmsg(socket_.fd().get(), &header, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+      if (size < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return error::from_errno(errno, object_, "recvmsg");
+        if (auto ready = wait_ready(socket_.fd().get(), POLLIN, limit, object_, "no message"); !ready) {
+          return std::move(ready).error();
+        }
+        continue;
+      }
+      const auto length = static_cast<std::size_t>(size);
+      const auto bytes = std::span(buffer_).first(std::min(length, buffer_.size()));
+      const auto priority = decode_message(bytes);
+      if (length > kMaxDatagram || !priority) {
+        ++stats_.dropped_datagrams;  // not a ferry message: never delivered
+        continue;
+      }
+      const std::optional<SenderIdentity> sender = credentials(header);
+      const SocketAddress source = SocketAddress::from_raw(reinterpret_cast<const sockaddr*>(&from), header.msg_namelen);
+      const std::uint64_t origin = sender ? static_cast<std::uint64_t>(sender->pid) : source.port();
+      return EndpointMessage(std::vector<std::byte>(bytes.begin(), bytes.end()), kEnvelopeSize, sender, *priority,
+                             false, origin);
+    }
+  }
+
+ private:
+  static std::optional<SenderIdentity> credentials(msghdr& header) {
+    for (cmsghdr* each = CMSG_FIRSTHDR(&header); each != nullptr; each = CMSG_NXTHDR(&header, each)) {
+      if (each->cmsg_level == SOL_SOCKET && each->cmsg_type == SCM_CREDENTIALS &&
+          each->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+        ucred attested{};
+        std::memcpy(&attested, CMSG_DATA(each), sizeof attested);
+        return SenderIdentity{attested.uid, attested.gid, attested.pid, true};
+      }
+    }
+    return std::nullopt;
+  }
+
+  Endpoint endpoint_;
+  DatagramSocket socket_;
+  std::vector<std::byte> buffer_;
+  std::string object_;
+  ReceiverStats stats_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<Sender>> open_datagram_sender(const Endpoint& endpoint, const EndpointOptions& options) {
+  return DatagramSender::open(endpoint, options);
+}
+
+result<std::unique_ptr<Receiver>> open_datagram_receiver(const Endpoint& endpoint, const EndpointOptions& options) {
+  return DatagramReceiver::open(endpoint, options);
+}
+
+}  // namespace ferry::detail
