@@ -138,6 +138,8 @@ void IterativeServer::serve(StreamSocket connection, std::uint64_t number) {
   deadline frame_started = deadline::max();
   const auto end_with = [&](const error& reason) { counters_.count_close(reason); };
   for (;;) {
+    // stop(): the request in the handler was answered; nothing more is taken.
+    if (stopping_.load()) return;
     // Handle every frame that is already here before waiting again.
     auto frame = framed.try_receive_frame();
     if (frame) {
@@ -160,7 +162,6 @@ void IterativeServer::serve(StreamSocket connection, std::uint64_t number) {
       continue;
     }
     if (frame.error().code() != errc::would_block) return end_with(frame.error());
-    if (stopping_.load()) return;  // everything received was answered
     if (framed.mid_frame() && frame_started == deadline::max()) frame_started = steady_clock::now();
 
     deadline wake = deadline::max();

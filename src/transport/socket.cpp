@@ -453,7 +453,12 @@ result<UdpSocket> UdpSocket::bind(std::string_view host, std::uint16_t port) {
 result<void> UdpSocket::connect(std::string_view host, std::uint16_t port) {
   auto addresses = SocketAddress::resolve(host, port, SOCK_DGRAM, false);
   if (!addresses) return std::move(addresses).error();
-  return DatagramSocket::connect(addresses->front());
+  auto local = local_address();
+  if (!local) return std::move(local).error();
+  // "localhost" may name ::1 first; a socket bound to IPv4 needs 127.0.0.1.
+  for (const SocketAddress& address : *addresses)
+    if (address.family() == local->family()) return DatagramSocket::connect(address);
+  return error(errc::not_found, name(), "'" + std::string(host) + "' has no address of this socket's family");
 }
 
 }  // namespace ferry

@@ -135,6 +135,8 @@ result<ByteStream> ByteStream::wrap(Fd fd, std::string_view name) {
 result<ByteStream> ByteStream::adopt(int fd, std::string_view name) {
   const int flags = ::fcntl(fd, F_GETFD);
   if (flags < 0) return error::from_errno(errno, name, "inherited fd " + std::to_string(fd) + " is not open");
+  // Checked before taking ownership: a descriptor that is no stream stays open.
+  if (auto kind = stream_kind(fd, name); !kind) return std::move(kind).error();
   // Ours now: it must not leak into the next exec.
   if (::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) return error::from_errno(errno, name, "fcntl F_SETFD");
   return wrap(Fd(fd), name);

@@ -361,6 +361,12 @@ TEST(Pipe, EndsAreCloseOnExecAndAnInheritableCopyIsNot) {
   EXPECT_EQ(std::memcmp(got.data(), "via adopted", 11), 0);
   auto closed = ferry::Pipe::adopt_reader(1000);
   ASSERT_FALSE(closed);
+  const int file = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  auto not_a_stream = ByteStream::adopt(file, "/dev/null");
+  ASSERT_FALSE(not_a_stream);
+  EXPECT_EQ(not_a_stream.error().code(), errc::invalid_argument);
+  EXPECT_NE(::fcntl(file, F_GETFD), -1) << "a refused descriptor is left open";
+  ::close(file);
 }
 
 TEST(Fifo, IsCreatedWithExactlyTheModeAndOnlyOnce) {
@@ -604,6 +610,12 @@ TEST(Datagram, BoundUnixAndUdpSocketsExchangeWithAddresses) {
   auto udp_reply = udp_client->receive_for(buffer, 10s);
   ASSERT_TRUE(udp_reply);
   EXPECT_EQ(udp_reply->from.to_string(), address->to_string());
+  // "localhost" may resolve to ::1 first: connect picks the socket's family.
+  ASSERT_TRUE(udp_client->connect("localhost", address->port()));
+  ASSERT_TRUE(udp_client->send(bytes_of("connected")));
+  auto connected = udp_server->receive_for(buffer, 10s);
+  ASSERT_TRUE(connected);
+  EXPECT_EQ(connected->size, 9u);
 }
 
 }  // namespace

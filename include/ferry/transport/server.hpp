@@ -31,9 +31,15 @@
 // sees end of stream instead of hanging in the backlog.
 //
 // Shutdown: stop() (from any thread, also from a handler) makes the server
-// stop accepting; requests already received are handled and their replies
-// written (for at most `shutdown_grace`); then every connection is closed and
-// run() returns. A frame half-received at that moment is dropped.
+// stop accepting and stop taking requests; requests already in a handler are
+// finished and their replies written (for at most `shutdown_grace`); then
+// every connection is closed and run() returns. Requests not yet taken (a
+// frame half-received, or queued behind the one in the handler) are dropped
+// with their connection: the client sees end of stream, never half a reply.
+//
+// Memory: each connection holds a 64 KiB read-ahead buffer once it has sent
+// something, the frame being received (growing with what arrived, at most
+// frames.max_frame) and at most one reply waiting for the client to read it.
 //
 // Thread-safety: run() once, from one thread; stop() and stats() from any.
 // The handler is called from the event thread or a worker thread, never for

@@ -84,6 +84,7 @@ class ByteStream {
   static result<ByteStream> wrap(Fd fd, std::string_view name);
   /// Takes a descriptor number inherited across fork/exec (see
   /// `inheritable`): checks it is open and a stream, makes it close-on-exec.
+  /// On failure the descriptor is left as it was (not closed).
   static result<ByteStream> adopt(int fd, std::string_view name);
 
   /// A copy of the descriptor that survives exec, numbered >= `min_fd`; pass
