@@ -6,8 +6,10 @@
 //
 // rtt: every message is published at once (one index store each).
 // throughput: messages are committed with Publish::later and published every
-// kBatch messages (and for the stream's last one): the batching the Channel
-// offers for streams. The receiver reads in place (peek) and releases the
+// kBatch messages or kBatchBytes, whichever comes first (and for the stream's
+// last one): the batching the Channel offers for streams of small messages.
+// Large messages are published one by one: holding them back gains nothing
+// and leaves the receiver idle (asleep, when it adapts) while they are written. The receiver reads in place (peek) and releases the
 // previous message at the next receive.
 #include <optional>
 #include <string>
@@ -20,6 +22,7 @@ namespace ferry::bench {
 namespace {
 
 constexpr std::uint64_t kBatch = 32;
+constexpr std::size_t kBatchBytes = 16 * 1024;
 
 // What ferry's transports share: the wait strategy they are measured with.
 template <WaitStrategy::Mode kMode>
@@ -70,7 +73,9 @@ struct ChannelTransport : FerryTransport<kMode> {
     if (!space) fail("%s", space.error().message().c_str());
     std::memcpy(space->data(), message, size);
     const bool last = (read_stamp(message, size) & kLast) != 0;
-    const bool now = !batching_ || last || ++pending_ % kBatch == 0;
+    pending_bytes_ += size;
+    const bool now = last || ++pending_ % kBatch == 0 || pending_bytes_ >= kBatchBytes;
+    if (now) pending_bytes_ = 0;
     if (auto committed = tx_->commit(size, now ? Publish::now : Publish::later); !committed) {
       fail("%s", committed.error().message().c_str());
     }
@@ -96,6 +101,7 @@ struct ChannelTransport : FerryTransport<kMode> {
   bool batching_ = false;
   bool holding_ = false;
   std::uint64_t pending_ = 0;
+  std::size_t pending_bytes_ = 0;
 };
 
 // The Mailbox: one per direction, in /dev/shm under a path the coordinator

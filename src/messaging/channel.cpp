@@ -30,6 +30,8 @@ namespace {
 
 // How often a waiting side looks whether its peer still lives.
 constexpr auto kPeerCheckInterval = std::chrono::milliseconds(100);
+// Long enough for the copy of a large message (16 MiB at 8 GB/s).
+constexpr auto kLargeCopySpin = std::chrono::milliseconds(2);
 
 bool role_gone(std::uint64_t role) noexcept {
   if (role == kRoleLeft) return true;
@@ -62,8 +64,10 @@ enum class WaitOutcome : std::uint8_t { ready, timed_out, peer_gone, corrupt };
 // never notify) is noticed. A peer that left says so in its role word (a
 // cheap load, checked every time); whether it died needs /proc, so that is
 // asked only when a slice passed without news, as is `corrupt()`.
-template <class Ready, class Corrupt>
-WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Corrupt&& corrupt,
+// `peer_copying()` says the peer is copying a large record: an adaptive wait
+// spins through that copy (up to kLargeCopySpin) before it may sleep.
+template <class Ready, class Corrupt, class Copying>
+WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Corrupt&& corrupt, Copying&& peer_copying,
                           const std::atomic<std::uint64_t>& peer, WaitStrategy strategy,
                           std::optional<deadline> until) {
   // A message or room about to arrive is caught before the clock is read.
@@ -72,6 +76,11 @@ WaitOutcome wait_for_peer(WaitPoint& point, Ready&& ready, Corrupt&& corrupt,
       if (ready()) return WaitOutcome::ready;
       cpu_relax();
     }
+  }
+  if (strategy.mode == WaitStrategy::Mode::adaptive && peer_copying() &&
+      spin_until([&] { return ready() || !peer_copying(); }, kLargeCopySpin, until.value_or(deadline::max())) &&
+      ready()) {
+    return WaitOutcome::ready;
   }
   for (bool slice_passed = false;; slice_passed = true) {
     if (ready()) return WaitOutcome::ready;
@@ -315,7 +324,12 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_impl(std::siz
           if (!s.refresh_head()) corrupted = true;
           return corrupted || room() >= room_needed();
         },
-        [] { return false; }, s.control().receiver, strategy, until);
+        [] { return false; },
+        [&] {
+          const std::uint64_t end = s.control().reading.load(std::memory_order_relaxed);
+          return end > s.head_seen && end - s.head_seen <= shared.capacity;
+        },
+        s.control().receiver, strategy, until);
     if (corrupted) return detail::corrupt(shared, "the receiver's position is out of bounds");
     if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
     if (outcome == WaitOutcome::peer_gone) {
@@ -334,6 +348,7 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_impl(std::siz
   }
   s.reserved_at = s.tail;
   s.reserved = size;
+  if (need >= detail::kLargeRecord) s.control().writing.store(s.tail + need, std::memory_order_relaxed);
   return std::optional<std::span<std::byte>>(
       std::span<std::byte>(shared.ring + (s.tail & shared.mask) + detail::kRecordHeaderSize, size));
 }
@@ -589,6 +604,10 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
       }
       const auto outcome = detail::wait_for_peer(
           s.control().data_ready, [&] { return s.has_record(); }, [&] { return s.tail_says_written(); },
+          [&] {
+            const std::uint64_t end = s.control().writing.load(std::memory_order_relaxed);
+            return end > s.head && end - s.head <= shared.capacity;
+          },
           s.control().sender, strategy, until);
       if (outcome == WaitOutcome::corrupt) return detail::corrupt(shared, "no record where the sender wrote one");
       if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
@@ -610,6 +629,9 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
                                          std::to_string(length) + " bytes");
     }
     s.peeked = record_size(length);
+    if (*s.peeked >= detail::kLargeRecord) {
+      s.control().reading.store(s.head + *s.peeked, std::memory_order_relaxed);
+    }
     return std::optional<std::span<const std::byte>>(
         std::span<const std::byte>(shared.ring + offset + detail::kRecordHeaderSize, length));
   }

@@ -7,8 +7,10 @@
 //      32     0  creator      label (the channel's name, for error messages)
 //      64     1  sender       tail: bytes published, ever (monotonic)
 //      72     1  sender       messages_sent
+//      80     1  sender       writing: where a large record being written ends (a hint)
 //     128     2  receiver     head: bytes released, ever (monotonic)
 //     136     2  receiver     messages_received
+//     144     2  receiver     reading: where a large record being read ends (a hint)
 //     192     3  both         data_ready  (WaitPoint: the receiver sleeps here)
 //     256     4  both         space_ready (WaitPoint: the sender sleeps here)
 //     320     5  claimant     sender:   packed ProcessId, 0 = none yet, 1 = left
@@ -52,6 +54,12 @@
 // receiver stores `head` as it releases records; a receiver killed mid-read
 // leaves `head` at the last message it released, where its successor resumes.
 //
+// `writing` and `reading` are stored only for records of kLargeRecord bytes
+// or more, whose copy may outlast an adaptive wait's spin: the other side,
+// about to sleep, spins on through the copy instead of paying a wake-up for
+// a message that is seconds' thousandths away. Stale values are harmless
+// (they lie behind the positions and are ignored).
+//
 // The receiver never reads `tail` on its fast path (the sender's line stays
 // with the sender); the sender reads `head` only when it runs short of room.
 // Every header is read once and checked against `capacity` and
@@ -69,10 +77,11 @@
 namespace ferry::detail {
 
 inline constexpr std::uint64_t kChannelMagic = 0x4E48'4359'5252'4546ull;  // "FERRYCHN"
-inline constexpr std::uint32_t kChannelLayoutVersion = 2;
+inline constexpr std::uint32_t kChannelLayoutVersion = 3;
 inline constexpr std::size_t kChannelRingOffset = 512;
 inline constexpr std::size_t kRecordHeaderSize = 8;
 inline constexpr std::size_t kRecordAlignment = 64;
+inline constexpr std::uint64_t kLargeRecord = 64 * 1024;  // see `writing` / `reading`
 inline constexpr std::uint64_t kMinChannelCapacity = 256;
 // Tags repeat every (2^31 - 1) * 64 bytes (~128 GiB): the ring must be smaller.
 inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 33;
@@ -90,9 +99,11 @@ struct ChannelControl {
 
   alignas(64) std::atomic<std::uint64_t> tail;
   std::atomic<std::uint64_t> messages_sent;
+  std::atomic<std::uint64_t> writing;
 
   alignas(64) std::atomic<std::uint64_t> head;
   std::atomic<std::uint64_t> messages_received;
+  std::atomic<std::uint64_t> reading;
 
   alignas(64) WaitPoint data_ready;
   alignas(64) WaitPoint space_ready;
@@ -110,8 +121,10 @@ static_assert(offsetof(ChannelControl, ring_offset) == 24);
 static_assert(offsetof(ChannelControl, label) == 32);
 static_assert(offsetof(ChannelControl, tail) == 64);
 static_assert(offsetof(ChannelControl, messages_sent) == 72);
+static_assert(offsetof(ChannelControl, writing) == 80);
 static_assert(offsetof(ChannelControl, head) == 128);
 static_assert(offsetof(ChannelControl, messages_received) == 136);
+static_assert(offsetof(ChannelControl, reading) == 144);
 static_assert(offsetof(ChannelControl, data_ready) == 192);
 static_assert(offsetof(ChannelControl, space_ready) == 256);
 static_assert(offsetof(ChannelControl, sender) == 320);
