@@ -206,6 +206,7 @@ struct MailboxShared {
   steady_clock::time_point next_lease_check{};
   steady_clock::time_point next_retire_check{};
   bool mapped_all_bound = false;  // every slot bound by some receiver is mapped here
+  std::uint32_t receiver_entry = kReceiverEntries;  // this object's in queue->receivers, once it received
   std::uint32_t mapped_limit = 0;  // no log is mapped here at or past this slot
   std::uint32_t slot_limit_seen = 0;
   std::uint32_t binds = 0;         // calls of bind_senders, to read the clock now and then
@@ -248,6 +249,7 @@ struct MailboxShared {
   std::uint32_t allocate_descriptor();
   std::uint32_t pool_size() const noexcept { return std::min(queue->pool_used, descriptor_count); }
   void retire_slot(std::uint32_t slot);
+  void attach_receiver();
   void free_slot(std::uint32_t slot);
   void update_reclaim(std::uint32_t slot);
   std::uint64_t indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const;
@@ -697,6 +699,26 @@ result<void> MailboxShared::index_new_records() {
   return {};
 }
 
+// Names this receiver in the queue (for stats), once: a free entry or a dead
+// receiver's. With every entry taken by a live receiver it stays unnamed.
+void MailboxShared::attach_receiver() {
+  const ProcessId me = ProcessId::current();
+  if (receiver_entry < kReceiverEntries &&
+      queue->receivers[receiver_entry].load(std::memory_order_relaxed) == me.packed()) {
+    return;
+  }
+  receiver_entry = kReceiverEntries;
+  for (std::uint32_t i = 0; i < kReceiverEntries; ++i) {
+    const std::uint64_t holder = queue->receivers[i].load(std::memory_order_relaxed);
+    if (holder == 0 || !ProcessId::from_packed(holder).alive()) {
+      queue->receiver_uids[i].store(::geteuid(), std::memory_order_relaxed);
+      queue->receivers[i].store(me.packed(), std::memory_order_release);
+      receiver_entry = i;
+      return;
+    }
+  }
+}
+
 // Leases of dead receivers go back to the front of their level.
 void MailboxShared::check_leases(bool force) {
   if (queue->leased.load(std::memory_order_relaxed) == 0) return;
@@ -867,6 +889,10 @@ void MailboxShared::shrink_log(std::uint64_t reclaim) {
 
 MailboxShared::~MailboxShared() {
   notify.stop();
+  if (receiver_entry < kReceiverEntries) {
+    std::uint64_t me = ProcessId::current().packed();
+    queue->receivers[receiver_entry].compare_exchange_strong(me, 0, std::memory_order_relaxed);
+  }
   for (auto& log : logs) {
     if (!log) continue;
     // Never close a descriptor of this process's own live log (see OwnLogs).
@@ -1401,6 +1427,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       }
       ~Unlock() { now(); }
     } unlock{s};
+    s.attach_receiver();
     if (auto bound = s.bind_senders(); !bound) return bound.error();
     if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
     s.check_leases(force_lease_check);
@@ -1584,6 +1611,12 @@ MailboxStats Mailbox::stats() const {
     if (owner <= detail::kLeftSlot) continue;
     const ProcessId process = ProcessId::from_packed(owner);
     stats.senders.push_back({process.pid(), s.progress[i].log_id != 0 ? s.progress[i].uid : uid_t{0}, process.alive()});
+  }
+  for (std::uint32_t i = 0; i < detail::kReceiverEntries; ++i) {
+    const std::uint64_t holder = s.queue->receivers[i].load(std::memory_order_acquire);
+    if (holder <= detail::kLeftSlot) continue;
+    const ProcessId process = ProcessId::from_packed(holder);
+    stats.receivers.push_back({process.pid(), s.queue->receiver_uids[i].load(std::memory_order_relaxed), process.alive()});
   }
   return stats;
 }

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -261,13 +262,60 @@ TEST(MailboxProcess, ALeaseOfAKilledReceiverIsRedeliveredWithItsCount) {
     return 0;
   });
   ASSERT_TRUE(leased.wait());
+  const auto receivers_are = [&](std::vector<std::pair<pid_t, bool>> expected) {
+    std::vector<std::pair<pid_t, bool>> seen;
+    for (const auto& peer : box->stats().receivers) seen.emplace_back(peer.pid, peer.alive);
+    std::sort(seen.begin(), seen.end());
+    std::sort(expected.begin(), expected.end());
+    if (seen != expected) {
+      for (const auto& [pid, alive] : seen) ADD_FAILURE() << "listed: pid " << pid << (alive ? " alive" : " dead");
+      for (const auto& [pid, alive] : expected) ADD_FAILURE() << "expected: pid " << pid << (alive ? " alive" : " dead");
+    }
+    return seen == expected;
+  };
+  const pid_t receiver_pid = receiver.pid();
+  EXPECT_TRUE(receivers_are({{receiver_pid, true}}));
   EXPECT_FALSE(box->try_receive()->has_value()) << "leased elsewhere";
+  EXPECT_TRUE(receivers_are({{receiver_pid, true}, {::getpid(), true}}));
   receiver.kill(SIGKILL);
   receiver.wait();
+  EXPECT_TRUE(receivers_are({{receiver_pid, false}, {::getpid(), true}})) << "listed dead until its entry is reused";
   auto again = box->receive_for(10s);
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_EQ(again->delivery_count(), 2u);
   EXPECT_EQ(box->stats().redelivered, 1u);
+  EXPECT_EQ(box->stats().receivers.size(), 2u);
+}
+
+TEST(MailboxProcess, AReceiverLeavesTheListWhenItClosesAndADeadOnesEntryIsReused) {
+  Name n;
+  auto box = Mailbox::create(n.name);
+  ASSERT_TRUE(box);
+  ferry::test::Event received;
+  Child receiver = Child::spawn([&] {
+    auto opened = Mailbox::open(n.name);
+    FERRY_CHILD_CHECK(opened);
+    FERRY_CHILD_CHECK(opened->try_receive());
+    received.signal();
+    ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(received.wait());
+  ASSERT_EQ(box->stats().receivers.size(), 1u);
+  EXPECT_EQ(box->stats().receivers[0].pid, receiver.pid());
+  EXPECT_TRUE(box->stats().receivers[0].alive);
+  EXPECT_EQ(box->stats().receivers[0].uid, ::geteuid());
+  receiver.kill(SIGKILL);
+  receiver.wait();
+  {
+    auto second = Mailbox::open(n.name);
+    ASSERT_TRUE(second);
+    ASSERT_TRUE(second->try_receive());
+    ASSERT_EQ(box->stats().receivers.size(), 1u) << "the dead receiver's entry was taken";
+    EXPECT_EQ(box->stats().receivers[0].pid, ::getpid());
+    EXPECT_TRUE(box->stats().receivers[0].alive);
+  }
+  EXPECT_TRUE(box->stats().receivers.empty()) << "a receiver that closed the mailbox is not listed";
 }
 
 // ------------------------------------------------------------------ torture

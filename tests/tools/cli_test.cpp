@@ -268,7 +268,7 @@ TEST(CliLs, AFileSystemMailboxIsListedStatedAndRemovedByItsPath) {
   EXPECT_FALSE(exists(path));
 }
 
-TEST(CliStat, ShowsCapacityQueuesCountersAndSenders) {
+TEST(CliStat, ShowsCapacityQueuesCountersSendersAndReceivers) {
   MailboxName box;
   auto mailbox = Mailbox::create(box.name, {.capacity = Capacity::bounded(8, 100), .mode = 0640});
   ASSERT_TRUE(mailbox) << mailbox.error().message();
@@ -298,12 +298,14 @@ TEST(CliStat, ShowsCapacityQueuesCountersAndSenders) {
   EXPECT_EQ(stats["redelivered"], 1);
   EXPECT_EQ(stats["flushed"], 0);
   EXPECT_EQ(stats["senders"], nlohmann::json::array({{{"pid", ::getpid()}, {"uid", ::geteuid()}, {"alive", true}}}));
+  EXPECT_EQ(stats["receivers"], nlohmann::json::array({{{"pid", ::getpid()}, {"uid", ::geteuid()}, {"alive", true}}}));
 
   const CliRun table = ferry_cli("stat " + box.name);
   EXPECT_EQ(table.status, 0);
   EXPECT_NE(table.output.find("bounded(8), messages of at most 100 bytes"), std::string::npos) << table.output;
   EXPECT_NE(table.output.find("4 (urgent: 1, priority 5: 2, not yet sorted: 1)"), std::string::npos) << table.output;
   EXPECT_NE(table.output.find("pid " + std::to_string(::getpid())), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("receivers    1 (1 alive)"), std::string::npos) << table.output;
 }
 
 TEST(CliStat, AMissingMailboxIsAnErrorNamingIt) {

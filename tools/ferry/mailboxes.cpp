@@ -96,10 +96,11 @@ nlohmann::json stats_json(const MailboxStats& stats) {
   for (unsigned level = 0; level <= Mailbox::kPriorities; ++level) {
     if (stats.depth[level] != 0) queued_by_priority[level_name(level)] = stats.depth[level];
   }
-  nlohmann::json senders = nlohmann::json::array();
-  for (const MailboxStats::Peer& peer : stats.senders) {
-    senders.push_back({{"pid", peer.pid}, {"uid", peer.uid}, {"alive", peer.alive}});
-  }
+  const auto peers = [](const std::vector<MailboxStats::Peer>& list) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const MailboxStats::Peer& peer : list) array.push_back({{"pid", peer.pid}, {"uid", peer.uid}, {"alive", peer.alive}});
+    return array;
+  };
   return {{"name", stats.name},
           {"capacity",
            {{"kind", capacity_kind(stats.capacity.kind)},
@@ -118,7 +119,8 @@ nlohmann::json stats_json(const MailboxStats& stats) {
           {"received", stats.received},
           {"redelivered", stats.redelivered},
           {"flushed", stats.flushed},
-          {"senders", senders}};
+          {"senders", peers(stats.senders)},
+          {"receivers", peers(stats.receivers)}};
 }
 
 void print_stats(const MailboxStats& stats) {
@@ -134,8 +136,6 @@ void print_stats(const MailboxStats& stats) {
     levels += (levels.empty() ? " (" : ", ") + std::string("not yet sorted: ") + std::to_string(unsorted);
   }
   if (!levels.empty()) levels += ")";
-  std::size_t alive = 0;
-  for (const MailboxStats::Peer& peer : stats.senders) alive += peer.alive ? 1 : 0;
   std::printf("mailbox      %s\n", stats.name.c_str());
   std::printf("capacity     %s, messages of at most %zu bytes\n", capacity_text(stats.capacity).c_str(),
               stats.capacity.max_message);
@@ -148,10 +148,14 @@ void print_stats(const MailboxStats& stats) {
   for (const auto& [label, value] : counters) {
     std::printf("%-12s %llu\n", label, static_cast<unsigned long long>(value));
   }
-  std::printf("senders      %zu (%zu alive)\n", stats.senders.size(), alive);
-  for (const MailboxStats::Peer& peer : stats.senders) {
-    std::printf("  pid %-8d uid %u (%s)  %s\n", static_cast<int>(peer.pid), static_cast<unsigned>(peer.uid),
-                user_name(peer.uid).c_str(), peer.alive ? "alive" : "dead");
+  for (const auto& [label, list] : {std::pair{"senders", &stats.senders}, std::pair{"receivers", &stats.receivers}}) {
+    std::size_t alive = 0;
+    for (const MailboxStats::Peer& peer : *list) alive += peer.alive ? 1 : 0;
+    std::printf("%-12s %zu (%zu alive)\n", label, list->size(), alive);
+    for (const MailboxStats::Peer& peer : *list) {
+      std::printf("  pid %-8d uid %u (%s)  %s\n", static_cast<int>(peer.pid), static_cast<unsigned>(peer.uid),
+                  user_name(peer.uid).c_str(), peer.alive ? "alive" : "dead");
+    }
   }
 }
 
@@ -318,7 +322,8 @@ void describe_mailbox(ObjectRecord& record) {
       {"received", stats.received},
       {"redelivered", stats.redelivered},
       {"flushed", stats.flushed},
-      {"senders", stats.senders.size()}};
+      {"senders", stats.senders.size()},
+      {"receivers", stats.receivers.size()}};
   record.details.emplace_back("capacity", capacity_text(stats.capacity));
   for (const auto& [key, value] : counters) record.details.emplace_back(key, std::to_string(value));
 }

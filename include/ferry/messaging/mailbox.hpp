@@ -228,6 +228,7 @@ struct MailboxStats {
     bool alive;
   };
   std::vector<Peer> senders;
+  std::vector<Peer> receivers;  // those that have received (up to 64 at once)
 };
 
 class Mailbox {

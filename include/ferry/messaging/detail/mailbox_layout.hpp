@@ -59,7 +59,7 @@ namespace ferry::detail {
 inline constexpr std::uint64_t kMailboxMagic = 0x584F'424C'4941'4D46ull;  // "FMAILBOX"
 inline constexpr std::uint64_t kQueueMagic = 0x4555'4555'5158'424Dull;    // "MBXQUEUE"
 inline constexpr std::uint64_t kSenderLogMagic = 0x474F'4C44'4E45'534Dull;  // "MSENDLOG"
-inline constexpr std::uint32_t kMailboxLayoutVersion = 2;
+inline constexpr std::uint32_t kMailboxLayoutVersion = 3;
 
 inline constexpr unsigned kPriorityLevels = 32;           // 0 (lowest) .. 31
 inline constexpr unsigned kUrgentLevel = kPriorityLevels;  // above every priority
@@ -71,6 +71,7 @@ inline constexpr std::size_t kLogRecordHeader = 24;
 inline constexpr std::uint32_t kLogWrapBit = 0x8000'0000u;
 inline constexpr std::uint32_t kMaxMailboxSenders = 1024;
 inline constexpr std::uint32_t kNoDescriptor = UINT32_MAX;
+inline constexpr std::uint32_t kReceiverEntries = 64;  // receivers `stats()` can name
 
 enum class CapacityKind : std::uint32_t { rendezvous = 1, bounded = 2, unbounded = 3 };
 
@@ -207,6 +208,11 @@ struct MailboxQueue {
   std::atomic<std::uint64_t> settled;
   std::atomic<std::uint64_t> depth[kLevels];
   LevelList levels[kLevels];
+  // Receivers attached now (packed ProcessId, 0 = free): a receiver enters
+  // at its first receive, under the lock, into a free entry or a dead
+  // receiver's; it leaves when it closes the mailbox. For stats only.
+  std::atomic<std::uint64_t> receivers[kReceiverEntries];
+  std::atomic<std::uint32_t> receiver_uids[kReceiverEntries];  // their effective uids
 
   // Then: SlotProgress[max_senders], Descriptor[descriptors].
 };
