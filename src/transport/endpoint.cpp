@@ -219,6 +219,16 @@ std::string Endpoint::to_string() const {
 
 std::string Sender::description() const { return detail::endpoint_object("sender to", endpoint()); }
 
+result<void> Sender::named(result<void> attempt) const {
+  if (attempt) return attempt;
+  error failure = std::move(attempt).error();
+  const std::string object = description();
+  if (failure.object().find(object) == std::string::npos && failure.detail().find(object) == std::string::npos) {
+    failure.add_context(object);
+  }
+  return failure;
+}
+
 result<void> Sender::send(std::span<const std::byte> message, EndpointSendOptions options, detail::WaitLimit limit) {
   if (options.priority >= kEndpointPriorities) {
     return error(errc::invalid_argument, description(),

@@ -51,7 +51,7 @@ class DatagramSender final : public Sender {
       return error(errc::unsupported, description(), "datagrams have no urgent lane (stream and shm endpoints do)");
     }
     encode_message(scratch_, message, options.priority);
-    return socket_.send(scratch_, limit);
+    return named(socket_.send(scratch_, limit));
   }
 
  private:

@@ -106,7 +106,7 @@ class StreamSender final : public Sender {
       lane = *urgent;
     }
     encode_message(scratch_, message, options.priority);
-    return lane->send_frame(scratch_, limit);
+    return named(lane->send_frame(scratch_, limit));
   }
 
  private:

@@ -7,15 +7,19 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "ferry/messaging/endpoints.hpp"
+#include "ferry/transport/framing.hpp"
+#include "ferry/transport/socket.hpp"
 #include "ferry_test.hpp"
 
 namespace ferry::test {
@@ -88,6 +92,13 @@ class EndpointCase {
     return sender;
   }
 
+  /// pipe: closes this process's copies of the write ends (after a child
+  /// that sends took them over), so the receiver sees the child's end of stream.
+  void close_sender_ends() {
+    for (const int fd : unadopted_) ::close(fd);
+    unadopted_.clear();
+  }
+
   [[nodiscard]] const std::string& scheme() const { return scheme_; }
   [[nodiscard]] const std::string& sender_endpoint() const { return sender_endpoint_; }
   [[nodiscard]] bool urgent_lane() const { return scheme_ != "udp" && scheme_ != "unixgram"; }
@@ -110,6 +121,28 @@ class EndpointCase {
   std::string sender_endpoint_;
   std::vector<int> unadopted_;  // pipe ends nobody adopted yet
 };
+
+/// A raw connection to a unix or tcp receiver, for writing bytes no Sender would.
+inline result<StreamSocket> raw_client(const Endpoint& endpoint) {
+  using namespace std::chrono_literals;
+  if (endpoint.scheme == Endpoint::Scheme::tcp) return TcpSocket::connect_for(endpoint.name, endpoint.port, 30s);
+  return UnixSocket::connect_for(endpoint.name, 30s);
+}
+
+/// `payload` as one frame on the wire.
+inline std::vector<std::byte> frame(std::span<const std::byte> payload) {
+  const auto header = frame_header(static_cast<std::uint32_t>(payload.size()));
+  std::vector<std::byte> bytes(header.begin(), header.end());
+  bytes.insert(bytes.end(), payload.begin(), payload.end());
+  return bytes;
+}
+
+/// The hello frame a stream sender opens its normal lane with (token 0x0707...).
+inline std::vector<std::byte> hello_frame() {
+  std::vector<std::byte> bytes{std::byte{'H'}, std::byte{1}, std::byte{0}, std::byte{0}};
+  bytes.resize(12, std::byte{7});
+  return frame(bytes);
+}
 
 /// `size` bytes that differ with `seed` and position.
 inline std::vector<std::byte> pattern(std::size_t size, std::size_t seed) {

@@ -24,6 +24,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::EndpointCase;
+using test::frame;
+using test::hello_frame;
+using test::raw_client;
 using test::pattern;
 using test::text_bytes;
 using test::text_of;
@@ -410,26 +413,6 @@ INSTANTIATE_TEST_SUITE_P(Every, EndpointTransport, ::testing::ValuesIn(test::end
 
 class EndpointListener : public ::testing::TestWithParam<std::string> {};
 
-// A raw connection to the receiver, for writing bytes no Sender would.
-result<StreamSocket> raw_client(const Endpoint& endpoint) {
-  if (endpoint.scheme == Endpoint::Scheme::tcp) return TcpSocket::connect_for(endpoint.name, endpoint.port, 5s);
-  return UnixSocket::connect_for(endpoint.name, 5s);
-}
-
-std::vector<std::byte> frame(std::span<const std::byte> payload) {
-  const auto header = frame_header(static_cast<std::uint32_t>(payload.size()));
-  std::vector<std::byte> bytes(kFrameHeaderSize + payload.size());
-  std::memcpy(bytes.data(), header.data(), kFrameHeaderSize);
-  if (!payload.empty()) std::memcpy(bytes.data() + kFrameHeaderSize, payload.data(), payload.size());
-  return bytes;
-}
-
-std::vector<std::byte> hello() {
-  std::vector<std::byte> bytes{std::byte{'H'}, std::byte{1}, std::byte{0}, std::byte{0}};
-  bytes.resize(12, std::byte{7});
-  return frame(bytes);
-}
-
 TEST_P(EndpointListener, DisconnectsMalformedClientsAndKeepsServingGoodOnes) {
   EndpointCase endpoint_case(GetParam());
   auto receiver = endpoint_case.open_receiver();
@@ -439,13 +422,12 @@ TEST_P(EndpointListener, DisconnectsMalformedClientsAndKeepsServingGoodOnes) {
 
   const auto garbage = text_bytes("GARBAGE! not a frame");
   const std::vector<std::byte> message_first = frame(text_bytes(std::string_view("M\0\0\0hi", 6)));
-  std::vector<std::byte> bad_envelope = hello();
+  std::vector<std::byte> bad_envelope = hello_frame();
   const auto wrong_kind = frame(text_bytes(std::string_view("X\0\0\0hi", 6)));
   bad_envelope.insert(bad_envelope.end(), wrong_kind.begin(), wrong_kind.end());
-  std::vector<std::byte> oversized = hello();
-  oversized.resize(oversized.size() + kFrameHeaderSize);
+  std::vector<std::byte> oversized = hello_frame();
   const auto huge = frame_header(0xFFFF'FFF0u);
-  std::memcpy(oversized.data() + oversized.size() - kFrameHeaderSize, huge.data(), kFrameHeaderSize);
+  oversized.insert(oversized.end(), huge.begin(), huge.end());
   const std::vector<std::span<const std::byte>> attacks{garbage, message_first, bad_envelope, oversized};
 
   std::vector<StreamSocket> clients;

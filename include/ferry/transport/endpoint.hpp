@@ -192,6 +192,9 @@ class Sender {
                                     detail::WaitLimit limit) = 0;
   /// "sender to tcp://host:port", for errors.
   [[nodiscard]] std::string description() const;
+  /// A failed `attempt` with description() in its context, unless it names
+  /// this sender already (a socket's error names the socket, not the endpoint).
+  [[nodiscard]] result<void> named(result<void> attempt) const;
 };
 
 /// What a receiver has seen of its senders (listeners and datagram receivers).
