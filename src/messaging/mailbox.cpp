@@ -31,6 +31,8 @@ constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 // How often a receiver that finds work anyway checks leases for dead lessees.
 constexpr auto kLeaseCheckInterval = std::chrono::milliseconds(50);
 constexpr std::uint64_t kLeftSlot = 1;  // a slot's owner value after its sender left
+// A sender log larger than this is sparse (see MailboxShared::sparse_log).
+constexpr std::uint64_t kWholeLogLimit = std::uint64_t{32} << 20;
 
 std::string directory_of(std::string_view name) {
   if (!name.empty() && name.front() == '/') return std::string(name);
@@ -274,6 +276,10 @@ struct MailboxShared {
   // ---- sending side
   result<void> register_sender();
   std::uint64_t reclaim_position() const;
+  // A log whose memory comes and goes with the messages in it: unbounded
+  // mailboxes', and any log too large to hold in memory whole (a bounded
+  // mailbox of large messages: (count + 1) records of the largest size).
+  bool sparse_log() const noexcept { return kind == CapacityKind::unbounded || log_capacity > kWholeLogLimit; }
   result<void> grow_log(std::uint64_t until);
   void shrink_log(std::uint64_t reclaim);
 };
@@ -783,7 +789,7 @@ result<void> MailboxShared::register_sender() {
                          .persistence = Persistence::filesystem,
                          .mode = log_mode(mode),
                          .object_type = ObjectType::mailbox_sender};
-  if (kind == CapacityKind::unbounded) options.sparse_after = kSenderLogRecords;  // grow_log does the rest
+  if (sparse_log()) options.sparse_after = kSenderLogRecords;  // grow_log does the rest
   options.initialize = [&](std::span<std::byte> data) {
     auto* header = new (data.data()) SenderLogHeader{};
     header->magic = kSenderLogMagic;
@@ -843,7 +849,7 @@ std::uint64_t MailboxShared::reclaim_position() const {
 
 namespace {
 
-// Unbounded logs grow and shrink in chunks of this many bytes.
+// Sparse logs grow and shrink in chunks of this many bytes.
 constexpr std::uint64_t kLogChunk = std::uint64_t{1} << 20;
 
 }  // namespace
@@ -862,7 +868,7 @@ auto for_log_range(std::uint64_t from, std::uint64_t to, std::uint64_t capacity,
 
 // Makes sure the log's memory exists up to position `until` (whole chunks).
 result<void> MailboxShared::grow_log(std::uint64_t until) {
-  if (kind != CapacityKind::unbounded || until <= own->reserved_until) return {};
+  if (!sparse_log() || until <= own->reserved_until) return {};
   const std::uint64_t chunk = std::min(kLogChunk, log_capacity);
   const std::uint64_t target = (until + chunk - 1) / chunk * chunk;
   auto reserved = for_log_range(own->reserved_until, target, log_capacity, [&](std::uint64_t offset, std::uint64_t length) {
@@ -877,7 +883,7 @@ result<void> MailboxShared::grow_log(std::uint64_t until) {
 
 // Gives back the memory of whole chunks the receivers are done with.
 void MailboxShared::shrink_log(std::uint64_t reclaim) {
-  if (kind != CapacityKind::unbounded) return;
+  if (!sparse_log()) return;
   const std::uint64_t chunk = std::min(kLogChunk, log_capacity);
   const std::uint64_t target = reclaim / chunk * chunk;
   if (target <= own->released_until) return;
@@ -1272,9 +1278,9 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
   // What it saw last first (no line pulled from the receivers), then fresh.
   const auto can_go = [&] { return fits(false) || fits(true); };
 
-  // Unbounded: memory for the record first (and back what receivers freed),
-  // so that a full system is an error before anything is admitted.
-  if (s.kind == detail::CapacityKind::unbounded && log.tail + room_needed() > log.reserved_until) {
+  // A sparse log: memory for the record first (and back what receivers
+  // freed), so that a full system is an error before anything is admitted.
+  if (s.sparse_log() && log.tail + room_needed() > log.reserved_until) {
     log.reclaim_seen = s.reclaim_position();  // once per chunk: give back behind, then grow ahead
     s.shrink_log(log.reclaim_seen);
     if (auto grown = s.grow_log(log.tail + room_needed()); !grown) return grown.error();

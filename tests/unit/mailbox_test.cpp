@@ -388,6 +388,31 @@ TEST(Mailbox, UnboundedGrowsWithoutBlockingAndStopsAtItsLimitWithAClearError) {
   EXPECT_LT(allocated_bytes(log), kLimit) << "freed chunks were given back";
 }
 
+TEST(Mailbox, ABoundedMailboxOfLargeMessagesHoldsMemoryOnlyForWhatIsQueued) {
+  // 32 messages of up to 1 MiB: a log ring of 64 MiB per sender, virtual.
+  constexpr std::size_t kMessage = 1u << 20;
+  Fixture f({.capacity = Capacity::bounded(32, kMessage)});
+  const std::string payload(kMessage, 'b');
+  ASSERT_TRUE(f.box->send(bytes(payload)));
+  std::string log;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm/ferry." + f.name)) {
+    if (entry.path().filename().string().starts_with("sender.")) log = entry.path();
+  }
+  ASSERT_FALSE(log.empty());
+  ASSERT_GE(std::filesystem::file_size(log), std::uintmax_t{33} * kMessage) << "the ring itself is that large";
+  ASSERT_EQ(text(*f.box->receive()), payload);
+  // Past the end of the ring and around again, one message at a time.
+  for (int i = 0; i < 70; ++i) {
+    ASSERT_TRUE(f.box->send(bytes(payload))) << i;
+    auto received = f.box->receive();
+    ASSERT_TRUE(received) << i << ": " << received.error().message();
+    ASSERT_EQ(received->size(), kMessage);
+  }
+  EXPECT_LT(allocated_bytes(log), std::uint64_t{8} * kMessage) << "memory follows the messages queued";
+  for (int i = 0; i < 32; ++i) ASSERT_TRUE(f.box->try_send(bytes(payload))) << i;
+  EXPECT_EQ(f.box->try_send(bytes(payload)).value(), false) << "still bounded at 32";
+}
+
 }  // namespace
 
 namespace {
