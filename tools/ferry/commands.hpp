@@ -3,9 +3,13 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "ferry/os/error.hpp"
 
 namespace ferry::cli {
 
@@ -31,7 +35,7 @@ struct StatOptions {
 int stat_mailbox(const StatOptions& options);
 
 struct SendMessagesOptions {
-  std::string name;
+  std::string name;  // a mailbox, or an endpoint string (is_endpoint)
   std::vector<std::string> messages;  // none: each line of stdin is one
   unsigned priority = 0;
   bool urgent = false;
@@ -41,11 +45,46 @@ struct SendMessagesOptions {
 int send_messages(const SendMessagesOptions& options);
 
 struct ReceiveMessagesOptions {
-  std::string name;
+  std::string name;  // a mailbox, or an endpoint string (is_endpoint)
   std::size_t count = 1;  // 0: until the timeout passes with nothing, or (without one) the mailbox is empty
   std::optional<double> timeout_seconds;  // none: wait forever for each
   bool json = false;
 };
 int receive_messages(const ReceiveMessagesOptions& options);
+
+/// True when `target` is an endpoint string ("scheme://...", "pipe:...")
+/// rather than the name (or directory path) of a mailbox.
+bool is_endpoint(const std::string& target);
+/// send and recv for endpoint strings: the same options and output as for mailboxes.
+int send_to_endpoint(const SendMessagesOptions& options);
+int receive_from_endpoint(const ReceiveMessagesOptions& options);
+
+struct ListenEndpointOptions {
+  std::string endpoint;  // or a mailbox name
+  std::size_t count = 0;  // 0: no limit
+  std::optional<double> timeout_seconds;  // how long to listen in all; none: until a signal
+  bool json = false;
+};
+int listen_endpoint(const ListenEndpointOptions& options);
+
+struct PipeEndpointsOptions {
+  std::string source;  // endpoints, or mailbox names
+  std::string destination;
+  std::size_t count = 0;  // 0: no limit
+  std::optional<double> timeout_seconds;  // how long to forward in all; none: until a signal
+  bool json = false;
+};
+int pipe_endpoints(const PipeEndpointsOptions& options);
+
+/// What recv does for every target: calls `receive_one` (true: it printed a
+/// message; false: none waits, which ends a --count 0 receive) up to
+/// options.count times, and reports a shortfall (timed_out) or a failure.
+int receive_each(const ReceiveMessagesOptions& options, const std::function<result<bool>()>& receive_one);
+
+/// What send does for every target: sends each message of `options` (or
+/// each line of stdin) with `send_one`, stopping at the first failure, and
+/// reports how many went out.
+int send_each(const SendMessagesOptions& options,
+              const std::function<result<void>(std::span<const std::byte>)>& send_one);
 
 }  // namespace ferry::cli

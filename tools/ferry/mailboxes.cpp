@@ -57,15 +57,6 @@ std::size_t bytes_besides_control(const std::string& path) {
 // still decides who may send and receive.
 result<Mailbox> open_mailbox(const std::string& name) { return Mailbox::open(name, {.allow_foreign_owner = true}); }
 
-int fail(const char* command, const error& failure) {
-  std::fprintf(stderr, "%s: %s\n", command, failure.message().c_str());
-  return 1;
-}
-
-steady_clock::duration to_duration(double seconds) {
-  return std::chrono::duration_cast<steady_clock::duration>(std::chrono::duration<double>(seconds));
-}
-
 std::string_view capacity_kind(Capacity::Kind kind) {
   switch (kind) {
     case Capacity::Kind::rendezvous: return "rendezvous";
@@ -159,55 +150,14 @@ void print_stats(const MailboxStats& stats) {
   }
 }
 
-std::string base64(std::span<const std::byte> bytes) {
-  static constexpr char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string text;
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
-    std::uint32_t group = 0;
-    for (std::size_t j = 0; j < 3; ++j) {
-      group = group << 8 | (j < n ? std::to_integer<std::uint32_t>(bytes[i + j]) : 0u);
-    }
-    for (std::size_t j = 0; j < 4; ++j) text += j <= n ? kDigits[group >> (18 - 6 * j) & 63] : '=';
-  }
-  return text;
-}
-
-// What a JSON string may hold, as the JSON library judges it.
-bool valid_utf8(const std::string& text) {
-  try {
-    (void)nlohmann::json(text).dump();
-    return true;
-  } catch (const nlohmann::json::type_error&) {
-    return false;
-  }
-}
-
-std::string message_json(const Message& message) {
-  const std::string text(reinterpret_cast<const char*>(message.data().data()), message.size());
-  const SenderIdentity& sender = message.sender();
-  nlohmann::json line{{"data", text},
-                      {"priority", message.priority()},
-                      {"urgent", message.urgent()},
-                      {"sender",
-                       {{"uid", sender.uid},
-                        {"gid", sender.gid},
-                        {"pid", sender.pid},
-                        {"pid_attested", sender.pid_attested}}},
-                      {"delivery_count", message.delivery_count()},
-                      {"sequence", message.sequence()}};
-  // Bytes that are not UTF-8 become U+FFFD in "data"; "data_base64" keeps them exactly.
-  if (!valid_utf8(text)) line["data_base64"] = base64(message.data());
-  return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-// Writes one message and its newline, and flushes: a reader at the other end
-// of a pipe gets each message when it arrives.
-bool write_message(const Message& message, bool json) {
-  std::string line = json ? message_json(message)
-                          : std::string(reinterpret_cast<const char*>(message.data().data()), message.size());
-  line += '\n';
-  return std::fwrite(line.data(), 1, line.size(), stdout) == line.size() && std::fflush(stdout) == 0;
+result<void> write_message(const Message& message, bool json) {
+  if (!json) return print_message(message.data(), nullptr);
+  const nlohmann::json fields{{"priority", message.priority()},
+                              {"urgent", message.urgent()},
+                              {"sender", sender_json(message.sender())},
+                              {"delivery_count", message.delivery_count()},
+                              {"sequence", message.sequence()}};
+  return print_message(message.data(), &fields);
 }
 
 result<std::optional<Lease>> as_optional(result<Lease> lease) {
@@ -344,8 +294,16 @@ int send_messages(const SendMessagesOptions& options) {
   auto mailbox = open_mailbox(options.name);
   if (!mailbox) return fail("ferry send", mailbox.error());
   const SendOptions how{.priority = options.priority, .urgent = options.urgent};
+  return send_each(options, [&](std::span<const std::byte> bytes) {
+    return options.timeout_seconds ? mailbox->send_for(bytes, to_duration(*options.timeout_seconds), how)
+                                   : mailbox->send(bytes, how);
+  });
+}
+
+int send_each(const SendMessagesOptions& options,
+              const std::function<result<void>(std::span<const std::byte>)>& send_one) {
   // The arguments, or else each line of stdin, sent as soon as it is read:
-  // a pipe may feed the mailbox for a long time.
+  // a pipe may feed the target for a long time.
   std::size_t next_argument = 0;
   const auto next = [&](std::string& message) -> bool {
     if (options.messages.empty()) return static_cast<bool>(std::getline(std::cin, message));
@@ -357,9 +315,7 @@ int send_messages(const SendMessagesOptions& options) {
   result<void> outcome;
   std::string message;
   while (outcome && next(message)) {
-    const auto bytes = std::as_bytes(std::span(message));
-    outcome = options.timeout_seconds ? mailbox->send_for(bytes, to_duration(*options.timeout_seconds), how)
-                                      : mailbox->send(bytes, how);
+    outcome = send_one(std::as_bytes(std::span(message)));
     if (outcome) ++sent;
   }
   if (options.json) {
@@ -377,8 +333,20 @@ int send_messages(const SendMessagesOptions& options) {
 int receive_messages(const ReceiveMessagesOptions& options) {
   auto mailbox = open_mailbox(options.name);
   if (!mailbox) return fail("ferry recv", mailbox.error());
-  for (std::size_t received = 0; options.count == 0 || received < options.count; ++received) {
+  return receive_each(options, [&]() -> result<bool> {
     auto next = next_lease(*mailbox, options);
+    if (!next) return std::move(next).error();
+    if (!*next) return false;
+    // Acknowledged once written out: a failed write, or a killed ferry, gives the message back.
+    if (auto written = write_message((*next)->message(), options.json); !written) return std::move(written).error();
+    if (auto acked = (*next)->ack(); !acked) return std::move(acked).error();
+    return true;
+  });
+}
+
+int receive_each(const ReceiveMessagesOptions& options, const std::function<result<bool>()>& receive_one) {
+  for (std::size_t received = 0; options.count == 0 || received < options.count; ++received) {
+    auto next = receive_one();
     if (!next && next.error().code() == errc::timed_out) {
       // Nothing more within the timeout ends a --count 0 receive; otherwise fewer came than asked for.
       if (options.count == 0) return 0;
@@ -388,12 +356,6 @@ int receive_messages(const ReceiveMessagesOptions& options) {
     }
     if (!next) return fail("ferry recv", next.error());
     if (!*next) return 0;
-    // Acknowledged once written out: a failed write, or a killed ferry, gives the message back.
-    if (!write_message((*next)->message(), options.json)) {
-      std::fprintf(stderr, "ferry recv: cannot write to stdout: %s\n", std::strerror(errno));
-      return 1;
-    }
-    if (auto acked = (*next)->ack(); !acked) return fail("ferry recv", acked.error());
   }
   return 0;
 }

@@ -55,6 +55,11 @@ int main(int argc, char** argv) {
         ->type_name("SECONDS");
   };
 
+  // send, recv, listen and pipe take mailboxes and endpoints alike.
+  const std::string kTargetHelp =
+      "A mailbox NAME (or a file-system mailbox's /directory), or an endpoint: shm://NAME, unix:///path, "
+      "unixgram:///path, tcp://host:port, udp://host:port, pipe:fd=N";
+
   ferry::cli::StatOptions stat;
   auto* stat_command = app.add_subcommand("stat", "Show one mailbox: capacity, mode, owner, messages queued per "
                                                   "priority, leased, counters, senders");
@@ -64,21 +69,23 @@ int main(int argc, char** argv) {
 
   ferry::cli::SendMessagesOptions send;
   auto* send_command = app.add_subcommand(
-      "send", "Send each MESSAGE to a mailbox as one message, or, without any, each line of stdin "
+      "send", "Send each MESSAGE to a mailbox or endpoint as one message, or, without any, each line of stdin "
               "(without its newline)");
-  send_command->add_option("name", send.name, "Mailbox name")->required();
+  send_command->add_option("target", send.name, kTargetHelp)->required();
   send_command->add_option("messages", send.messages, "Messages to send (default: the lines of stdin)");
   send_command->add_option("--priority", send.priority, "0 (lowest, the default) .. 31")->check(CLI::Range(0u, 31u));
   send_command->add_flag("--urgent", send.urgent, "Overtake every message queued");
   timeout_option(*send_command, send.timeout_seconds,
                  "Give up (exit 1) when the mailbox stays full this long (default: wait)");
   send_command->add_flag("--json", send.json, "Print {\"sent\": n}");
-  send_command->callback([&] { status = ferry::cli::send_messages(send); });
+  send_command->callback([&] {
+    status = ferry::cli::is_endpoint(send.name) ? ferry::cli::send_to_endpoint(send) : ferry::cli::send_messages(send);
+  });
 
   ferry::cli::ReceiveMessagesOptions receive;
   auto* receive_command = app.add_subcommand(
-      "recv", "Receive messages from a mailbox and print each on a line of its own, as sent");
-  receive_command->add_option("name", receive.name, "Mailbox name")->required();
+      "recv", "Receive messages from a mailbox (or at an endpoint) and print each on a line of its own, as sent");
+  receive_command->add_option("target", receive.name, kTargetHelp)->required();
   receive_command->add_option("--count", receive.count,
                               "Messages to receive (default 1; 0: until none comes within the timeout, or "
                               "without one until the mailbox is empty)");
@@ -89,7 +96,33 @@ int main(int argc, char** argv) {
                             "Print each as a JSON line: data, priority, urgent, sender {uid, gid, pid, "
                             "pid_attested}, delivery_count, sequence. Bytes that are not UTF-8 show as U+FFFD in "
                             "data, and data_base64 then holds the exact bytes");
-  receive_command->callback([&] { status = ferry::cli::receive_messages(receive); });
+  receive_command->callback([&] {
+    status = ferry::cli::is_endpoint(receive.name) ? ferry::cli::receive_from_endpoint(receive)
+                                                   : ferry::cli::receive_messages(receive);
+  });
+
+  ferry::cli::ListenEndpointOptions listen;
+  auto* listen_command = app.add_subcommand(
+      "listen", "Receive at an endpoint (or from a mailbox) and print each message as it arrives, until --count, "
+                "--timeout or SIGINT/SIGTERM; 'listening at ENDPOINT' goes to stderr (a tcp port 0 shows the bound one)");
+  listen_command->add_option("target", listen.endpoint, kTargetHelp)->required();
+  listen_command->add_option("--count", listen.count, "Stop after this many messages (default 0: no limit)");
+  timeout_option(*listen_command, listen.timeout_seconds, "Stop after listening this long in all (exit 0)");
+  listen_command->add_flag("--json", listen.json,
+                           "Print each as a JSON line: data, priority, urgent, sender {uid, gid, pid, pid_attested} "
+                           "or null where the transport cannot attest it (tcp, udp, pipe), origin");
+  listen_command->callback([&] { status = ferry::cli::listen_endpoint(listen); });
+
+  ferry::cli::PipeEndpointsOptions pipe;
+  auto* pipe_command = app.add_subcommand(
+      "pipe", "Receive at SOURCE and send every message on to DESTINATION, with its priority and urgency, until "
+              "--count, --timeout or SIGINT/SIGTERM; then print how many were forwarded");
+  pipe_command->add_option("source", pipe.source, kTargetHelp)->required();
+  pipe_command->add_option("destination", pipe.destination, kTargetHelp)->required();
+  pipe_command->add_option("--count", pipe.count, "Stop after this many messages (default 0: no limit)");
+  timeout_option(*pipe_command, pipe.timeout_seconds, "Stop after forwarding this long in all (exit 0)");
+  pipe_command->add_flag("--json", pipe.json, "Print {\"forwarded\": n}");
+  pipe_command->callback([&] { status = ferry::cli::pipe_endpoints(pipe); });
 
 #ifdef FERRY_CLI_HAVE_BENCH
   ferry::bench::Options bench_options;
