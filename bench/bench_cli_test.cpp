@@ -173,6 +173,31 @@ TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
   }
 }
 
+TEST(BenchCli, EndpointsAreMeasuredThroughTheSenderReceiverInterface) {
+  const std::string json_path = temp_path("ferry-bench-endpoints.json");
+  const CliRun run =
+      run_ferry({"bench", "--quick", "--only", "ferry.endpoint.unix,ferry.endpoint.tcp", "--sizes", "65536", "--json", json_path});
+  ASSERT_EQ(run.signal, 0) << run.output;
+  ASSERT_EQ(run.status, 0) << run.output;
+  expect_no_leftovers(run.pid);
+  std::ifstream file(json_path);
+  ASSERT_TRUE(file.good()) << run.output;
+  const nlohmann::json records = nlohmann::json::parse(file);
+  std::filesystem::remove(json_path);
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const nlohmann::json& record : records) {
+    SCOPED_TRACE(record.dump());
+    const std::string transport = record["transport"];
+    if (!transport.starts_with("ferry.endpoint.")) continue;
+    ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
+    seen.emplace(transport, record["pattern"].get<std::string>() + "/" + std::to_string(record["size"].get<std::size_t>()));
+  }
+  for (const char* transport : {"ferry.endpoint.unix", "ferry.endpoint.tcp"}) {
+    EXPECT_TRUE(seen.count({transport, "rtt/64"})) << transport;
+    EXPECT_TRUE(seen.count({transport, "throughput/65536"})) << transport;
+  }
+}
+
 TEST(BenchCli, UnknownTransportIsAUsageError) {
   const CliRun run = run_ferry({"bench", "--quick", "--only", "carrier.pigeon"});
   EXPECT_EQ(run.status, 2) << run.output;
@@ -195,7 +220,7 @@ TEST(BenchCli, ListNamesEveryTransport) {
   for (const char* name : {"floor.spin", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
                            "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
                            "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
-                           "ferry.mailbox.adaptive", "ferry.mailbox.block"}) {
+                           "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

@@ -1,4 +1,6 @@
-// ferry's own transports in the benchmark: the Channel and the Mailbox, in each wait strategy.
+// ferry's own transports in the benchmark: the Channel and the Mailbox, in
+// each wait strategy, and unix:// and tcp:// endpoints through the
+// Sender/Receiver interface (beside the raw unix.stream and tcp).
 //
 // prepare() creates two channels (one per direction) in A and removes their
 // names at once: B inherits the mappings through fork, so nothing is left
@@ -11,10 +13,14 @@
 // Large messages are published one by one: holding them back gains nothing
 // and leaves the receiver idle (asleep, when it adapts) while they are written. The receiver reads in place (peek) and releases the
 // previous message at the next receive.
+#include <fstream>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "ferry/messaging/channel.hpp"
+#include "ferry/messaging/endpoints.hpp"
 #include "ferry/messaging/mailbox.hpp"
 #include "ipc_transports.hpp"
 
@@ -146,6 +152,58 @@ struct MailboxTransport : FerryTransport<kMode> {
   int out_ = 0;
 };
 
+// An endpoint per direction: each side listens in open() and dials the
+// other's listener in connect(). The bound endpoint (a tcp port 0 becomes a
+// real one only in the listening process) travels in a file of the
+// measurement's private directory. Each message is framed and copied by
+// send(); receive() hands out the received copy (valid until the next one).
+template <Endpoint::Scheme kScheme>
+struct EndpointTransport : TransportBase {
+  static std::string not_applicable(Pattern, std::size_t size) {
+    if (size > EndpointOptions{}.max_message) return "above EndpointOptions::max_message (16 MiB)";
+    return {};
+  }
+
+  static std::string published(const Spec& spec, Side side) {
+    return spec.dir + (side == Side::initiator ? "/endpoint.initiator" : "/endpoint.responder");
+  }
+
+  void open(Side side, const Spec& spec) {
+    const std::string where = kScheme == Endpoint::Scheme::tcp
+                                  ? std::string("tcp://127.0.0.1:0")
+                                  : "unix://" + spec.dir + (side == Side::initiator ? "/a.sock" : "/b.sock");
+    auto receiver = open_receiver(where);
+    if (!receiver) fail("%s", receiver.error().message().c_str());
+    receiver_ = std::move(*receiver);
+    std::ofstream(published(spec, side)) << receiver_->endpoint().to_string();
+  }
+
+  // The other side opened its receiver before it let this one connect.
+  void connect(Side side, const Spec& spec) {
+    std::ifstream file(published(spec, side == Side::initiator ? Side::responder : Side::initiator));
+    const std::string where{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+    auto sender = open_sender(where);
+    if (!sender) fail("%s", sender.error().message().c_str());
+    sender_ = std::move(*sender);
+  }
+
+  void send(const std::byte* message, std::size_t size) {
+    if (auto sent = sender_->send({message, size}); !sent) fail("%s", sent.error().message().c_str());
+  }
+
+  const std::byte* receive(std::byte*, std::size_t size) {
+    auto message = receiver_->receive();
+    if (!message) fail("%s", message.error().message().c_str());
+    if (message->size() != size) fail("received %zu bytes, expected %zu", message->size(), size);
+    last_ = std::move(*message);
+    return last_->data().data();
+  }
+
+  std::unique_ptr<Receiver> receiver_;
+  std::unique_ptr<Sender> sender_;
+  std::optional<EndpointMessage> last_;
+};
+
 }  // namespace
 
 void add_ferry_transports(std::vector<TransportInfo>& list) {
@@ -161,6 +219,10 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.mailbox.adaptive", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::adaptive"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::block>>(
       "ferry.mailbox.block", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::block"));
+  list.push_back(make_transport<EndpointTransport<Endpoint::Scheme::unix_stream>>(
+      "ferry.endpoint.unix", Group::ferry, "ferry Sender/Receiver at unix:// endpoints (framed, epoll listener)"));
+  list.push_back(make_transport<EndpointTransport<Endpoint::Scheme::tcp>>(
+      "ferry.endpoint.tcp", Group::ferry, "ferry Sender/Receiver at tcp://127.0.0.1 endpoints (framed, TCP_NODELAY)"));
 }
 
 }  // namespace ferry::bench
