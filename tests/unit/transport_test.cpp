@@ -66,20 +66,24 @@ bool sigpipe_blocked_or_pending() {
   return sigismember(&mask, SIGPIPE) == 1 || sigismember(&pending, SIGPIPE) == 1;
 }
 
-// Writes until the stream takes no more, and still takes nothing a moment
-// later (TCP moves bytes from the send to the receive buffer and grows its
-// buffers as acknowledgements come in); false if it never filled up.
+// Writes until the stream takes no more, not even one byte, and still takes
+// nothing a moment later (TCP moves bytes from the send to the receive
+// buffer and grows its buffers as acknowledgements come in; a stream that
+// refuses 64 KiB may still take a few bytes into a half-full buffer); false
+// if it never filled up.
 bool fill(ByteStream& writer) {
-  std::vector<std::byte> chunk(64 * 1024, std::byte{0x55});
+  const std::vector<std::byte> chunk(64 * 1024, std::byte{0x55});
   for (int pass = 0; pass < 1000; ++pass) {
     bool took_some = false;
-    for (int i = 0; i < 100'000; ++i) {
-      auto written = writer.try_write_some(chunk);
-      if (!written) {
-        if (written.error().code() != errc::would_block) return false;
-        break;
+    for (std::size_t size = chunk.size(); size > 0; size /= 16) {
+      for (int i = 0; i < 100'000; ++i) {
+        auto written = writer.try_write_some(std::span(chunk).first(size));
+        if (!written) {
+          if (written.error().code() != errc::would_block) return false;
+          break;
+        }
+        took_some = true;
       }
-      took_some = true;
     }
     if (!took_some && pass > 0) return true;
     std::this_thread::sleep_for(5ms);
