@@ -378,7 +378,7 @@ TEST_P(EndpointTransport, SenderIdentityIsAttestedOrSaidToBeUnknown) {
 TEST_P(EndpointTransport, ManySendersKeepTheirOwnOrder) {
   if (!case_->many_senders()) GTEST_SKIP() << "a pipe has one writer";
   constexpr int kSenders = 3;
-  constexpr int kEach = 30;
+  const int each = static_cast<int>(test::scaled(30));
   std::vector<std::unique_ptr<Sender>> senders;
   for (int s = 0; s < kSenders; ++s) {
     auto sender = case_->open_sender();
@@ -388,9 +388,9 @@ TEST_P(EndpointTransport, ManySendersKeepTheirOwnOrder) {
   // Rounds of every sender interleaved, in batches the receiver holds.
   const int rounds_per_batch = std::max(1, static_cast<int>(case_->holds()) / kSenders);
   std::map<int, int> next;
-  for (int i = 0; i < kEach;) {
+  for (int i = 0; i < each;) {
     int batch = 0;
-    for (; batch < rounds_per_batch && i < kEach; ++batch, ++i) {
+    for (; batch < rounds_per_batch && i < each; ++batch, ++i) {
       for (int s = 0; s < kSenders; ++s) {
         const std::string text = std::to_string(s) + ":" + std::to_string(i);
         ASSERT_TRUE(senders[s]->send(text_bytes(text)));
@@ -404,7 +404,7 @@ TEST_P(EndpointTransport, ManySendersKeepTheirOwnOrder) {
       EXPECT_EQ(std::stoi(text.substr(colon + 1)), next[s]++) << "sender " << s;
     }
   }
-  for (int s = 0; s < kSenders; ++s) EXPECT_EQ(next[s], kEach);
+  for (int s = 0; s < kSenders; ++s) EXPECT_EQ(next[s], each);
 }
 
 INSTANTIATE_TEST_SUITE_P(Every, EndpointTransport, ::testing::ValuesIn(test::endpoint_schemes()), test::scheme_name);
