@@ -596,7 +596,13 @@ result<void> MailboxShared::bind_senders() {
     if (p.log_id == 0) {
       // First sight: bind the slot and record who the kernel says wrote it.
       pid_t pid = lock_holder(mapped.segment.fd().get());
-      if (pid == 0 && own && own->dev == mapped.dev && own->ino == mapped.ino) pid = ::getpid();
+      // F_GETLK does not report this process's own locks: a log of one of
+      // its own senders (any Mailbox object of this process) is known here.
+      if (pid == 0) {
+        auto& own_logs = OwnLogs::instance();
+        std::lock_guard guard(own_logs.mutex);
+        if (own_logs.parked.contains({mapped.dev, mapped.ino})) pid = ::getpid();
+      }
       p.uid = facts.st_uid;
       p.gid = pid != 0 ? effective_gid_of(pid, facts.st_gid) : facts.st_gid;
       // A sender already gone: the pid it wrote, marked as not attested.

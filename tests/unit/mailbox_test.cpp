@@ -58,6 +58,17 @@ TEST(Mailbox, SendsAndReceivesWithTheSendersIdentity) {
   EXPECT_FALSE(nothing->has_value());
 }
 
+TEST(Mailbox, ASenderInTheSameProcessButAnotherObjectIsAttestedToo) {
+  Fixture f;
+  auto sender = Mailbox::open(f.name);
+  ASSERT_TRUE(sender) << sender.error().message();
+  ASSERT_TRUE(sender->send(bytes("from a second object")));
+  auto message = f.box->receive();
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_EQ(message->sender().pid, ::getpid());
+  EXPECT_TRUE(message->sender().pid_attested) << "the kernel's record lock hides our own locks: ferry knows its own logs";
+}
+
 TEST(Mailbox, MessagesKeepTheirBytesWhenCopiedAndMovedInlineOrOnTheHeap) {
   Fixture f;
   const std::string small(ferry::detail::MessageBytes::kInline, 's');  // the largest kept inline
