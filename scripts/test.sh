@@ -13,7 +13,7 @@ configure_and_build() {  # name, extra cmake arguments...
   local name=$1
   shift
   echo "== build: $name =="
-  # -g1: line tables only (what sanitizer reports need), a third faster to build than full debug info.
+  # -g1: line tables only (what sanitizer reports need): less to compile and link than full debug info.
   cmake -S . -B "build/ci-$name" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
     -DFERRY_BUILD_TESTS=ON -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON -DFERRY_BUILD_BENCHMARKS=ON \
     "$@" >/dev/null
