@@ -103,6 +103,43 @@ std::string json_status(Status status) { return status_text(status); }
 
 const char* floor_reference(Pattern pattern) { return pattern == Pattern::wake ? "floor.futex" : "floor.spin"; }
 
+// Each ferry endpoint and the raw OS calls that do the same at the OS level:
+// what the endpoint layer costs on top of the kernel (its budget is 10%).
+struct WrapperBaseline {
+  const char* endpoint;
+  const char* raw;
+};
+constexpr WrapperBaseline kWrapperBaselines[] = {
+    {"ferry.endpoint.unix", "unix.stream.oneway"}, {"ferry.endpoint.tcp", "tcp.oneway"},
+    {"ferry.endpoint.pipe", "pipe"},           {"ferry.endpoint.unixgram", "unix.dgram"},
+    {"ferry.endpoint.udp", "udp"},
+};
+
+void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
+  bool heading = false;
+  for (const Section& section : sections(records)) {
+    if (section.pattern == Pattern::wake || section.senders != 1) continue;
+    for (const auto& [endpoint, raw] : kWrapperBaselines) {
+      const Record* wrapped = find_record(records, endpoint, section);
+      const Record* bare = find_record(records, raw, section);
+      if (!wrapped || !bare || !cost(*wrapped) || !cost(*bare)) continue;
+      if (!heading) {
+        std::fprintf(out, "\nEndpoint wrappers against the same raw calls (x raw: time per message; 1.10x = 10%% slower)\n");
+        std::fprintf(out, "  %-10s %-8s %-23s %-19s %10s %10s %8s\n", "pattern", "size", "endpoint", "raw", "endpoint",
+                     "raw", "x raw");
+        heading = true;
+      }
+      const bool round_trip = section.pattern == Pattern::rtt;
+      const auto shown = [&](const Record& record) {
+        return round_trip ? format_ns(*record.median_ns) : format_rate(*record.msgs_per_s, "/s");
+      };
+      std::fprintf(out, "  %-10s %-8s %-23s %-19s %10s %10s %8s\n", round_trip ? "rtt" : "throughput",
+                   size_text(section.size).c_str(), endpoint, raw, shown(*wrapped).c_str(), shown(*bare).c_str(),
+                   format_ratio(*cost(*wrapped) / *cost(*bare)).c_str());
+    }
+  }
+}
+
 }  // namespace
 
 const char* status_text(Status status) {
@@ -261,6 +298,8 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
       }
     }
   }
+
+  print_wrapper_costs(out, records);
 
   if (!info.all_floors.empty()) {
     std::vector<double> floors = info.all_floors;

@@ -1,6 +1,6 @@
 // ferry's own transports in the benchmark: the Channel and the Mailbox, in
-// each wait strategy, and unix:// and tcp:// endpoints through the
-// Sender/Receiver interface (beside the raw unix.stream and tcp).
+// each wait strategy, and the unix://, tcp://, pipe:, unixgram:// and udp://
+// endpoints through the Sender/Receiver interface (beside their raw calls).
 //
 // prepare() creates two channels (one per direction) in A and removes their
 // names at once: B inherits the mappings through fork, so nothing is left
@@ -13,6 +13,9 @@
 // Large messages are published one by one: holding them back gains nothing
 // and leaves the receiver idle (asleep, when it adapts) while they are written. The receiver reads in place (peek) and releases the
 // previous message at the next receive.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -152,14 +155,23 @@ struct MailboxTransport : FerryTransport<kMode> {
   int out_ = 0;
 };
 
-// An endpoint per direction: each side listens in open() and dials the
-// other's listener in connect(). The bound endpoint (a tcp port 0 becomes a
-// real one only in the listening process) travels in a file of the
-// measurement's private directory. Each message is framed and copied by
-// send(); receive() hands out the received copy (valid until the next one).
+// An endpoint per direction: each side opens its receiver in open() and its
+// sender to the other's in connect(). The bound endpoint (a port 0 becomes a
+// real one only in the receiving process) travels in a file of the
+// measurement's private directory; pipe: endpoints use two pipes A makes
+// before B exists. Each message is framed (a datagram: one) and sent with
+// one gathered write; receive() hands out the received copy (valid until the
+// next one). The raw OS calls doing the same are the baselines named in
+// ipc_report.cpp.
 template <Endpoint::Scheme kScheme>
 struct EndpointTransport : TransportBase {
-  static std::string not_applicable(Pattern, std::size_t size) {
+  static constexpr bool kDatagrams = kScheme == Endpoint::Scheme::unix_datagram || kScheme == Endpoint::Scheme::udp;
+
+  static std::string not_applicable(Pattern pattern, std::size_t size) {
+    if (kScheme == Endpoint::Scheme::udp && pattern == Pattern::throughput) {
+      return "UDP drops what the receiver has no room for: round trips only";
+    }
+    if (kDatagrams && size > 65507 - 4) return "larger than one datagram endpoint message (65503 bytes)";
     if (size > EndpointOptions{}.max_message) return "above EndpointOptions::max_message (16 MiB)";
     return {};
   }
@@ -168,10 +180,30 @@ struct EndpointTransport : TransportBase {
     return spec.dir + (side == Side::initiator ? "/endpoint.initiator" : "/endpoint.responder");
   }
 
+  void prepare(const Spec&) {
+    if constexpr (kScheme == Endpoint::Scheme::pipe) {
+      if (::pipe2(to_responder_, O_CLOEXEC) != 0 || ::pipe2(to_initiator_, O_CLOEXEC) != 0) fail_errno("pipe2");
+    }
+  }
+
   void open(Side side, const Spec& spec) {
-    const std::string where = kScheme == Endpoint::Scheme::tcp
-                                  ? std::string("tcp://127.0.0.1:0")
-                                  : "unix://" + spec.dir + (side == Side::initiator ? "/a.sock" : "/b.sock");
+    const bool initiator = side == Side::initiator;
+    const std::string file = spec.dir + (initiator ? "/a" : "/b");
+    std::string where;
+    switch (kScheme) {
+      case Endpoint::Scheme::unix_stream: where = "unix://" + file + ".sock"; break;
+      case Endpoint::Scheme::unix_datagram: where = "unixgram://" + file + ".dgram"; break;
+      case Endpoint::Scheme::tcp: where = "tcp://127.0.0.1:0"; break;
+      case Endpoint::Scheme::udp: where = "udp://127.0.0.1:0"; break;
+      case Endpoint::Scheme::pipe: {
+        // Each side keeps the reading end of its incoming pipe and the writing end of its outgoing one.
+        where = "pipe:fd=" + std::to_string(initiator ? to_initiator_[0] : to_responder_[0]);
+        ::close(initiator ? to_initiator_[1] : to_responder_[1]);
+        ::close(initiator ? to_responder_[0] : to_initiator_[0]);
+        break;
+      }
+      case Endpoint::Scheme::shm: fail("shm:// is measured as ferry.mailbox.*");
+    }
     auto receiver = open_receiver(where);
     if (!receiver) fail("%s", receiver.error().message().c_str());
     receiver_ = std::move(*receiver);
@@ -180,8 +212,14 @@ struct EndpointTransport : TransportBase {
 
   // The other side opened its receiver before it let this one connect.
   void connect(Side side, const Spec& spec) {
-    std::ifstream file(published(spec, side == Side::initiator ? Side::responder : Side::initiator));
-    const std::string where{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+    const bool initiator = side == Side::initiator;
+    std::string where;
+    if constexpr (kScheme == Endpoint::Scheme::pipe) {
+      where = "pipe:fd=" + std::to_string(initiator ? to_responder_[1] : to_initiator_[1]);
+    } else {
+      std::ifstream file(published(spec, initiator ? Side::responder : Side::initiator));
+      where.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+    }
     auto sender = open_sender(where);
     if (!sender) fail("%s", sender.error().message().c_str());
     sender_ = std::move(*sender);
@@ -199,6 +237,8 @@ struct EndpointTransport : TransportBase {
     return last_->data().data();
   }
 
+  int to_responder_[2] = {-1, -1};  // pipe: only
+  int to_initiator_[2] = {-1, -1};
   std::unique_ptr<Receiver> receiver_;
   std::unique_ptr<Sender> sender_;
   std::optional<EndpointMessage> last_;
@@ -223,6 +263,12 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.endpoint.unix", Group::ferry, "ferry Sender/Receiver at unix:// endpoints (framed, epoll listener)"));
   list.push_back(make_transport<EndpointTransport<Endpoint::Scheme::tcp>>(
       "ferry.endpoint.tcp", Group::ferry, "ferry Sender/Receiver at tcp://127.0.0.1 endpoints (framed, TCP_NODELAY)"));
+  list.push_back(make_transport<EndpointTransport<Endpoint::Scheme::pipe>>(
+      "ferry.endpoint.pipe", Group::ferry, "ferry Sender/Receiver at pipe:fd= endpoints (framed, a pipe per direction)"));
+  list.push_back(make_transport<EndpointTransport<Endpoint::Scheme::unix_datagram>>(
+      "ferry.endpoint.unixgram", Group::ferry, "ferry Sender/Receiver at unixgram:// endpoints (SCM_CREDENTIALS)"));
+  list.push_back(make_transport<EndpointTransport<Endpoint::Scheme::udp>>(
+      "ferry.endpoint.udp", Group::ferry, "ferry Sender/Receiver at udp://127.0.0.1 endpoints"));
 }
 
 }  // namespace ferry::bench

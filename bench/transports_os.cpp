@@ -44,10 +44,6 @@ bool has_capability(int capability) {
 
 constexpr int kCapSysResource = 24;
 
-void close_fd(int& fd) {
-  if (fd >= 0) ::close(fd);
-  fd = -1;
-}
 
 // A byte stream carries fixed-size messages: both sides know the size.
 struct StreamIo {
@@ -159,6 +155,27 @@ struct UnixStream : TransportBase, StreamIo {
   int pair_[2] = {-1, -1};
 };
 
+// A connection per direction, each carrying messages one way only: the shape
+// of a ferry endpoint Sender/Receiver pair at the OS level (the baseline of
+// ferry.endpoint.unix). Over TCP this costs more than one connection used both
+// ways: each direction's acknowledgements travel alone.
+struct UnixStreamOneWay : TransportBase, StreamIo {
+  void prepare(const Spec&) {
+    for (int* pair : {to_responder_, to_initiator_}) {
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail_errno("socketpair (AF_UNIX, SOCK_STREAM)");
+    }
+  }
+  void open(Side side, const Spec&) {
+    const bool initiator = side == Side::initiator;
+    out = initiator ? to_responder_[0] : to_initiator_[0];
+    in = initiator ? to_initiator_[1] : to_responder_[1];
+    ::close(initiator ? to_responder_[1] : to_responder_[0]);
+    ::close(initiator ? to_initiator_[0] : to_initiator_[1]);
+  }
+  int to_responder_[2] = {-1, -1};
+  int to_initiator_[2] = {-1, -1};
+};
+
 // Datagrams keep message boundaries; a datagram must fit the sender's socket
 // buffer, so the buffer is raised (up to net.core.wmem_max) for big messages.
 struct UnixDatagram : TransportBase {
@@ -219,43 +236,108 @@ void set_no_delay(int fd) {
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) fail_errno("setsockopt (TCP_NODELAY)");
 }
 
-// TCP over loopback with TCP_NODELAY; the initiator listens on an ephemeral port.
+// A connected TCP socket pair over 127.0.0.1 with TCP_NODELAY, made in A
+// before B exists (both ends are inherited; each side keeps one).
+void tcp_pair(int ends[2]) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) fail_errno("bind (127.0.0.1)");
+  if (::listen(listener, 1) != 0) fail_errno("listen");
+  if (::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) fail_errno("getsockname");
+  ends[0] = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (ends[0] < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
+  // The handshake completes in the kernel's backlog: connect, then accept.
+  while (::connect(ends[0], reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    if (errno != EINTR) fail_errno("connect (127.0.0.1)");
+  }
+  while ((ends[1] = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC)) < 0) {
+    if (errno != EINTR) fail_errno("accept");
+  }
+  ::close(listener);
+  for (int i = 0; i < 2; ++i) set_no_delay(ends[i]);
+}
+
+// TCP over loopback with TCP_NODELAY: one connection used both ways.
 struct Tcp : TransportBase, StreamIo {
+  void prepare(const Spec&) { tcp_pair(ends_); }
+  void open(Side side, const Spec&) {
+    const int mine = side == Side::initiator ? 0 : 1;
+    in = out = ends_[mine];
+    ::close(ends_[1 - mine]);
+  }
+  int ends_[2] = {-1, -1};
+};
+
+// TCP with a connection per direction, as a ferry endpoint Sender/Receiver
+// pair uses (the baseline of ferry.endpoint.tcp).
+struct TcpOneWay : TransportBase, StreamIo {
   void prepare(const Spec&) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (listener_ < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = 0;
-    socklen_t length = sizeof address;
-    if (::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) fail_errno("bind (127.0.0.1)");
-    if (::listen(listener_, 1) != 0) fail_errno("listen");
-    if (::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) fail_errno("getsockname");
-    address_ = address;
+    tcp_pair(to_responder_);
+    tcp_pair(to_initiator_);
   }
   void open(Side side, const Spec&) {
-    if (side == Side::responder) close_fd(listener_);
+    const bool initiator = side == Side::initiator;
+    out = initiator ? to_responder_[0] : to_initiator_[0];
+    in = initiator ? to_initiator_[1] : to_responder_[1];
+    ::close(initiator ? to_responder_[1] : to_responder_[0]);
+    ::close(initiator ? to_initiator_[0] : to_initiator_[1]);
   }
-  void connect(Side side, const Spec&) {
-    int fd = -1;
-    if (side == Side::responder) {
-      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
-      while (::connect(fd, reinterpret_cast<const sockaddr*>(&address_), sizeof address_) != 0) {
-        if (errno != EINTR) fail_errno("connect (127.0.0.1)");
-      }
-    } else {
-      while ((fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC)) < 0) {
-        if (errno != EINTR) fail_errno("accept");
-      }
-      close_fd(listener_);
+  int to_responder_[2] = {-1, -1};
+  int to_initiator_[2] = {-1, -1};
+};
+
+// UDP over 127.0.0.1: two sockets bound to ephemeral ports and connected to
+// each other. A datagram that finds the receiver's buffer full is dropped by
+// the kernel, so this carries only what fits one datagram and ping-pong
+// keeps at most one in flight; throughput is not measured (it would measure loss).
+struct Udp : TransportBase {
+  static std::string not_applicable(Pattern pattern, std::size_t size) {
+    if (pattern == Pattern::throughput) return "UDP drops what the receiver has no room for: round trips only";
+    if (size > 65507) return "larger than a UDP datagram (65507 bytes)";
+    return {};
+  }
+  void prepare(const Spec&) {
+    sockaddr_in addresses[2]{};
+    for (int i = 0; i < 2; ++i) {
+      fds_[i] = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fds_[i] < 0) fail_errno("socket (AF_INET, SOCK_DGRAM)");
+      addresses[i].sin_family = AF_INET;
+      addresses[i].sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      socklen_t length = sizeof addresses[i];
+      if (::bind(fds_[i], reinterpret_cast<sockaddr*>(&addresses[i]), length) != 0) fail_errno("bind (udp)");
+      if (::getsockname(fds_[i], reinterpret_cast<sockaddr*>(&addresses[i]), &length) != 0) fail_errno("getsockname");
     }
-    set_no_delay(fd);
-    in = out = fd;
+    for (int i = 0; i < 2; ++i) {
+      if (::connect(fds_[i], reinterpret_cast<sockaddr*>(&addresses[1 - i]), sizeof addresses[0]) != 0) {
+        fail_errno("connect (udp)");
+      }
+    }
   }
-  int listener_ = -1;
-  sockaddr_in address_{};
+  void open(Side side, const Spec&) {
+    const int mine = side == Side::initiator ? 0 : 1;
+    fd_ = fds_[mine];
+    ::close(fds_[1 - mine]);
+  }
+  void send(const std::byte* message, std::size_t size) {
+    while (::send(fd_, message, size, 0) != static_cast<ssize_t>(size)) {
+      if (errno != EINTR) fail_errno("send (udp)");
+    }
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    for (;;) {
+      const ssize_t received = ::recv(fd_, scratch, size, MSG_TRUNC);
+      if (received == static_cast<ssize_t>(size)) return scratch;
+      if (received < 0 && errno == EINTR) continue;
+      if (received < 0) fail_errno("recv (udp)");
+      fail("recv (udp): a %zd-byte datagram, expected %zu", received, size);
+    }
+  }
+  int fds_[2] = {-1, -1};
+  int fd_ = -1;
 };
 
 // POSIX message queues: one per direction, unlinked as soon as they exist.
@@ -387,7 +469,12 @@ void add_os_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<UnixStream>("unix.stream", Group::os, "socketpair(AF_UNIX, SOCK_STREAM)"));
   list.push_back(make_transport<UnixDatagram>(
       "unix.dgram", Group::os, "socketpair(AF_UNIX, SOCK_DGRAM); SO_SNDBUF raised when a datagram needs it"));
+  list.push_back(make_transport<UnixStreamOneWay>(
+      "unix.stream.oneway", Group::os, "a socketpair(AF_UNIX, SOCK_STREAM) per direction, each used one way"));
   list.push_back(make_transport<Tcp>("tcp", Group::os, "TCP over 127.0.0.1, TCP_NODELAY"));
+  list.push_back(make_transport<TcpOneWay>("tcp.oneway", Group::os,
+                                           "TCP over 127.0.0.1, TCP_NODELAY, a connection per direction"));
+  list.push_back(make_transport<Udp>("udp", Group::os, "two connected UDP sockets on 127.0.0.1"));
   list.push_back(make_transport<PosixMq>("posix.mq", Group::os,
                                          "two POSIX message queues, as deep as fs.mqueue.msg_max allows"));
   list.push_back(make_transport<SysvMq>("sysv.mq", Group::os, "one System V queue, a message type per direction"));

@@ -57,7 +57,7 @@ class MailboxReceiver final : public Receiver {
   static result<EndpointMessage> convert(result<Message> message) {
     if (!message) return std::move(message).error();
     const auto bytes = message->data();
-    return EndpointMessage(std::vector<std::byte>(bytes.begin(), bytes.end()), 0, message->sender(),
+    return EndpointMessage(Frame(bytes.begin(), bytes.end()), 0, message->sender(),
                            message->priority(), message->urgent(), static_cast<std::uint64_t>(message->sender().pid));
   }
 

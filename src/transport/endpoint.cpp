@@ -3,7 +3,6 @@
 #include <sys/un.h>
 
 #include <charconv>
-#include <cstring>
 #include <limits>
 
 #include "endpoint_internal.hpp"
@@ -21,13 +20,8 @@ std::string concat(std::initializer_list<std::string_view> pieces) {
   return joined;
 }
 
-void encode_message(std::vector<std::byte>& out, std::span<const std::byte> message, unsigned priority) {
-  out.resize(kEnvelopeSize + message.size());
-  out[0] = kMessageKind;
-  out[1] = static_cast<std::byte>(priority);
-  out[2] = std::byte{0};
-  out[3] = std::byte{0};
-  if (!message.empty()) std::memcpy(out.data() + kEnvelopeSize, message.data(), message.size());
+std::array<std::byte, kEnvelopeSize> encode_envelope(unsigned priority) noexcept {
+  return {kMessageKind, static_cast<std::byte>(priority), std::byte{0}, std::byte{0}};
 }
 
 std::optional<unsigned> decode_message(std::span<const std::byte> frame) noexcept {

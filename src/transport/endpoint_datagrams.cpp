@@ -50,21 +50,21 @@ class DatagramSender final : public Sender {
     if (options.urgent) {
       return error(errc::unsupported, description(), "datagrams have no urgent lane (stream and shm endpoints do)");
     }
-    encode_message(scratch_, message, options.priority);
-    return named(socket_.send(scratch_, limit));
+    const auto envelope = encode_envelope(options.priority);
+    const std::span<const std::byte> parts[] = {envelope, message};
+    return named(socket_.send_parts(nullptr, parts, limit));
   }
 
  private:
   Endpoint endpoint_;
   DatagramSocket socket_;
   std::size_t max_message_;
-  std::vector<std::byte> scratch_;
 };
 
 class DatagramReceiver final : public Receiver {
  public:
   DatagramReceiver(Endpoint endpoint, DatagramSocket socket)
-      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), buffer_(kMaxDatagram + 1),
+      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), buffer_(kMaxDatagram),
         object_(endpoint_object("receiver at", endpoint_)) {}
 
   static result<std::unique_ptr<Receiver>> open(const Endpoint& endpoint, const EndpointOptions& options) {
@@ -72,11 +72,7 @@ class DatagramReceiver final : public Receiver {
     if (endpoint.scheme == Endpoint::Scheme::unix_datagram) {
       auto socket = UnixDatagram::bind(endpoint.name, options.mode);
       if (!socket) return std::move(socket).error().add_context(object);
-      // The kernel then attaches every sender's credentials to its datagrams.
-      const int on = 1;
-      if (::setsockopt(socket->fd().get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
-        return error::from_errno(errno, object, "setsockopt SO_PASSCRED");
-      }
+      if (auto passing = socket->pass_credentials(); !passing) return std::move(passing).error().add_context(object);
       return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(endpoint, std::move(*socket)));
     }
     auto socket = UdpSocket::bind(endpoint.name, endpoint.port);
@@ -94,53 +90,25 @@ class DatagramReceiver final : public Receiver {
  protected:
   result<EndpointMessage> receive_next(WaitLimit limit) override {
     for (;;) {
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-      sockaddr_storage from{};
-      iovec piece{buffer_.data(), buffer_.size()};
-      msghdr header{};
-      header.msg_name = &from;
-      header.msg_namelen = sizeof from;
-      header.msg_iov = &piece;
-      header.msg_iovlen = 1;
-      header.msg_control = control;
-      header.msg_controllen = sizeof control;
-      const ssize_t size = ::recvmsg(socket_.fd().get(), &header, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
-      if (size < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN) return error::from_errno(errno, object_, "recvmsg");
-        if (auto ready = wait_ready(socket_.fd().get(), POLLIN, limit, object_, "no message"); !ready) {
-          return std::move(ready).error();
-        }
+      auto datagram = socket_.receive(buffer_, limit);
+      if (!datagram) {
+        if (datagram.error().code() != errc::limit_reached) return std::move(datagram).error().add_context(object_);
+        ++stats_.dropped_datagrams;  // larger than any ferry message: discarded
         continue;
       }
-      const auto length = static_cast<std::size_t>(size);
-      const auto bytes = std::span(buffer_).first(std::min(length, buffer_.size()));
+      const auto bytes = std::span(buffer_).first(datagram->size);
       const auto priority = decode_message(bytes);
-      if (length > kMaxDatagram || !priority) {
+      if (!priority) {
         ++stats_.dropped_datagrams;  // not a ferry message: never delivered
         continue;
       }
-      const std::optional<SenderIdentity> sender = credentials(header);
-      const SocketAddress source = SocketAddress::from_raw(reinterpret_cast<const sockaddr*>(&from), header.msg_namelen);
-      const std::uint64_t origin = sender ? static_cast<std::uint64_t>(sender->pid) : source.port();
-      return EndpointMessage(std::vector<std::byte>(bytes.begin(), bytes.end()), kEnvelopeSize, sender, *priority,
-                             false, origin);
+      const auto& sender = datagram->sender;
+      const std::uint64_t origin = sender ? static_cast<std::uint64_t>(sender->pid) : datagram->from.port();
+      return EndpointMessage(Frame(bytes.begin(), bytes.end()), kEnvelopeSize, sender, *priority, false, origin);
     }
   }
 
  private:
-  static std::optional<SenderIdentity> credentials(msghdr& header) {
-    for (cmsghdr* each = CMSG_FIRSTHDR(&header); each != nullptr; each = CMSG_NXTHDR(&header, each)) {
-      if (each->cmsg_level == SOL_SOCKET && each->cmsg_type == SCM_CREDENTIALS &&
-          each->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
-        ucred attested{};
-        std::memcpy(&attested, CMSG_DATA(each), sizeof attested);
-        return SenderIdentity{attested.uid, attested.gid, attested.pid, true};
-      }
-    }
-    return std::nullopt;
-  }
-
   Endpoint endpoint_;
   DatagramSocket socket_;
   std::vector<std::byte> buffer_;

@@ -29,8 +29,8 @@ enum class Lane : std::uint8_t { normal = 0, urgent = 1 };
 /// Joins pieces into one string (no operator+ chains: GCC 12 warns falsely about them at -O3).
 std::string concat(std::initializer_list<std::string_view> pieces);
 
-/// `out` becomes the envelope of a message of `priority` followed by `message`.
-void encode_message(std::vector<std::byte>& out, std::span<const std::byte> message, unsigned priority);
+/// The envelope that goes before a message of `priority` (sent with it in one gathered write).
+std::array<std::byte, kEnvelopeSize> encode_envelope(unsigned priority) noexcept;
 /// The priority of a well-formed message envelope at the start of `frame`, or nothing.
 std::optional<unsigned> decode_message(std::span<const std::byte> frame) noexcept;
 

@@ -105,8 +105,9 @@ class StreamSender final : public Sender {
       if (!urgent) return std::move(urgent).error();
       lane = *urgent;
     }
-    encode_message(scratch_, message, options.priority);
-    return named(lane->send_frame(scratch_, limit));
+    const auto envelope = encode_envelope(options.priority);
+    const std::span<const std::byte> parts[] = {envelope, message};
+    return named(lane->send_frame(parts, limit));
   }
 
  private:
@@ -128,7 +129,6 @@ class StreamSender final : public Sender {
   std::uint64_t token_;
   FramedStream normal_;
   std::optional<FramedStream> urgent_;
-  std::vector<std::byte> scratch_;
 };
 
 // Listens (unix, tcp) or reads inherited descriptors (pipe); one epoll set
@@ -157,19 +157,29 @@ class StreamReceiver final : public Receiver {
   [[nodiscard]] ReceiverStats stats() const noexcept override { return stats_; }
 
  protected:
+  // Events are collected before a normal message is handed out, so urgent
+  // ones overtake (unless none can come: a pipe without an urgent lane);
+  // with nothing to hand out, the one epoll_wait that blocks collects them.
   result<EndpointMessage> receive_next(WaitLimit limit) override {
-    for (;;) {
-      if (auto polled = poll_events(0); !polled) return std::move(polled).error();
+    const bool urgent_may_come = listener_.has_value() || endpoint_.urgent_fd >= 0;
+    for (bool looked = false;;) {
       if (!urgent_.empty()) return pop(urgent_);
-      if (normal_.empty()) pull_normal();
-      if (!urgent_.empty()) return pop(urgent_);
-      if (!normal_.empty()) return pop(normal_);
-      if (!listener_ && connections_.empty()) return *gone_;
-      if (ready_.empty()) {
-        auto timeout = wait_milliseconds(limit);
-        if (!timeout) return std::move(timeout).error();
-        if (auto polled = poll_events(*timeout); !polled) return std::move(polled).error();
+      if (looked || !urgent_may_come) {
+        if (normal_.empty()) pull_normal();
+        if (!normal_.empty()) return pop(normal_);
       }
+      if (!listener_ && connections_.empty()) return *gone_;
+      int timeout = 0;  // only look: something may be ready to hand out
+      if (normal_.empty() && ready_.empty()) {
+        auto wait = wait_milliseconds(limit);
+        if (wait) {
+          timeout = *wait;
+        } else if (looked) {
+          return std::move(wait).error();
+        }  // else the limit was reached before anything was looked at: look once
+      }
+      if (auto polled = poll_events(timeout); !polled) return std::move(polled).error();
+      looked = true;
     }
   }
 
@@ -336,7 +346,9 @@ class StreamReceiver final : public Receiver {
       const auto found = connections_.find(fd);
       if (found == connections_.end()) continue;
       Connection& connection = *found->second;
-      if (take_frame(connection, normal_)) {
+      // A connection known to be drained leaves the list until epoll reports
+      // it again (level-triggered), saving a read that would find nothing.
+      if (take_frame(connection, normal_) && connection.framed.may_have_more()) {
         ready_.push_back(fd);
       } else if (const auto still = connections_.find(fd); still != connections_.end()) {
         still->second->ready = false;

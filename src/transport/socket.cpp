@@ -132,8 +132,11 @@ std::string socket_name(const SocketAddress& address, int type) {
   return kind_name(address.family(), type) + " '" + address.to_string() + "'";
 }
 
+// Stream sockets are non-blocking (epoll, timed connects). Datagram sockets
+// block, and every call but a waiting-forever one passes MSG_DONTWAIT: a
+// receive that waits is then one recvmsg the kernel wakes, not poll + recvmsg.
 result<Fd> make_socket(int family, int type, std::string_view name) {
-  const int fd = ::socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  const int fd = ::socket(family, type | SOCK_CLOEXEC | (type == SOCK_STREAM ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return error::from_errno(errno, name, "socket");
   return Fd(fd);
 }
@@ -338,15 +341,47 @@ result<StreamSocket> TcpSocket::connect(std::string_view host, std::uint16_t por
 
 // ---- datagram sockets ---------------------------------------------------------
 
-result<void> DatagramSocket::send_to(const SocketAddress* to, std::span<const std::byte> message, WaitLimit limit) {
+namespace {
+// A datagram socket blocks (see make_socket): only a call that may wait forever lets it.
+int dont_wait_unless_forever(WaitLimit limit) { return limit.kind == WaitLimit::Kind::forever ? 0 : MSG_DONTWAIT; }
+
+// The SCM_CREDENTIALS a received datagram carries (SO_PASSCRED), if any.
+std::optional<SenderIdentity> attested_sender(msghdr& message) {
+  for (cmsghdr* each = CMSG_FIRSTHDR(&message); each != nullptr; each = CMSG_NXTHDR(&message, each)) {
+    if (each->cmsg_level == SOL_SOCKET && each->cmsg_type == SCM_CREDENTIALS && each->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+      ucred credentials{};
+      std::memcpy(&credentials, CMSG_DATA(each), sizeof credentials);
+      return SenderIdentity{credentials.uid, credentials.gid, credentials.pid, true};
+    }
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+result<void> DatagramSocket::send_parts(const SocketAddress* to, std::span<const std::span<const std::byte>> parts,
+                                        WaitLimit limit) {
+  constexpr std::size_t kMaxParts = 4;
+  if (parts.size() > kMaxParts) return error(errc::invalid_argument, name_, "a datagram of more than 4 parts");
+  iovec pieces[kMaxParts];
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    pieces[i] = {const_cast<std::byte*>(parts[i].data()), parts[i].size()};
+    size += parts[i].size();
+  }
+  msghdr message{};
+  if (to) {
+    message.msg_name = const_cast<sockaddr*>(to->get());
+    message.msg_namelen = to->size();
+  }
+  message.msg_iov = pieces;
+  message.msg_iovlen = parts.size();
+  const int flags = MSG_NOSIGNAL | dont_wait_unless_forever(limit);
   for (;;) {
-    const ssize_t sent = to ? ::sendto(fd_.get(), message.data(), message.size(), MSG_NOSIGNAL, to->get(), to->size())
-                            : ::send(fd_.get(), message.data(), message.size(), MSG_NOSIGNAL);
-    if (sent >= 0) return {};  // a datagram goes whole or not at all
+    if (::sendmsg(fd_.get(), &message, flags) >= 0) return {};  // a datagram goes whole or not at all
     if (errno == EINTR) continue;
     if (errno == EMSGSIZE)
       return error(errc::invalid_argument, name_,
-                   "a datagram of " + std::to_string(message.size()) + " bytes is larger than the socket allows", errno);
+                   "a datagram of " + std::to_string(size) + " bytes is larger than the socket allows", errno);
     if (errno == ECONNREFUSED || errno == ENOENT)
       return error(errc::peer_gone, name_, "no socket receives at the destination", errno);
     if (errno != EAGAIN) return error::from_errno(errno, name_, "send");
@@ -364,16 +399,20 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
     message.msg_namelen = sizeof storage;
     message.msg_iov = &piece;
     message.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
     // MSG_TRUNC: the return value is the datagram's real size even when the
     // buffer was smaller, so truncation is seen instead of silently cut.
-    const ssize_t got = ::recvmsg(fd_.get(), &message, MSG_TRUNC);
+    const ssize_t got = ::recvmsg(fd_.get(), &message, MSG_TRUNC | MSG_CMSG_CLOEXEC | dont_wait_unless_forever(limit));
     if (got >= 0) {
       const auto size = static_cast<std::size_t>(got);
       if (size > buffer.size() || (message.msg_flags & MSG_TRUNC) != 0)
         return error(errc::limit_reached, name_,
                      "a datagram of " + std::to_string(size) + " bytes did not fit the buffer of " +
                          std::to_string(buffer.size()) + " bytes; it was discarded");
-      return Datagram{size, SocketAddress::from_raw(reinterpret_cast<const sockaddr*>(&storage), message.msg_namelen)};
+      return Datagram{size, SocketAddress::from_raw(reinterpret_cast<const sockaddr*>(&storage), message.msg_namelen),
+                      attested_sender(message)};
     }
     if (errno == EINTR) continue;
     if (errno == ECONNREFUSED) return error(errc::peer_gone, name_, "the connected peer is gone", errno);
@@ -385,7 +424,7 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
 
 result<std::size_t> DatagramSocket::next_size(WaitLimit limit) {
   for (;;) {
-    const ssize_t got = ::recv(fd_.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC);
+    const ssize_t got = ::recv(fd_.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC | dont_wait_unless_forever(limit));
     if (got >= 0) return static_cast<std::size_t>(got);
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return error::from_errno(errno, name_, "recv MSG_PEEK");
@@ -422,6 +461,13 @@ result<UnixDatagram> UnixDatagram::bind(std::string_view path, mode_t mode) {
   return UnixDatagram(std::move(*made));
 }
 
+result<void> UnixDatagram::pass_credentials() {
+  const int on = 1;
+  if (::setsockopt(fd().get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
+    return error::from_errno(errno, name(), "setsockopt SO_PASSCRED");
+  return {};
+}
+
 result<UnixDatagram> UnixDatagram::unbound() {
   auto fd = make_socket(AF_UNIX, SOCK_DGRAM, "unix datagram socket");
   if (!fd) return std::move(fd).error();
@@ -430,7 +476,7 @@ result<UnixDatagram> UnixDatagram::unbound() {
 
 result<std::pair<UnixDatagram, UnixDatagram>> UnixDatagram::pair() {
   int ends[2];
-  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, ends) != 0)
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ends) != 0)
     return error::from_errno(errno, "unix datagram pair", "socketpair");
   return std::pair<UnixDatagram, UnixDatagram>(UnixDatagram(Fd(ends[0]), "unix datagram pair (first)"),
                                                UnixDatagram(Fd(ends[1]), "unix datagram pair (second)"));

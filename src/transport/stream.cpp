@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -143,9 +144,16 @@ result<ByteStream> ByteStream::adopt(int fd, std::string_view name) {
 }
 
 result<std::size_t> ByteStream::read_some(std::span<std::byte> buffer, WaitLimit limit) {
-  if (buffer.empty()) return std::size_t{0};
+  iovec piece{buffer.data(), buffer.size()};
+  return read_vector(&piece, 1, limit);
+}
+
+result<std::size_t> ByteStream::read_vector(const iovec* pieces, int count, WaitLimit limit) {
+  std::size_t wanted = 0;
+  for (int i = 0; i < count; ++i) wanted += pieces[i].iov_len;
+  if (wanted == 0) return std::size_t{0};
   for (;;) {
-    const ssize_t got = ::read(fd_.get(), buffer.data(), buffer.size());
+    const ssize_t got = ::readv(fd_.get(), pieces, count);
     if (got > 0) return static_cast<std::size_t>(got);
     if (got == 0) {
       if (kind_ == Kind::socket || pipe_hung_up(fd_.get())) return std::size_t{0};

@@ -208,6 +208,55 @@ TEST_P(EveryStream, TryAndTimedCallsReportWouldBlockAndTimedOut) {
   EXPECT_EQ(frame_late.error().code(), errc::timed_out);
 }
 
+// After a large frame the receiver reads the next header together with as
+// much payload as the large frame had; small frames that come in that read
+// are split off whole, and none keeps the large buffer.
+TEST_P(EveryStream, SmallFramesReadTogetherAfterALargeOneComeOutWholeAndSmall) {
+  const ferry::FrameOptions options{.max_frame = 4 * kMiB};
+  FramedStream sender(std::move(pair_.writer), options);
+  FramedStream receiver(std::move(pair_.reader), options);
+  std::vector<std::size_t> sizes = {300'000};
+  for (std::size_t i = 0; i < ferry::test::scaled(400); ++i) sizes.push_back(i % 97);
+  sizes.push_back(70'000);
+  sizes.push_back(3);
+  std::vector<std::byte> burst;  // every frame after the first, written at once
+  for (std::size_t i = 1; i < sizes.size(); ++i) {
+    const auto header = ferry::frame_header(static_cast<std::uint32_t>(sizes[i]));
+    const Frame payload = patterned(sizes[i]);
+    burst.insert(burst.end(), header.begin(), header.end());
+    burst.insert(burst.end(), payload.begin(), payload.end());
+  }
+  std::thread writer([&] {
+    ASSERT_TRUE(sender.send_frame(patterned(sizes[0])));
+    ASSERT_TRUE(sender.stream().write_all(burst));
+  });
+  for (const std::size_t size : sizes) {
+    auto frame = receiver.receive_frame_for(60s);
+    ASSERT_TRUE(frame) << frame.error().message();
+    ASSERT_EQ(frame->size(), size);
+    ASSERT_TRUE(matches_pattern(*frame)) << "frame of " << size << " bytes";
+    EXPECT_LE(frame->capacity(), 2 * size + 16 * 1024) << "a small frame kept a large buffer";
+  }
+  writer.join();
+}
+
+TEST_P(EveryStream, AFrameSentInPartsArrivesAsOne) {
+  FramedStream sender(std::move(pair_.writer));
+  FramedStream receiver(std::move(pair_.reader));
+  const Frame whole = patterned(5000);
+  const std::span<const std::byte> parts[] = {std::span(whole).first(3), std::span(whole).subspan(3, 0),
+                                              std::span(whole).subspan(3)};
+  std::thread writer([&] { ASSERT_TRUE(sender.send_frame(parts, ferry::detail::WaitLimit::forever())); });
+  auto frame = receiver.receive_frame_for(60s);
+  writer.join();
+  ASSERT_TRUE(frame) << frame.error().message();
+  EXPECT_EQ(*frame, whole);
+  const std::span<const std::byte> too_many[] = {parts[0], parts[1], parts[2], parts[0]};
+  auto refused = sender.send_frame(too_many, ferry::detail::WaitLimit::forever());
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), errc::invalid_argument);
+}
+
 TEST_P(EveryStream, APartialFrameWaitsForItsRestAcrossTryReceives) {
   FramedStream receiver(std::move(pair_.reader));
   const Frame payload = patterned(1000);

@@ -74,6 +74,7 @@
 #include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
 #include "ferry/os/process.hpp"
+#include "ferry/transport/framing.hpp"
 #include "ferry/transport/stream.hpp"
 
 namespace ferry {
@@ -130,7 +131,7 @@ class EndpointMessage {
  public:
   EndpointMessage() = default;
   /// The message is `bytes` from `offset` on (so a received frame is kept without copying).
-  EndpointMessage(std::vector<std::byte> bytes, std::size_t offset, std::optional<SenderIdentity> sender,
+  EndpointMessage(Frame bytes, std::size_t offset, std::optional<SenderIdentity> sender,
                   unsigned priority, bool urgent, std::uint64_t origin) noexcept
       : bytes_(std::move(bytes)), offset_(offset), sender_(sender), priority_(priority), urgent_(urgent),
         origin_(origin) {}
@@ -147,7 +148,7 @@ class EndpointMessage {
   [[nodiscard]] std::uint64_t origin() const noexcept { return origin_; }
 
  private:
-  std::vector<std::byte> bytes_;
+  Frame bytes_;
   std::size_t offset_ = 0;
   std::optional<SenderIdentity> sender_;
   unsigned priority_ = 0;

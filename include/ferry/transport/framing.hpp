@@ -19,7 +19,9 @@
 // for good: every later receive says corrupt, and the caller should close the
 // connection. Memory for a frame grows with the bytes that actually arrived
 // (never beyond max_frame), so a peer that announces a large frame and sends
-// nothing costs nothing.
+// nothing costs nothing; after a large frame, the next header is read together
+// with up to as many bytes as that frame had (at most 1 MiB) straight into the
+// next frame's buffer, so large frames cost one read each and no extra copy.
 //
 // Receiving: a try_ or timed receive that stops in the middle of a frame
 // keeps what arrived; the next call goes on from there. End of stream between
@@ -40,8 +42,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "ferry/os/clock.hpp"
@@ -50,7 +55,28 @@
 
 namespace ferry {
 
-using Frame = std::vector<std::byte>;
+namespace detail {
+/// Leaves bytes uninitialized when a vector grows: a frame's buffer is
+/// always overwritten by the bytes read into it, so zero-filling it first
+/// would only cost a pass over memory (16 MiB frames: about a millisecond).
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  UninitializedAllocator() noexcept = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}  // NOLINT: rebinding is implicit
+  template <class U>
+  void construct(U* where) noexcept {
+    ::new (static_cast<void*>(where)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* where, Args&&... args) {
+    ::new (static_cast<void*>(where)) U(std::forward<Args>(args)...);
+  }
+};
+}  // namespace detail
+
+/// A frame's payload: a vector of bytes (grown without zero-filling).
+using Frame = std::vector<std::byte, detail::UninitializedAllocator<std::byte>>;
 
 struct FrameOptions {
   /// The largest payload sent or accepted (at most 4 GiB - 1).
@@ -78,7 +104,14 @@ class FramedStream {
   result<void> send_frame_until(std::span<const std::byte> payload, deadline when) {
     return send_frame(payload, detail::WaitLimit::at(when));
   }
-  result<void> send_frame(std::span<const std::byte> payload, detail::WaitLimit limit);
+  result<void> send_frame(std::span<const std::byte> payload, detail::WaitLimit limit) {
+    const std::span<const std::byte> parts[] = {payload};
+    return send_frame(parts, limit);
+  }
+  /// One frame whose payload is `parts` one after the other, written with
+  /// one gathered write (no copy into a staging buffer); at most kMaxFrameParts.
+  result<void> send_frame(std::span<const std::span<const std::byte>> parts, detail::WaitLimit limit);
+  static constexpr std::size_t kMaxFrameParts = 3;
 
   /// Writes out what an earlier try_/timed send kept.
   result<void> flush() { return flush(detail::WaitLimit::forever()); }
@@ -97,6 +130,10 @@ class FramedStream {
 
   /// True while a frame has begun to arrive but is not complete.
   [[nodiscard]] bool mid_frame() const noexcept { return header_have_ > 0 || in_payload_; }
+  /// False when the stream is known to hold nothing more right now: nothing
+  /// is read ahead and the last read took less than it could have. (An event
+  /// loop then waits for readability instead of trying another read.)
+  [[nodiscard]] bool may_have_more() const noexcept { return staged_begin_ < staged_end_ || last_read_filled_; }
   /// True once a bad header was seen; the stream should be closed.
   [[nodiscard]] bool broken() const noexcept { return broken_; }
 
@@ -107,6 +144,8 @@ class FramedStream {
  private:
   result<void> parse_header();
   void take_staged_payload();
+  void take_staged_header();
+  result<std::size_t> read_next_header(detail::WaitLimit limit);
 
   ByteStream stream_;
   FrameOptions options_;
@@ -125,6 +164,10 @@ class FramedStream {
   std::size_t payload_size_ = 0;
   std::size_t payload_have_ = 0;
   Frame payload_;
+  // The size of the last frame when it was large: the next header is read
+  // together with that much payload, straight into the next frame's buffer.
+  std::size_t expect_large_ = 0;
+  bool last_read_filled_ = true;
   bool broken_ = false;
 };
 

@@ -40,6 +40,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -199,6 +200,9 @@ class TcpSocket : public StreamSocket {
 struct Datagram {
   std::size_t size = 0;
   SocketAddress from;
+  /// The sender as the kernel attests it (SCM_CREDENTIALS): on a UNIX
+  /// datagram socket that asked for it (UnixDatagram::pass_credentials); otherwise none.
+  std::optional<SenderIdentity> sender;
 };
 
 /// A datagram socket, UNIX or UDP: one message per datagram.
@@ -225,7 +229,14 @@ class DatagramSocket {
   result<void> try_send_to(const SocketAddress& to, std::span<const std::byte> message) {
     return send_to(&to, message, detail::WaitLimit::none());
   }
-  result<void> send_to(const SocketAddress* to, std::span<const std::byte> message, detail::WaitLimit limit);
+  result<void> send_to(const SocketAddress* to, std::span<const std::byte> message, detail::WaitLimit limit) {
+    const std::span<const std::byte> parts[] = {message};
+    return send_parts(to, parts, limit);
+  }
+  /// Sends one datagram made of `parts` one after the other (a gathered
+  /// send: no copy into one buffer), to `to` or (null) the connected peer.
+  result<void> send_parts(const SocketAddress* to, std::span<const std::span<const std::byte>> parts,
+                          detail::WaitLimit limit);
 
   /// Receives one datagram into `buffer`; limit_reached if it did not fit
   /// (the datagram is then gone: ask next_size first to avoid that).
@@ -267,6 +278,9 @@ class UnixDatagram : public DatagramSocket {
   static result<std::pair<UnixDatagram, UnixDatagram>> pair();
   using DatagramSocket::connect;
   result<void> connect(std::string_view path);
+  /// From now on the kernel attaches each sender's uid, gid and pid to its
+  /// datagrams (SO_PASSCRED): received Datagrams carry `sender`.
+  result<void> pass_credentials();
 
  private:
   using DatagramSocket::DatagramSocket;

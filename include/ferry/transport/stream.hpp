@@ -110,6 +110,9 @@ class ByteStream {
     return read_some(buffer, detail::WaitLimit::at(when));
   }
   result<std::size_t> read_some(std::span<std::byte> buffer, detail::WaitLimit limit);
+  /// Scattered read into up to `count` pieces, filled in order; bytes read,
+  /// or 0 at end of stream.
+  result<std::size_t> read_vector(const iovec* pieces, int count, detail::WaitLimit limit);
 
   /// Fills all of `buffer`; end of stream first is peer_gone.
   result<void> read_exact(std::span<std::byte> buffer) { return read_exact(buffer, detail::WaitLimit::forever()); }
