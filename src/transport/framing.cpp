@@ -10,8 +10,8 @@ namespace ferry {
 namespace {
 
 constexpr std::size_t kStagingSize = 64 * 1024;
-// A payload remainder at least this large is read straight into the frame's
-// buffer instead of through the staging buffer (saves a copy).
+// A frame at least this large is read straight into its own buffer instead
+// of through the staging buffer (saves a copy).
 constexpr std::size_t kDirectRead = 16 * 1024;
 // The most read speculatively with a header (the size of the frame before).
 constexpr std::size_t kMostReadAhead = 1024 * 1024;
@@ -183,12 +183,14 @@ result<Frame> FramedStream::receive_frame(detail::WaitLimit limit) {
       }
     }
     // Need more bytes. After a large frame the next one is read straight
-    // into its buffer; a large remainder goes straight into the payload;
-    // everything else is read ahead into the staging buffer.
+    // into its buffer; so is the rest of a large frame; everything else is
+    // read ahead into the staging buffer.
     result<std::size_t> got{std::size_t{0}};
     if (!in_payload_ && expect_large_ > 0) {
       got = read_next_header(limit);
-    } else if (in_payload_ && payload_size_ - payload_have_ >= kDirectRead) {
+    } else if (in_payload_ && payload_size_ >= kDirectRead) {
+      // The rest of a large frame, and no further: the next frame then
+      // starts a fresh read (straight into its own buffer), never a copy.
       // Grow with what arrives, never ahead of it by more than it has.
       const std::size_t grown = std::min(payload_size_, payload_have_ + std::max(payload_have_, kStagingSize));
       if (payload_.size() < grown) payload_.resize(grown);
