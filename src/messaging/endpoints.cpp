@@ -65,16 +65,6 @@ class MailboxReceiver final : public Receiver {
   Mailbox mailbox_;
 };
 
-// Opens the mailbox, or creates it; another receiver may create it at the same moment.
-result<Mailbox> open_or_create(const std::string& name, const MailboxOptions& options) {
-  for (;;) {
-    auto opened = Mailbox::open(name);
-    if (opened || opened.error().code() != errc::not_found) return opened;
-    auto created = Mailbox::create(name, options);
-    if (created || created.error().code() != errc::already_exists) return created;
-  }
-}
-
 }  // namespace
 
 result<std::unique_ptr<Sender>> open_sender(const Endpoint& endpoint, const EndpointOptions& options) {
@@ -95,7 +85,7 @@ result<std::unique_ptr<Receiver>> open_receiver(const Endpoint& endpoint, const 
   if (endpoint.scheme != Endpoint::Scheme::shm) return open_transport_receiver(endpoint, options);
   MailboxOptions create = mailbox;
   if (endpoint.name.front() == '/') create.persistence = Persistence::filesystem;
-  auto opened = open_or_create(endpoint.name, create);
+  auto opened = Mailbox::open_or_create(endpoint.name, create);  // another receiver may create it at the same moment
   if (!opened) return std::move(opened).error();
   return std::unique_ptr<Receiver>(std::make_unique<MailboxReceiver>(endpoint, std::move(*opened)));
 }

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <new>
 #include <random>
+#include <thread>
 
 #include "ferry/messaging/detail/mailbox_layout.hpp"
 #include "ferry/messaging/detail/notify_watcher.hpp"
@@ -1178,6 +1179,26 @@ result<Mailbox> Mailbox::open(std::string_view name, const MailboxOpenOptions& o
   auto shared = adopt(std::string(name), dir, std::move(*control), process_persistent);
   if (!shared) return std::move(shared).error();
   return Mailbox(std::move(*shared));
+}
+
+result<Mailbox> Mailbox::open_or_create(std::string_view name, const MailboxOptions& options) {
+  // create() makes the directory first and links the control file last:
+  // until then open() says not_found while create() finds the name taken.
+  // Both are tried again then, create first: the mailbox may also have been
+  // removed meanwhile (its last process left).
+  const deadline give_up = deadline_after(kCreationWait);
+  for (auto pause = std::chrono::microseconds(20);; pause = std::min(2 * pause, std::chrono::microseconds(5000))) {
+    auto created = create(name, options);
+    if (created || created.error().code() != errc::already_exists) return created;
+    auto opened = open(name);
+    if (opened || opened.error().code() != errc::not_found) return opened;
+    if (steady_clock::now() >= give_up) {
+      return error(errc::timed_out, "mailbox '" + std::string(name) + "'",
+                   "it exists, but its creation did not complete within " + std::to_string(kCreationWait.count()) +
+                       " s (a creator that died midway leaves it so: remove it with ferry rm)");
+    }
+    std::this_thread::sleep_for(pause);
+  }
 }
 
 result<void> Mailbox::destroy(std::string_view name) {

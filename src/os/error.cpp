@@ -14,6 +14,7 @@ std::string_view to_string(errc code) noexcept {
     case errc::already_exists: return "already exists";
     case errc::permission_denied: return "permission denied";
     case errc::timed_out: return "timed out";
+    case errc::cancelled: return "cancelled";
     case errc::would_block: return "would block";
     case errc::full: return "full";
     case errc::empty: return "empty";
@@ -45,6 +46,7 @@ errc errc_from_errno(int sys_errno) noexcept {
     case EACCES:
     case EPERM: return errc::permission_denied;
     case ETIMEDOUT: return errc::timed_out;
+    case ECANCELED: return errc::cancelled;
     case EAGAIN: return errc::would_block;
     case EPIPE:
     case ECONNRESET:

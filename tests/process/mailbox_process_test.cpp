@@ -138,6 +138,58 @@ TEST(MailboxProcess, FourSendersTwoReceiversEveryMessageExactlyOnceInOrder) {
   EXPECT_LE(stats.high_water, 256u);
 }
 
+// ---------------------------------------------------------- open_or_create
+
+constexpr int kRacers = 6;
+
+struct Race {
+  std::atomic<int> go{0};
+  std::atomic<int> ready{0};  // racers holding the mailbox
+  std::atomic<pid_t> pid[kRacers];
+};
+
+// Racers call open_or_create on one fresh name at the same moment: none may
+// see a creation half done as an error, and all must hold the same mailbox,
+// shown by each receiving the message its neighbour sent.
+TEST(MailboxProcess, RacingOpenOrCreateAllShareOneMailbox) {
+  const std::size_t rounds = ferry::test::scaled(10);
+  for (std::size_t round = 0; round < rounds; ++round) {
+    Name n;
+    SharedAnonymous<Race> race;
+    std::vector<Child> racers;
+    for (int i = 0; i < kRacers; ++i) {
+      racers.push_back(Child::spawn([&, i] {
+        race->pid[i].store(::getpid());
+        while (race->go.load() == 0) std::this_thread::yield();
+        auto box = Mailbox::open_or_create(n.name, {.capacity = Capacity::bounded(2 * kRacers, 64)});
+        if (!box) std::fprintf(stderr, "racer %d: %s\n", i, box.error().message().c_str());
+        FERRY_CHILD_CHECK(box);
+        race->ready.fetch_add(1);
+        while (race->ready.load() < kRacers) std::this_thread::yield();
+        FERRY_CHILD_CHECK(box->send(std::as_bytes(std::span(&i, 1))));
+        const int neighbour = (i + 1) % kRacers;
+        auto message = box->receive_from_for(race->pid[neighbour].load(), 20s);
+        FERRY_CHILD_CHECK(message);
+        FERRY_CHILD_CHECK(message->size() == sizeof(int));
+        int sent_by = -1;
+        std::memcpy(&sent_by, message->data().data(), sizeof sent_by);
+        FERRY_CHILD_CHECK(sent_by == neighbour);
+        return 0;
+      }));
+    }
+    for (int i = 0; i < kRacers; ++i) {
+      while (race->pid[i].load() == 0) std::this_thread::yield();
+    }
+    race->go.store(1);
+    for (auto& racer : racers) ASSERT_EQ(racer.wait_for(kWatchdog), 0) << "round " << round;
+    auto box = Mailbox::open(n.name);
+    ASSERT_TRUE(box) << box.error().message();
+    const auto stats = box->stats();
+    EXPECT_EQ(stats.sent, static_cast<std::uint64_t>(kRacers));
+    EXPECT_EQ(stats.received, static_cast<std::uint64_t>(kRacers));
+  }
+}
+
 // -------------------------------------------------------- identity, access
 
 TEST(MailboxProcess, AnotherUsersMessageCarriesItsUidAndCannotBeForgedOrRead) {

@@ -32,6 +32,7 @@ TEST(Error, FromErrnoMapsTheCommonCases) {
   EXPECT_EQ(error::from_errno(EPERM, "x").code(), errc::permission_denied);
   EXPECT_EQ(error::from_errno(ENOSPC, "x").code(), errc::no_space);
   EXPECT_EQ(error::from_errno(ETIMEDOUT, "x").code(), errc::timed_out);
+  EXPECT_EQ(error::from_errno(ECANCELED, "x").code(), errc::cancelled);
   EXPECT_EQ(error::from_errno(EOWNERDEAD, "x").code(), errc::owner_died);
   EXPECT_EQ(error::from_errno(EXDEV, "x").code(), errc::system);
   EXPECT_EQ(error::from_errno(EXDEV, "x").sys_errno(), EXDEV);
@@ -42,6 +43,13 @@ TEST(Error, EveryCodeHasText) {
        ++code) {
     EXPECT_NE(ferry::to_string(static_cast<errc>(code)), "unknown error") << code;
   }
+}
+
+TEST(Error, CancelledHasItsOwnCodeAndText) {
+  const error e(errc::cancelled, "rpc call of 'add'", "cancelled by the caller");
+  EXPECT_NE(e.code(), errc::timed_out);
+  EXPECT_EQ(ferry::to_string(errc::cancelled), "cancelled");
+  EXPECT_EQ(e.message(), "rpc call of 'add': cancelled: cancelled by the caller");
 }
 
 TEST(Error, ContextIsPrepended) {

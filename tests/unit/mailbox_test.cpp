@@ -218,6 +218,43 @@ TEST(Mailbox, CreateRefusesWhatExistsAndOpenWhatDoesNot) {
             errc::invalid_argument);
 }
 
+TEST(Mailbox, OpenOrCreateCreatesOnceThenOpensThatMailbox) {
+  const std::string name = unique_name("mbx");
+  auto first = Mailbox::open_or_create(name, {.capacity = Capacity::bounded(8, 64)});
+  ASSERT_TRUE(first) << first.error().message();
+  auto second = Mailbox::open_or_create(name, {.capacity = Capacity::bounded(100, 64)});
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_EQ(second->stats().capacity.count, 8u) << "the options of the creating call";
+  ASSERT_TRUE(first->send(bytes("shared")));
+  auto message = second->try_receive();
+  ASSERT_TRUE(message && message->has_value());
+  EXPECT_EQ(text(**message), "shared");
+  EXPECT_EQ(Mailbox::open_or_create("a/b").error().code(), errc::invalid_argument);
+  ASSERT_TRUE(Mailbox::destroy(name));
+}
+
+// A creation half done looks like a directory without its control file.
+TEST(Mailbox, OpenOrCreateWaitsForAHalfDoneCreationAndNamesOneThatNeverCompletes) {
+  ferry::test::TempDir dir;
+  const std::string path = dir.file("jobs.mbx");
+  const MailboxOptions options{.persistence = ferry::Persistence::filesystem};
+  ASSERT_EQ(::mkdir(path.c_str(), 0700), 0);
+  auto stuck = Mailbox::open_or_create(path, options);
+  ASSERT_FALSE(stuck);
+  EXPECT_EQ(stuck.error().code(), errc::timed_out);
+  EXPECT_NE(stuck.error().message().find("mailbox '" + path + "'"), std::string::npos) << stuck.error().message();
+  // A creator that gives up removes what it made: the waiting call creates it.
+  std::thread undo([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ::rmdir(path.c_str());
+  });
+  auto created = Mailbox::open_or_create(path, options);
+  undo.join();
+  ASSERT_TRUE(created) << created.error().message();
+  ASSERT_TRUE(created->send(bytes("x")));
+  EXPECT_EQ(created->stats().sent, 1u);
+}
+
 TEST(Mailbox, FilesystemPersistenceKeepsMessagesAcrossReopen) {
   ferry::test::TempDir dir;
   const std::string path = dir.file("orders.mbx");

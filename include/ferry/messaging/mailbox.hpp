@@ -39,6 +39,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -240,6 +241,16 @@ class Mailbox {
   /// Errors: not_found, permission_denied (the mode, or another user's
   /// mailbox without allow_foreign_owner), corrupt, version_mismatch.
   static result<Mailbox> open(std::string_view name, const MailboxOpenOptions& options = {});
+  /// Creates the mailbox, or opens it when it exists: safe when several
+  /// processes do it at once (one creates, the others open the same one; an
+  /// open that finds a creation half done waits for it, at most
+  /// kCreationWait). The options apply only if this call creates it.
+  /// Errors: those of create and open; timed_out naming the mailbox when its
+  /// creation never completes (a creator died midway: `ferry rm` it).
+  ///
+  ///   auto box = ferry::Mailbox::open_or_create("jobs", {.capacity = ferry::Capacity::bounded(64)});
+  static result<Mailbox> open_or_create(std::string_view name, const MailboxOptions& options = {});
+  static constexpr std::chrono::seconds kCreationWait{5};
   /// Removes the mailbox's files; processes that have it open keep working
   /// with what they mapped.
   static result<void> destroy(std::string_view name);

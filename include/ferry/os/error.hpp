@@ -32,6 +32,7 @@ enum class errc : std::uint8_t {
   already_exists,        ///< creating a name that is taken (fail closed)
   permission_denied,     ///< the mode or the owner forbids it
   timed_out,             ///< a timed call reached its deadline
+  cancelled,             ///< the caller gave the operation up (an rpc call it cancelled)
   would_block,           ///< a try_ call could not proceed without waiting
   full,                  ///< no room for the message or the attachment
   empty,                 ///< nothing to receive
@@ -46,7 +47,7 @@ enum class errc : std::uint8_t {
   not_recoverable,       ///< protected state was left inconsistent for good
   not_owner,             ///< only the owner may do that
   unsupported,           ///< not available on this kernel or for this kind
-  system,                ///< any other OS failure; see sys_errno()
+  system,                ///< any other OS failure; see sys_errno(); stays last (rpc replies check codes against it)
 };
 
 /// Short lowercase text for a code, e.g. "permission denied".
