@@ -38,3 +38,6 @@
 #include "ferry/messaging/inbox.hpp"          // Inbox, send_to(pid or name): direct addressing
 #include "ferry/messaging/inspect.hpp"  // what ferry ls shows about them
 #include "ferry/messaging/endpoints.hpp"  // open_sender/open_receiver for every endpoint, shm:// included
+
+// patterns: built on messaging and transports
+#include "ferry/patterns/rpc.hpp"  // rpc::Server, rpc::Client: calls with deadlines, cancellation, concurrent servers

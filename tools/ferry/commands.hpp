@@ -76,6 +76,20 @@ struct PipeEndpointsOptions {
 };
 int pipe_endpoints(const PipeEndpointsOptions& options);
 
+struct CallOptions {
+  std::string endpoint;  // shm://NAME, unix://PATH, tcp://HOST:PORT
+  std::string method;
+  std::optional<std::string> payload;  // none: all of stdin
+  std::optional<double> timeout_seconds;  // none: wait for the reply (or for every server to be gone)
+  bool idempotent = false;
+};
+/// ferry call: prints the reply as it came, and a newline (rpc.cpp).
+int call_method(const CallOptions& options);
+/// True when `target` (shm://NAME or NAME) has an rpc registry: ferry stat then shows it.
+bool is_rpc_endpoint(const std::string& target);
+/// ferry stat of an rpc endpoint: the request mailbox, the servers and the calls in flight with their ages.
+int stat_rpc_endpoint(const StatOptions& options);
+
 /// What recv does for every target: calls `receive_one` (true: it printed a
 /// message; false: none waits, which ends a --count 0 receive) up to
 /// options.count times, and reports a shortfall (timed_out) or a failure.

@@ -63,9 +63,23 @@ int main(int argc, char** argv) {
   ferry::cli::StatOptions stat;
   auto* stat_command = app.add_subcommand("stat", "Show one mailbox: capacity, mode, owner, messages queued per "
                                                   "priority, leased, counters, senders");
-  stat_command->add_option("name", stat.name, "Mailbox name")->required();
+  stat_command->add_option("name", stat.name, "Mailbox name, or an rpc endpoint shm://NAME (also: its servers and "
+                                               "calls in flight with their ages)")->required();
   stat_command->add_flag("--json", stat.json, "Print JSON");
-  stat_command->callback([&] { status = ferry::cli::stat_mailbox(stat); });
+  stat_command->callback([&] {
+    status = ferry::cli::is_rpc_endpoint(stat.name) ? ferry::cli::stat_rpc_endpoint(stat) : ferry::cli::stat_mailbox(stat);
+  });
+
+  ferry::cli::CallOptions call;
+  auto* call_command = app.add_subcommand(
+      "call", "Call METHOD of the rpc server at ENDPOINT with PAYLOAD (default: all of stdin) and print the reply");
+  call_command->add_option("endpoint", call.endpoint, "shm://NAME, unix:///path or tcp://host:port")->required();
+  call_command->add_option("method", call.method, "The method's name")->required();
+  call_command->add_option_function<std::string>("payload", [&call](const std::string& text) { call.payload = text; },
+                                                 "The request's bytes (default: stdin)");
+  timeout_option(*call_command, call.timeout_seconds, "Give up (exit 1) without a reply this long (default: wait)");
+  call_command->add_flag("--idempotent", call.idempotent, "Safe to run again on another server if its server dies");
+  call_command->callback([&] { status = ferry::cli::call_method(call); });
 
   ferry::cli::SendMessagesOptions send;
   auto* send_command = app.add_subcommand(

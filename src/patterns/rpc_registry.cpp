@@ -1,0 +1,195 @@
+#include "rpc_registry.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include "ferry/os/process.hpp"
+
+namespace ferry::rpc::registry {
+namespace {
+
+constexpr std::uint64_t kFilling = 1;  // a call slot claimed, its fields not yet written
+constexpr int kJoinAttempts = 8;       // create/open races with a process-persistent segment going away
+
+bool taken_by_live(std::uint64_t owner) noexcept {
+  return owner == kFilling || (owner != 0 && ProcessId::from_packed(owner).alive());
+}
+
+// Group and others may read the registry exactly when they may call (send
+// to the mailbox): clients read which servers live.
+mode_t segment_mode(mode_t mailbox_mode) noexcept {
+  return 0600 | ((mailbox_mode & 0020) ? 0040 : 0) | ((mailbox_mode & 0002) ? 0004 : 0);
+}
+
+std::string method_of(const CallSlot& slot) {
+  std::uint64_t words[kMethodWords];
+  for (std::size_t i = 0; i < kMethodWords; ++i) words[i] = slot.method[i].load(std::memory_order_relaxed);
+  const std::size_t length = std::min<std::size_t>(slot.method_length.load(std::memory_order_relaxed), sizeof words);
+  return {reinterpret_cast<const char*>(words), length};
+}
+
+}  // namespace
+
+std::string segment_name(std::string_view name) { return std::string(name) + ".rpc"; }
+
+result<Registry> Registry::checked(Segment segment) {
+  if (segment.size() != sizeof(Layout)) {
+    return error(errc::size_mismatch, *segment.description(), "not an rpc registry of this ferry");
+  }
+  const Header& header = reinterpret_cast<const Layout*>(segment.data().data())->header;
+  if (header.magic.load() != kMagic) return error(errc::corrupt, *segment.description(), "not an rpc registry");
+  if (header.version.load() != kVersion || header.servers.load() != kServers || header.calls.load() != kCalls ||
+      header.cancels.load() != kCancels) {
+    return error(errc::version_mismatch, *segment.description(), "rpc registry of another layout");
+  }
+  return Registry(std::move(segment));
+}
+
+result<Registry> Registry::join(std::string_view name, Persistence persistence, mode_t mode) {
+  const std::string segment = segment_name(name);
+  for (int attempt = 0;; ++attempt) {
+    auto created = Segment::create(segment, {.size = sizeof(Layout),
+                                             .persistence = persistence,
+                                             .mode = segment_mode(mode),
+                                             .initialize = [](std::span<std::byte> data) {
+                                               Layout* layout = new (data.data()) Layout{};
+                                               layout->header.servers = kServers;
+                                               layout->header.calls = kCalls;
+                                               layout->header.cancels = kCancels;
+                                               layout->header.version = kVersion;
+                                               layout->header.magic = kMagic;
+                                             }});
+    if (created) return checked(std::move(*created));
+    if (created.error().code() != errc::already_exists) return std::move(created).error();
+    auto opened = Segment::open(segment, {.size = sizeof(Layout)});
+    if (opened) return checked(std::move(*opened));
+    // Gone between our create and open (its last process left): try again.
+    if (opened.error().code() != errc::not_found || attempt + 1 == kJoinAttempts) return std::move(opened).error();
+  }
+}
+
+result<Registry> Registry::observe(std::string_view name, bool allow_foreign_owner) {
+  auto opened = Segment::open(segment_name(name),
+                              {.size = sizeof(Layout), .access = Access::read_only, .allow_foreign_owner = allow_foreign_owner});
+  if (!opened) return std::move(opened).error();
+  return checked(std::move(*opened));
+}
+
+result<void> Registry::add_server() {
+  const std::uint64_t me = ProcessId::current().packed();
+  for (std::size_t i = 0; i < kServers; ++i) {
+    ServerSlot& slot = layout()->servers[i];
+    std::uint64_t owner = slot.process.load();
+    if (owner == me) {  // another Server of this process listed it already
+      server_slot_ = i;
+      return {};
+    }
+  }
+  for (std::size_t i = 0; i < kServers; ++i) {
+    ServerSlot& slot = layout()->servers[i];
+    std::uint64_t owner = slot.process.load();
+    if (taken_by_live(owner) || !slot.process.compare_exchange_strong(owner, me)) continue;
+    slot.started_ns.store(wall_clock_ns());
+    slot.handled.store(0);
+    server_slot_ = i;
+    return {};
+  }
+  return error(errc::limit_reached, *segment_.description(), std::to_string(kServers) + " servers serve it already");
+}
+
+void Registry::remove_server() noexcept {
+  if (!server_slot_) return;
+  std::uint64_t me = ProcessId::current().packed();
+  (void)layout()->servers[*server_slot_].process.compare_exchange_strong(me, 0);
+  server_slot_.reset();
+}
+
+void Registry::count_handled() noexcept {
+  if (server_slot_) layout()->servers[*server_slot_].handled.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Registry::any_server_alive() const noexcept {
+  return std::any_of(std::begin(layout()->servers), std::end(layout()->servers), [](const ServerSlot& slot) {
+    const std::uint64_t owner = slot.process.load();
+    return owner != 0 && ProcessId::from_packed(owner).alive();
+  });
+}
+
+std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t caller_pid, std::string_view method) noexcept {
+  const std::uint64_t me = ProcessId::current().packed();
+  for (std::size_t n = 0; n < kCalls; ++n) {
+    const std::size_t i = (key.call_id + key.client_key + n) % kCalls;
+    CallSlot& slot = layout()->calls[i];
+    std::uint64_t owner = slot.server.load();
+    if (taken_by_live(owner) || !slot.server.compare_exchange_strong(owner, kFilling)) continue;
+    slot.client_key.store(key.client_key, std::memory_order_relaxed);
+    slot.call_id.store(key.call_id, std::memory_order_relaxed);
+    slot.started_ns.store(wall_clock_ns(), std::memory_order_relaxed);
+    slot.caller_pid.store(static_cast<std::uint32_t>(caller_pid), std::memory_order_relaxed);
+    slot.caller_uid.store(key.caller_uid, std::memory_order_relaxed);
+    std::uint64_t words[kMethodWords] = {};
+    const std::size_t length = std::min(method.size(), sizeof words);
+    std::memcpy(words, method.data(), length);
+    for (std::size_t w = 0; w < kMethodWords; ++w) slot.method[w].store(words[w], std::memory_order_relaxed);
+    slot.method_length.store(static_cast<std::uint32_t>(length), std::memory_order_relaxed);
+    slot.cancelled.store(0);
+    slot.server.store(me);  // seq_cst: published before the ring is looked at
+    return i;
+  }
+  return std::nullopt;
+}
+
+void Registry::retire_call(std::size_t slot) noexcept { layout()->calls[slot].server.store(0); }
+
+void Registry::cancel(const CallKey& key) noexcept {
+  Layout* registry = layout();
+  CancelSlot& entry = registry->cancels[registry->header.cancel_cursor.fetch_add(1) % kCancels];
+  entry.client_key.store(key.client_key);
+  entry.caller_uid.store(key.caller_uid);
+  entry.call_id.store(key.call_id);  // seq_cst: recorded before the calls are looked at
+  for (CallSlot& slot : registry->calls) {
+    const std::uint64_t owner = slot.server.load();
+    if (owner > kFilling && slot.client_key.load() == key.client_key && slot.call_id.load() == key.call_id &&
+        slot.caller_uid.load() == key.caller_uid) {
+      slot.cancelled.store(1);
+    }
+  }
+}
+
+bool Registry::cancel_recorded(const CallKey& key) const noexcept {
+  return std::any_of(std::begin(layout()->cancels), std::end(layout()->cancels), [&](const CancelSlot& entry) {
+    return entry.call_id.load() == key.call_id && entry.client_key.load() == key.client_key &&
+           entry.caller_uid.load() == key.caller_uid;
+  });
+}
+
+EndpointStatus Registry::status() const {
+  EndpointStatus status;
+  for (const ServerSlot& slot : layout()->servers) {
+    const std::uint64_t owner = slot.process.load();
+    if (owner == 0) continue;
+    const ProcessId process = ProcessId::from_packed(owner);
+    status.servers.push_back({process.pid(), process.alive(), slot.started_ns.load(), slot.handled.load()});
+  }
+  for (const CallSlot& slot : layout()->calls) {
+    const std::uint64_t owner = slot.server.load();
+    if (owner <= kFilling || !ProcessId::from_packed(owner).alive()) continue;
+    status.calls.push_back({ProcessId::from_packed(owner).pid(), static_cast<pid_t>(slot.caller_pid.load()),
+                            static_cast<uid_t>(slot.caller_uid.load()), slot.call_id.load(), method_of(slot),
+                            slot.started_ns.load(), slot.cancelled.load() != 0});
+  }
+  return status;
+}
+
+}  // namespace ferry::rpc::registry
+
+namespace ferry::rpc {
+result<EndpointStatus> inspect(std::string_view name) {
+  auto observed = registry::Registry::observe(name, true);
+  if (!observed) return std::move(observed).error();
+  return observed->status();
+}
+}  // namespace ferry::rpc

@@ -1,0 +1,533 @@
+// rpc::Server: the method table and the dispatch every transport shares,
+// then the shm:// workers (leased requests from a mailbox) and the unix/tcp
+// ones (a reader thread per connection, a pool running what they queue).
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <list>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "ferry/patterns/rpc.hpp"
+#include "ferry/transport/framing.hpp"
+#include "rpc_registry.hpp"
+#include "rpc_wire.hpp"
+
+namespace ferry::rpc {
+
+// How often a thread that waits for work looks whether stop() was called.
+constexpr auto kStopCheck = std::chrono::milliseconds(50);
+
+struct Counters {
+  std::atomic<std::uint64_t> received{0}, handled{0}, failed{0}, unknown_method{0}, expired{0}, cancels{0},
+      cancelled{0}, rerun{0}, abandoned{0}, malformed{0}, oversized{0}, rejected{0}, replies_dropped{0};
+};
+
+class Server::Impl {
+ public:
+  Impl(Endpoint endpoint, ServerOptions options) : endpoint_(std::move(endpoint)), options_(options) {}
+  virtual ~Impl() = default;
+
+  result<void> add(std::string_view method, Handler handler) {
+    if (started_) return problem("methods are added before start()");
+    if (method.empty() || method.size() > kMaxMethodName) {
+      return problem("a method name has 1 to " + std::to_string(kMaxMethodName) + " bytes, not " +
+                     std::to_string(method.size()));
+    }
+    if (!methods_.emplace(std::string(method), std::move(handler)).second) {
+      return problem("method '" + std::string(method) + "' is registered already");
+    }
+    return {};
+  }
+
+  result<void> start() {
+    if (started_) return problem("started already");
+    started_ = true;
+    return launch();
+  }
+
+  void stop() noexcept {
+    stopping_ = true;
+    for (std::thread& thread : threads_) thread.join();
+    threads_.clear();
+    halted();
+  }
+
+  [[nodiscard]] ServerStats stats() const noexcept {
+    const Counters& c = counters_;
+    return {c.received.load(), c.handled.load(), c.failed.load(), c.unknown_method.load(), c.expired.load(),
+            c.cancels.load(), c.cancelled.load(), c.rerun.load(), c.abandoned.load(), c.malformed.load(),
+            c.oversized.load(), c.rejected.load(), c.replies_dropped.load()};
+  }
+  [[nodiscard]] const Endpoint& endpoint() const noexcept { return endpoint_; }
+
+ protected:
+  virtual result<void> launch() = 0;
+  virtual void halted() noexcept {}
+
+  [[nodiscard]] std::string description() const { return "rpc server at " + endpoint_.to_string(); }
+  error problem(std::string detail) const { return error(errc::invalid_argument, description(), std::move(detail)); }
+
+  // Runs `request` and returns the encoded reply.
+  Bytes run(const wire::Message& request, const CallContext& context) {
+    const auto method = methods_.find(request.method);
+    if (method == methods_.end()) {
+      counters_.unknown_method.fetch_add(1, std::memory_order_relaxed);
+      return wire::encode_error_reply(
+          request, error(errc::not_found, description(), "no method '" + std::string(request.method) + "'"));
+    }
+    result<Bytes> reply = invoke(method->second, context, request.payload);
+    counters_.handled.fetch_add(1, std::memory_order_relaxed);
+    if (reply && reply->size() > options_.max_payload) {
+      reply = error(errc::limit_reached, description(),
+                    "method '" + std::string(request.method) + "' replied " + std::to_string(reply->size()) +
+                        " bytes, more than max_payload " + std::to_string(options_.max_payload));
+    }
+    if (!reply) {
+      counters_.failed.fetch_add(1, std::memory_order_relaxed);
+      return wire::encode_error_reply(request, reply.error());
+    }
+    return wire::encode_reply(request, *reply);
+  }
+
+  // A handler that throws fails its call, not the server.
+  static result<Bytes> invoke(Handler& handler, const CallContext& context, std::span<const std::byte> payload) {
+    try {
+      return handler(context, payload);
+    } catch (const std::exception& thrown) {
+      return error(errc::system, "rpc method '" + std::string(context.method()) + "'",
+                   std::string("the handler threw: ") + thrown.what());
+    } catch (...) {
+      return error(errc::system, "rpc method '" + std::string(context.method()) + "'", "the handler threw");
+    }
+  }
+
+  // A request whose deadline has passed is not run.
+  bool expired(const std::optional<deadline>& until) {
+    if (!until || steady_clock::now() < *until) return false;
+    counters_.expired.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  Endpoint endpoint_;
+  ServerOptions options_;
+  std::map<std::string, Handler, std::less<>> methods_;
+  Counters counters_;
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> threads_;
+  bool started_ = false;
+  // The flag of calls no one can cancel (unlisted in a full registry).
+  static inline const std::atomic<std::uint32_t> kNeverCancelled{0};
+};
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// shm://: every worker thread receives leased requests from the mailbox.
+
+// The reply mailboxes one worker has open, by name.
+class ReplyMailboxes {
+ public:
+  explicit ReplyMailboxes(std::string prefix) : prefix_(std::move(prefix)) {}
+
+  // The caller's reply mailbox `name`: it must be one of this endpoint's and
+  // owned by the caller, so a request cannot aim replies at anyone else.
+  Mailbox* open(std::string_view name, uid_t caller) {
+    if (!name.starts_with(prefix_) || name.size() == prefix_.size()) return nullptr;
+    const auto found = open_.find(name);
+    if (found != open_.end()) return found->second.owner == caller ? &found->second.mailbox : nullptr;
+    constexpr std::size_t kMostOpen = 64;  // beyond: forget them all (callers that left are among them)
+    if (open_.size() >= kMostOpen) open_.clear();
+    auto mailbox = Mailbox::open(name, {.allow_foreign_owner = true});
+    if (!mailbox) return nullptr;
+    const uid_t owner = mailbox->stats().owner_uid;
+    auto& entry = open_.emplace(std::string(name), Entry{std::move(*mailbox), owner}).first->second;
+    return entry.owner == caller ? &entry.mailbox : nullptr;
+  }
+  void forget(std::string_view name) {
+    if (const auto found = open_.find(name); found != open_.end()) open_.erase(found);
+  }
+
+ private:
+  struct Entry {
+    Mailbox mailbox;
+    uid_t owner;
+  };
+  std::string prefix_;
+  std::map<std::string, Entry, std::less<>> open_;
+};
+
+class ShmServer final : public Server::Impl {
+ public:
+  ShmServer(Endpoint endpoint, ServerOptions options, Mailbox requests, registry::Registry registry)
+      : Impl(std::move(endpoint), options), requests_(std::move(requests)), registry_(std::move(registry)) {}
+
+  static result<std::unique_ptr<Server::Impl>> make(const Endpoint& endpoint, const ServerOptions& options) {
+    const MailboxOptions mailbox{.capacity = Capacity::bounded(options.queue_capacity, options.max_payload + wire::kMaxOverhead),
+                                 .persistence = options.persistence,
+                                 .mode = options.mode,
+                                 .max_senders = 256};
+    auto requests = Mailbox::open_or_create(endpoint.name, mailbox);  // several servers may start at once
+    if (!requests) return std::move(requests).error();
+    auto joined = registry::Registry::join(endpoint.name, options.persistence, options.mode);
+    if (!joined) return std::move(joined).error();
+    return std::unique_ptr<Server::Impl>(new ShmServer(endpoint, options, std::move(*requests), std::move(*joined)));
+  }
+
+ private:
+  result<void> launch() override {
+    if (auto listed = registry_.add_server(); !listed) return listed;
+    for (std::size_t i = 0; i < std::max<std::size_t>(options_.threads, 1); ++i) {
+      auto mailbox = Mailbox::open(endpoint_.name);
+      if (!mailbox) return std::move(mailbox).error();
+      threads_.emplace_back([this, mailbox = std::move(*mailbox)]() mutable { work(mailbox); });
+    }
+    return {};
+  }
+  void halted() noexcept override { registry_.remove_server(); }
+
+  void work(Mailbox& requests) {
+    ReplyMailboxes replies(endpoint_.name + ".reply.");
+    while (!stopping_.load(std::memory_order_relaxed)) {
+      auto lease = requests.receive_leased_for(kStopCheck);
+      if (lease) {
+        serve(*lease, replies);
+        (void)lease->ack();  // after the reply: a server dying before it leaves the request to another
+      } else if (lease.error().code() != errc::timed_out) {
+        std::this_thread::sleep_for(kStopCheck);  // a broken mailbox: do not spin on it
+      }
+    }
+  }
+
+  void serve(const Lease& lease, ReplyMailboxes& replies) {
+    auto request = wire::decode(lease.data());
+    if (!request || request->kind == wire::Kind::reply) {
+      counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    const SenderIdentity& caller = lease.sender();
+    const registry::CallKey key{request->client_key, request->call_id, caller.uid};
+    if (request->kind == wire::Kind::cancel) {
+      counters_.cancels.fetch_add(1, std::memory_order_relaxed);
+      registry_.cancel(key);
+      return;
+    }
+    Mailbox* reply_box = replies.open(request->reply_to, caller.uid);
+    if (reply_box == nullptr) {
+      counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    counters_.received.fetch_add(1, std::memory_order_relaxed);
+    const auto reply = [&](std::span<const std::byte> bytes) {
+      auto sent = reply_box->send_for(bytes, options_.reply_timeout);
+      if (!sent) {
+        counters_.replies_dropped.fetch_add(1, std::memory_order_relaxed);
+        if (sent.error().code() != errc::timed_out) replies.forget(request->reply_to);
+      }
+    };
+    if (request->payload.size() > options_.max_payload) {
+      counters_.oversized.fetch_add(1, std::memory_order_relaxed);
+      reply(wire::encode_error_reply(*request, error(errc::limit_reached, description(),
+                                                     "request of " + std::to_string(request->payload.size()) +
+                                                         " bytes, max_payload is " +
+                                                         std::to_string(options_.max_payload))));
+      return;
+    }
+    if (lease.delivery_count() > 1) {
+      if (!request->idempotent()) {
+        counters_.abandoned.fetch_add(1, std::memory_order_relaxed);
+        reply(wire::encode_error_reply(*request, error(errc::peer_gone, description(),
+                                                       "the server running the call died; not idempotent, so not run again")));
+        return;
+      }
+      counters_.rerun.fetch_add(1, std::memory_order_relaxed);
+    }
+    const auto until = wire::deadline_of(*request, steady_clock::now());
+    if (expired(until)) return;
+    const auto slot = registry_.publish_call(key, caller.pid, request->method);
+    if (registry_.cancel_recorded(key)) {
+      counters_.cancelled.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      const CallContext context(request->method, caller, until, lease.delivery_count(),
+                                slot ? &registry_.cancelled_flag(*slot) : &kNeverCancelled);
+      const Bytes answer = run(*request, context);
+      registry_.count_handled();
+      reply(answer);
+    }
+    if (slot) registry_.retire_call(*slot);
+  }
+
+  Mailbox requests_;  // held from create() on: a process-persistent mailbox lives while someone has it open
+  registry::Registry registry_;
+};
+
+// ---------------------------------------------------------------------------
+// unix://, tcp://: a reader thread per connection drains it at once (so a
+// cancel is seen even when many requests wait), workers run the requests.
+
+struct Connection {
+  explicit Connection(FramedStream framed, std::optional<SenderIdentity> peer) noexcept
+      : stream(std::move(framed)), identity(peer) {}
+  FramedStream stream;
+  std::optional<SenderIdentity> identity;
+  std::mutex write_mutex;
+  bool broken = false;  // under write_mutex: write nothing more
+  std::mutex calls_mutex;
+  std::unordered_map<std::uint64_t, std::shared_ptr<std::atomic<std::uint32_t>>> calls;  // queued or running
+};
+
+struct Job {
+  std::shared_ptr<Connection> connection;
+  Frame frame;
+  wire::Message request;  // views into frame
+  std::optional<deadline> until;
+  std::shared_ptr<std::atomic<std::uint32_t>> cancelled;
+};
+
+class StreamServer final : public Server::Impl {
+ public:
+  StreamServer(Endpoint endpoint, ServerOptions options, Listener listener)
+      : Impl(std::move(endpoint), options), listener_(std::move(listener)) {}
+
+  static result<std::unique_ptr<Server::Impl>> make(Listener listener, const ServerOptions& options) {
+    const SocketAddress& address = listener.address();
+    auto endpoint = Endpoint::parse(address.family() == AF_UNIX ? "unix://" + address.to_string()
+                                                                : "tcp://" + address.to_string());
+    if (!endpoint) return std::move(endpoint).error();
+    return std::unique_ptr<Server::Impl>(new StreamServer(std::move(*endpoint), options, std::move(listener)));
+  }
+
+ private:
+  struct Reader {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+
+  result<void> launch() override {
+    threads_.emplace_back([this] { accept_loop(); });
+    for (std::size_t i = 0; i < std::max<std::size_t>(options_.threads, 1); ++i) {
+      threads_.emplace_back([this] { work(); });
+    }
+    return {};
+  }
+  void halted() noexcept override { listener_.close(); }
+
+  void accept_loop() {
+    std::list<Reader> readers;
+    const auto reap = [&readers](bool all) {
+      for (auto reader = readers.begin(); reader != readers.end();) {
+        if (!all && !reader->done->load()) {
+          ++reader;
+          continue;
+        }
+        reader->thread.join();
+        reader = readers.erase(reader);
+      }
+    };
+    while (!stopping_.load(std::memory_order_relaxed)) {
+      reap(false);
+      auto socket = listener_.accept_for(kStopCheck);
+      if (!socket) {
+        if (socket.error().code() != errc::timed_out) std::this_thread::sleep_for(kStopCheck);
+        continue;
+      }
+      if (readers.size() >= options_.max_connections) {
+        counters_.rejected.fetch_add(1, std::memory_order_relaxed);
+        continue;  // closed here: the client sees end of stream
+      }
+      std::optional<SenderIdentity> identity;
+      if (endpoint_.scheme == Endpoint::Scheme::unix_stream) {
+        if (auto peer = socket->peer_identity()) identity = *peer;
+      }
+      auto connection = std::make_shared<Connection>(
+          FramedStream(std::move(*socket), {.max_frame = options_.max_payload + wire::kMaxOverhead}), identity);
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      readers.push_back({std::thread([this, connection, done] {
+                           read_loop(connection);
+                           done->store(true);
+                         }),
+                         done});
+    }
+    reap(true);
+  }
+
+  void read_loop(const std::shared_ptr<Connection>& connection) {
+    while (!stopping_.load(std::memory_order_relaxed)) {
+      auto frame = connection->stream.receive_frame_for(kStopCheck);
+      if (!frame) {
+        const errc code = frame.error().code();
+        if (code == errc::timed_out) continue;
+        if (code == errc::limit_reached) counters_.oversized.fetch_add(1, std::memory_order_relaxed);
+        if (code == errc::corrupt) counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      if (!take(connection, std::move(*frame))) break;
+    }
+    // The stream ended or broke: replies to what is queued are not written,
+    // and the connection closes once the last job holding it is done. On
+    // stop() a handler still running writes its reply (queued ones do not run).
+    if (stopping_.load(std::memory_order_relaxed)) return;
+    const std::scoped_lock lock(connection->write_mutex);
+    connection->broken = true;
+  }
+
+  // One frame from a connection; false closes the connection.
+  bool take(const std::shared_ptr<Connection>& connection, Frame frame) {
+    auto decoded = wire::decode(std::span<const std::byte>(frame.data(), frame.size()));
+    if (!decoded || decoded->kind == wire::Kind::reply) {
+      counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (decoded->payload.size() > options_.max_payload) {
+      counters_.oversized.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    const wire::Message request = *decoded;
+    if (request.kind == wire::Kind::cancel) {
+      counters_.cancels.fetch_add(1, std::memory_order_relaxed);
+      const std::scoped_lock lock(connection->calls_mutex);
+      if (const auto call = connection->calls.find(request.call_id); call != connection->calls.end()) {
+        call->second->store(1, std::memory_order_release);
+      }
+      return true;
+    }
+    counters_.received.fetch_add(1, std::memory_order_relaxed);
+    const auto until = wire::deadline_of(request, steady_clock::now());
+    std::unique_lock lock(queue_mutex_);
+    if (queue_.size() >= options_.max_queued) {
+      lock.unlock();
+      counters_.rejected.fetch_add(1, std::memory_order_relaxed);
+      write_reply(*connection, wire::encode_error_reply(request, error(errc::limit_reached, description(),
+                                                                       "the request queue is full")));
+      return true;
+    }
+    auto cancelled = std::make_shared<std::atomic<std::uint32_t>>(0);
+    {
+      const std::scoped_lock calls_lock(connection->calls_mutex);
+      connection->calls[request.call_id] = cancelled;
+    }
+    queue_.push_back(Job{connection, std::move(frame), request, until, std::move(cancelled)});
+    lock.unlock();
+    queued_.notify_one();
+    return true;
+  }
+
+  void work() {
+    for (;;) {
+      std::unique_lock lock(queue_mutex_);
+      if (!queued_.wait_for(lock, kStopCheck, [this] { return !queue_.empty() || stopping_.load(); })) continue;
+      if (queue_.empty()) return;  // stopping
+      Job job = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      serve(job);
+    }
+  }
+
+  void serve(Job& job) {
+    Connection& connection = *job.connection;
+    if (job.cancelled->load(std::memory_order_acquire) != 0) {
+      counters_.cancelled.fetch_add(1, std::memory_order_relaxed);
+    } else if (!expired(job.until) && !stopping_.load(std::memory_order_relaxed)) {
+      const CallContext context(job.request.method, connection.identity, job.until, 1, job.cancelled.get());
+      write_reply(connection, run(job.request, context));
+    }
+    const std::scoped_lock lock(connection.calls_mutex);
+    connection.calls.erase(job.request.call_id);
+  }
+
+  void write_reply(Connection& connection, std::span<const std::byte> reply) {
+    const std::scoped_lock lock(connection.write_mutex);
+    if (!connection.broken && connection.stream.send_frame_for(reply, options_.reply_timeout)) return;
+    connection.broken = true;
+    counters_.replies_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  Listener listener_;
+  std::mutex queue_mutex_;
+  std::condition_variable queued_;
+  std::deque<Job> queue_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Server::Server(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Server::~Server() { stop(); }
+
+result<std::unique_ptr<Server>> Server::create(std::string_view endpoint, const ServerOptions& options) {
+  auto parsed = Endpoint::parse(endpoint);
+  if (!parsed) return std::move(parsed).error();
+  return create(*parsed, options);
+}
+
+namespace {
+result<void> check(const ServerOptions& options, const std::string& where) {
+  if (options.max_payload == 0 || options.max_payload > (std::size_t{1} << 30)) {
+    return error(errc::invalid_argument, "rpc server at " + where, "max_payload from 1 byte to 1 GiB");
+  }
+  return {};
+}
+}  // namespace
+
+result<std::unique_ptr<Server>> Server::create(const Endpoint& endpoint, const ServerOptions& options) {
+  const std::string where = endpoint.to_string();
+  if (auto checked = check(options, where); !checked) return std::move(checked).error();
+  result<std::unique_ptr<Impl>> impl = error(errc::invalid_argument, "rpc server at " + where,
+                                             "rpc serves shm://, unix:// and tcp:// endpoints");
+  switch (endpoint.scheme) {
+    case Endpoint::Scheme::shm: {
+      if (!endpoint.name.empty() && endpoint.name.front() == '/') {
+        return error(errc::invalid_argument, "rpc server at " + where,
+                     "a file-system mailbox cannot be an rpc endpoint: use shm://NAME");
+      }
+      impl = ShmServer::make(endpoint, options);
+      break;
+    }
+    case Endpoint::Scheme::unix_stream: {
+      auto listener = UnixSocket::listen(endpoint.name, {.mode = options.mode});
+      if (!listener) return std::move(listener).error();
+      return create(std::move(*listener), options);
+    }
+    case Endpoint::Scheme::tcp: {
+      auto listener = TcpSocket::listen(endpoint.name, endpoint.port);
+      if (!listener) return std::move(listener).error();
+      return create(std::move(*listener), options);
+    }
+    default: break;
+  }
+  if (!impl) return std::move(impl).error();
+  return std::unique_ptr<Server>(new Server(std::move(*impl)));
+}
+
+result<std::unique_ptr<Server>> Server::create(Listener listener, const ServerOptions& options) {
+  if (auto checked = check(options, listener.name()); !checked) return std::move(checked).error();
+  auto impl = StreamServer::make(std::move(listener), options);
+  if (!impl) return std::move(impl).error();
+  return std::unique_ptr<Server>(new Server(std::move(*impl)));
+}
+
+result<void> Server::add(std::string_view method, Handler handler) { return impl_->add(method, std::move(handler)); }
+result<void> Server::start() { return impl_->start(); }
+void Server::stop() noexcept { impl_->stop(); }
+ServerStats Server::stats() const noexcept { return impl_->stats(); }
+const Endpoint& Server::endpoint() const noexcept { return impl_->endpoint(); }
+
+result<void> Server::destroy(std::string_view endpoint) {
+  auto parsed = Endpoint::parse(endpoint);
+  if (!parsed) return std::move(parsed).error();
+  if (parsed->scheme != Endpoint::Scheme::shm) {
+    return error(errc::invalid_argument, "rpc endpoint " + parsed->to_string(), "only shm:// endpoints are destroyed");
+  }
+  auto removed = Mailbox::destroy(parsed->name);
+  auto registry_removed = Segment::destroy(registry::segment_name(parsed->name));
+  if (!removed) return removed;
+  if (!registry_removed && registry_removed.error().code() != errc::not_found) return registry_removed;
+  return {};
+}
+
+}  // namespace ferry::rpc
