@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -73,6 +75,24 @@ void expect_no_leftovers(pid_t pid) {
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::temp_directory_path())) {
     EXPECT_NE(entry.path().filename().string().rfind(prefix, 0), 0u) << "left behind: " << entry.path();
   }
+}
+
+// Runs `ferry bench` with `arguments` and --json: the records it wrote, or
+// null after reporting how the run failed. Nothing may be left behind.
+nlohmann::json bench_records(std::vector<std::string> arguments, const std::string& json_name) {
+  const std::string json_path = temp_path(json_name);
+  arguments.insert(arguments.begin(), "bench");
+  arguments.insert(arguments.end(), {"--json", json_path});
+  const CliRun run = run_ferry(arguments);
+  EXPECT_EQ(run.signal, 0) << run.output;
+  EXPECT_EQ(run.status, 0) << run.output;
+  expect_no_leftovers(run.pid);
+  std::ifstream file(json_path);
+  EXPECT_TRUE(file.good()) << run.output;
+  if (!file.good()) return nullptr;
+  nlohmann::json records = nlohmann::json::parse(file);
+  std::filesystem::remove(json_path);
+  return records;
 }
 
 TEST(BenchCli, QuickRunWritesEveryField) {
@@ -173,28 +193,85 @@ TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
   }
 }
 
-TEST(BenchCli, EndpointsAreMeasuredThroughTheSenderReceiverInterface) {
+// Every endpoint through the Sender/Receiver interface, beside the raw calls
+// that wait and read as it does; the report sets each pair side by side.
+TEST(BenchCli, EndpointsAreMeasuredBesideTheirRawCalls) {
+  const std::vector<std::string> endpoints{"ferry.endpoint.unix", "ferry.endpoint.tcp", "ferry.endpoint.pipe",
+                                           "ferry.endpoint.unixgram", "ferry.endpoint.udp"};
+  const std::vector<std::string> raw{"unix.stream.epoll", "tcp.epoll", "pipe.epoll", "unix.dgram", "udp"};
+  std::string only;
+  for (const auto* list : {&endpoints, &raw}) {
+    for (const std::string& name : *list) only += (only.empty() ? "" : ",") + name;
+  }
   const std::string json_path = temp_path("ferry-bench-endpoints.json");
   const CliRun run =
-      run_ferry({"bench", "--quick", "--only", "ferry.endpoint.unix,ferry.endpoint.tcp", "--sizes", "65536", "--json", json_path});
-  ASSERT_EQ(run.signal, 0) << run.output;
+      run_ferry({"bench", "--quick", "--only", only, "--sizes", "64", "--repetitions", "1", "--json", json_path});
   ASSERT_EQ(run.status, 0) << run.output;
   expect_no_leftovers(run.pid);
   std::ifstream file(json_path);
   ASSERT_TRUE(file.good()) << run.output;
   const nlohmann::json records = nlohmann::json::parse(file);
   std::filesystem::remove(json_path);
-  std::set<std::pair<std::string, std::string>> seen;
+  std::set<std::pair<std::string, std::string>> ok;
   for (const nlohmann::json& record : records) {
     SCOPED_TRACE(record.dump());
     const std::string transport = record["transport"];
-    if (!transport.starts_with("ferry.endpoint.")) continue;
+    const std::string pattern = record["pattern"];
+    // UDP drops what finds no room, so it has round trips only.
+    if (transport.ends_with("udp") && pattern == "throughput") {
+      EXPECT_EQ(record["status"], "n/a");
+      continue;
+    }
+    if (transport == "floor.spin") continue;
     ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
-    seen.emplace(transport, record["pattern"].get<std::string>() + "/" + std::to_string(record["size"].get<std::size_t>()));
+    ok.emplace(transport, pattern);
   }
-  for (const char* transport : {"ferry.endpoint.unix", "ferry.endpoint.tcp"}) {
-    EXPECT_TRUE(seen.count({transport, "rtt/64"})) << transport;
-    EXPECT_TRUE(seen.count({transport, "throughput/65536"})) << transport;
+  for (std::size_t i = 0; i < endpoints.size(); ++i) {
+    for (const std::string& name : {endpoints[i], raw[i]}) {
+      EXPECT_TRUE(ok.count({name, "rtt"})) << name;
+      if (!name.ends_with("udp")) {
+        EXPECT_TRUE(ok.count({name, "throughput"})) << name;
+      }
+    }
+    // The wrapper table has a round-trip row for each endpoint, naming its raw calls.
+    const std::string row_start = "  rtt        64 B     " + endpoints[i];
+    const auto row = run.output.find(row_start);
+    ASSERT_NE(row, std::string::npos) << run.output;
+    const std::string line = run.output.substr(row, run.output.find('\n', row) - row);
+    EXPECT_NE(line.find(raw[i]), std::string::npos) << line;
+  }
+}
+
+// ferry's rpc and ZeroMQ REQ/REP: round trips are calls, streams are calls
+// back to back, from one and from several calling processes.
+TEST(BenchCli, RpcCallsAreMeasuredBesideZmqRequestReply) {
+  const std::vector<std::string> callers{"ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep"};
+  const nlohmann::json records = bench_records({"--quick", "--only", "ferry.rpc.shm,ferry.rpc.unix,ferry.rpc.tcp,zmq.reqrep",
+                                                "--sizes", "4K", "--repetitions", "2"},
+                                               "ferry-bench-rpc.json");
+  ASSERT_TRUE(records.is_array());
+  std::set<std::tuple<std::string, std::string, unsigned>> seen;
+  for (const nlohmann::json& record : records) {
+    SCOPED_TRACE(record.dump());
+    const std::string transport = record["transport"];
+    if (std::find(callers.begin(), callers.end(), transport) == callers.end()) continue;
+    ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
+    const std::string pattern = record["pattern"];
+    if (pattern == "throughput") {
+      EXPECT_GT(record["msgs_per_s"].get<double>(), 0);
+    }
+    seen.emplace(transport, pattern + "/" + std::to_string(record["size"].get<std::size_t>()),
+                 record.value("senders", 1u));
+  }
+  for (const std::string& transport : callers) {
+    EXPECT_TRUE(seen.count({transport, "rtt/64", 1u})) << transport;
+    EXPECT_TRUE(seen.count({transport, "wake/64", 1u})) << transport;
+    EXPECT_TRUE(seen.count({transport, "throughput/4096", 1u})) << transport;
+    for (unsigned senders : {2u, 4u, 8u}) EXPECT_TRUE(seen.count({transport, "throughput/64", senders})) << transport << " " << senders;
+  }
+  // Nothing of the shm:// endpoints is left in /dev/shm.
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    EXPECT_EQ(entry.path().filename().string().find("ferry.ferry-bench-rpc-"), std::string::npos) << entry.path();
   }
 }
 
@@ -220,7 +297,10 @@ TEST(BenchCli, ListNamesEveryTransport) {
   for (const char* name : {"floor.spin", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
                            "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
                            "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
-                           "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp"}) {
+                           "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp",
+                           "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp",
+                           "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
+                           "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

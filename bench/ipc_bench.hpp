@@ -1,8 +1,7 @@
 // ferry's transport benchmark: the kernel's IPC mechanisms, the peer libraries
 // (Boost.Interprocess, ZeroMQ, NNG, iceoryx) and ferry's own transports,
 // measured side by side between two pinned processes, in one interleaved run.
-// Used by `ferry bench` and by the standalone ferry_ipc_bench; the code lives
-// once, in the ferry_bench_lib library.
+// Used by `ferry bench` (tools/ferry); the code lives in the ferry_bench_lib library.
 //
 //   add_options(command, options);   // the command-line flags, on any CLI11 (sub)command
 //   return run_command(options);     // measures, prints, writes --json / --plot; the exit status

@@ -1,6 +1,6 @@
 // The table of transports, in report order: the floors, the kernel's own
 // mechanisms, the peer libraries (each only when it was found at configure
-// time), then ferry.
+// time), then ferry's transports and its rpc.
 #include "ipc_transports.hpp"
 
 namespace ferry::bench {
@@ -16,10 +16,11 @@ std::vector<TransportInfo> all_transports() {
                                        "not built: Boost headers (Debian: libboost-dev) were not found"));
 #endif
 #ifdef FERRY_BENCH_HAVE_ZMQ
-  add_zmq_transport(list);
+  add_zmq_transports(list);
 #else
-  list.push_back(unavailable_transport("zmq.ipc", Group::peer,
-                                       "not built: libzmq (Debian: libzmq3-dev) was not found"));
+  for (const char* name : {"zmq.ipc", "zmq.reqrep"}) {
+    list.push_back(unavailable_transport(name, Group::peer, "not built: libzmq (Debian: libzmq3-dev) was not found"));
+  }
 #endif
 #ifdef FERRY_BENCH_HAVE_NNG
   add_nng_transport(list);
@@ -36,6 +37,7 @@ std::vector<TransportInfo> all_transports() {
   }
 #endif
   add_ferry_transports(list);
+  add_rpc_transports(list);
   return list;
 }
 

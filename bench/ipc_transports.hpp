@@ -50,9 +50,10 @@ std::vector<TransportInfo> all_transports();
 void add_floor_transports(std::vector<TransportInfo>& list);    // transports_floor.cpp
 void add_os_transports(std::vector<TransportInfo>& list);       // transports_os.cpp
 void add_boost_transport(std::vector<TransportInfo>& list);     // transport_boost.cpp
-void add_zmq_transport(std::vector<TransportInfo>& list);       // transport_zmq.cpp
+void add_zmq_transports(std::vector<TransportInfo>& list);      // transport_zmq.cpp
 void add_nng_transport(std::vector<TransportInfo>& list);       // transport_nng.cpp
 void add_iceoryx_transports(std::vector<TransportInfo>& list);  // transport_iceoryx.cpp
 void add_ferry_transports(std::vector<TransportInfo>& list);    // transports_ferry.cpp
+void add_rpc_transports(std::vector<TransportInfo>& list);      // transports_rpc.cpp
 
 }  // namespace ferry::bench

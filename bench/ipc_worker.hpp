@@ -55,6 +55,15 @@
 //       processes (A forks the others; they inherit the transport).
 //   static constexpr bool kExitNormally;  true: leave with exit() so that static
 //       destructors run (iceoryx deregisters its runtime from RouDi there).
+//   static constexpr bool kServes;        true: serve(spec, area) replaces the
+//       responder's receive/send loop in every pattern. Request/reply
+//       transports (rpc, REQ/REP) answer each message where it arrives (a
+//       server's own threads, a REP socket) and return once the initiator's
+//       last message was taken; their send() is a whole call (request out,
+//       reply in) whose reply receive() then hands out, so the initiator's
+//       side stays generic: a round trip is one call, a stream is calls back
+//       to back (with kManySenders: several calling processes).
+//       detail::ResponderTally does the responder's checks and counting.
 //
 // Errors inside send/receive call fail() themselves: the hot path has no error
 // returns to test.
@@ -196,6 +205,7 @@ struct TransportBase {
   static constexpr bool kCustomStream = false;
   static constexpr bool kExitNormally = false;
   static constexpr bool kManySenders = false;  // several processes may send at once (the queues)
+  static constexpr bool kServes = false;
 };
 
 // ---------------------------------------------------------------------------
@@ -315,31 +325,61 @@ void send_stream(Transport& transport, const Spec& spec, std::uint64_t sender = 
   }
 }
 
-// The stream's receiving side: the clock starts at the first marked message
-// of any sender and stops at the last sender's last; per-sender order is
-// checked on the way.
-template <class Transport>
-void receive_stream(Transport& transport, const Spec& spec, SharedArea& area) {
-  std::byte* scratch = allocate_message(spec.size);
-  std::uint64_t expected[kMaxSenders] = {};
-  std::uint64_t first_ns = 0;
-  std::uint64_t counted = 0;
-  unsigned finished = 0;
-  for (;;) {
-    const std::byte* message = transport.receive(scratch, spec.size);
-    const std::uint64_t value = read_stamp(message, spec.size);
-    const std::uint64_t sender = (value >> kSenderShift) & 0xFF;
-    if (sender >= spec.senders) [[unlikely]] fail_order(0, value);
-    if ((value & kSequence) != expected[sender]++) [[unlikely]] fail_order(expected[sender] - 1, value & kSequence);
-    if ((value & kMark) && first_ns == 0) first_ns = now_ns();
-    if (first_ns != 0) ++counted;
-    if ((value & kLast) && ++finished == spec.senders) {
-      area.stream_last_ns = now_ns();
-      area.stream_first_ns = first_ns;
-      area.stream_messages = counted - 1;  // the intervals between the first mark and the end
-      return;
+// What the responder checks of each message it takes, and for a stream what
+// it counts. Round trips: each ping carries the next sequence number; the
+// last one kStop. Streams: the clock starts at the first marked message of
+// any sender and stops at the last sender's last; per-sender order is
+// checked on the way. take() returns true at the initiator's last message;
+// record() then puts the stream's figures into SharedArea.
+class ResponderTally {
+ public:
+  explicit ResponderTally(const Spec& spec) noexcept : spec_(spec) {}
+
+  bool take(const std::byte* message) {
+    const std::uint64_t value = read_stamp(message, spec_.size);
+    if (is_round_trip(spec_.pattern)) {
+      if ((value & ~kStop) != expected_[0]++) [[unlikely]] fail_order(expected_[0] - 1, value & ~kStop);
+      return (value & kStop) != 0;
     }
+    const std::uint64_t sender = (value >> kSenderShift) & 0xFF;
+    if (sender >= spec_.senders) [[unlikely]] fail_order(0, value);
+    if ((value & kSequence) != expected_[sender]++) [[unlikely]] fail_order(expected_[sender] - 1, value & kSequence);
+    if ((value & kMark) && first_ns_ == 0) first_ns_ = now_ns();
+    if (first_ns_ != 0) ++counted_;
+    if ((value & kLast) && ++finished_ == spec_.senders) {
+      last_ns_ = now_ns();
+      return true;
+    }
+    return false;
   }
+
+  void record(SharedArea& area) const noexcept {
+    if (is_round_trip(spec_.pattern)) return;
+    area.stream_last_ns = last_ns_;
+    area.stream_first_ns = first_ns_;
+    area.stream_messages = counted_ - 1;  // the intervals between the first mark and the end
+  }
+
+ private:
+  const Spec& spec_;
+  std::uint64_t expected_[kMaxSenders] = {};
+  std::uint64_t first_ns_ = 0;
+  std::uint64_t last_ns_ = 0;
+  std::uint64_t counted_ = 0;
+  unsigned finished_ = 0;
+};
+
+// The responder's loop: take each message, and in a round trip echo it.
+template <class Transport>
+void respond(Transport& transport, const Spec& spec, SharedArea& area) {
+  std::byte* scratch = allocate_message(spec.size);
+  ResponderTally tally(spec);
+  for (bool last = false; !last;) {
+    const std::byte* message = transport.receive(scratch, spec.size);
+    last = tally.take(message);
+    if (is_round_trip(spec.pattern)) transport.send(message, spec.size);
+  }
+  tally.record(area);
 }
 
 // A's side of the stream: it sends, and so do the senders it forks.
@@ -382,24 +422,19 @@ template <class Transport>
     detail::send_command('R');
     detail::expect_command('S', "the initiator to connect");
     detail::probe_respond(area);
-    if (is_round_trip(spec.pattern)) {
+    if constexpr (Transport::kServes) {
+      transport.serve(spec, area);
+    } else if (is_round_trip(spec.pattern)) {
       if constexpr (Transport::kCustomRtt) {
         while (transport.pong()) {
         }
       } else if constexpr (CarriesMessages<Transport>) {
-        std::byte* scratch = detail::allocate_message(spec.size);
-        for (std::uint64_t expected = 0;; ++expected) {
-          const std::byte* message = transport.receive(scratch, spec.size);
-          const std::uint64_t value = read_stamp(message, spec.size);
-          if ((value & ~kStop) != expected) [[unlikely]] detail::fail_order(expected, value & ~kStop);
-          transport.send(message, spec.size);
-          if (value & kStop) break;
-        }
+        detail::respond(transport, spec, area);
       }
     } else if constexpr (Transport::kCustomStream) {
       transport.stream(Side::responder, spec, area);
     } else if constexpr (CarriesMessages<Transport>) {
-      detail::receive_stream(transport, spec, area);
+      detail::respond(transport, spec, area);
     }
     transport.close(Side::responder);
     detail::send_command('D');

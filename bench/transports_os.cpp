@@ -5,6 +5,7 @@
 #include <mqueue.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/msg.h>
 #include <sys/socket.h>
@@ -97,9 +98,14 @@ struct EventFd : TransportBase {
   int in_ = -1;
 };
 
-struct Pipe : TransportBase, StreamIo {
+// A byte stream per direction, each used one way: made by `kMakeStream` in
+// A before B exists (ends[0] is read, ends[1] written; both are inherited and
+// each side closes the ends it does not use).
+template <void (*kMakeStream)(int ends[2])>
+struct OneWayStreams : TransportBase, StreamIo {
   void prepare(const Spec&) {
-    if (::pipe2(to_responder_, O_CLOEXEC) != 0 || ::pipe2(to_initiator_, O_CLOEXEC) != 0) fail_errno("pipe2");
+    kMakeStream(to_responder_);
+    kMakeStream(to_initiator_);
   }
   void open(Side side, const Spec&) {
     const bool initiator = side == Side::initiator;
@@ -111,6 +117,54 @@ struct Pipe : TransportBase, StreamIo {
   int to_responder_[2] = {-1, -1};
   int to_initiator_[2] = {-1, -1};
 };
+
+// The same streams, but the receiving side waits in epoll_wait before each
+// read: the calls a receiver that serves any number of senders makes, and
+// so the same calls ferry's stream endpoints make (the baseline of their
+// wrapper cost; against a bare blocking read they also pay for the wait).
+template <void (*kMakeStream)(int ends[2])>
+struct OneWayStreamsEpoll : OneWayStreams<kMakeStream> {
+  void open(Side side, const Spec& spec) {
+    OneWayStreams<kMakeStream>::open(side, spec);
+    const int flags = ::fcntl(this->in, F_GETFL);
+    if (flags < 0 || ::fcntl(this->in, F_SETFL, flags | O_NONBLOCK) != 0) fail_errno("fcntl (O_NONBLOCK)");
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_ < 0) fail_errno("epoll_create1");
+    epoll_event event{};
+    event.events = EPOLLIN;
+    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, this->in, &event) != 0) fail_errno("epoll_ctl");
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    for (std::size_t done = 0; done < size;) {
+      epoll_event event{};
+      if (::epoll_wait(epoll_, &event, 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        fail_errno("epoll_wait");
+      }
+      const ssize_t got = ::read(this->in, scratch + done, size - done);
+      if (got == 0) fail("read: the peer closed its end");
+      if (got < 0 && errno != EAGAIN && errno != EINTR) fail_errno("read");
+      if (got > 0) done += static_cast<std::size_t>(got);
+    }
+    return scratch;
+  }
+  int epoll_ = -1;
+};
+
+void make_pipe(int ends[2]) {
+  if (::pipe2(ends, O_CLOEXEC) != 0) fail_errno("pipe2");
+}
+
+void make_unix_stream(int ends[2]) {
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) fail_errno("socketpair (AF_UNIX, SOCK_STREAM)");
+}
+
+using Pipe = OneWayStreams<make_pipe>;
+// A connection per direction: the shape of a ferry endpoint Sender/Receiver
+// pair at the OS level (the baseline of ferry.endpoint.unix).
+using UnixStreamOneWay = OneWayStreams<make_unix_stream>;
+using PipeEpoll = OneWayStreamsEpoll<make_pipe>;
+using UnixStreamEpoll = OneWayStreamsEpoll<make_unix_stream>;
 
 // Named pipes in the measurement's directory. Each side opens its reading end
 // first (non-blocking, so that open does not wait for a writer), then its
@@ -143,38 +197,19 @@ struct Fifo : TransportBase, StreamIo {
   std::string to_initiator_;
 };
 
-struct UnixStream : TransportBase, StreamIo {
-  void prepare(const Spec&) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair_) != 0) fail_errno("socketpair (AF_UNIX, SOCK_STREAM)");
-  }
+// One byte stream (made by `kMakeStream` in A) used both ways: each side keeps one end.
+template <void (*kMakeStream)(int ends[2])>
+struct DuplexStream : TransportBase, StreamIo {
+  void prepare(const Spec&) { kMakeStream(ends_); }
   void open(Side side, const Spec&) {
     const int mine = side == Side::initiator ? 0 : 1;
-    in = out = pair_[mine];
-    ::close(pair_[1 - mine]);
+    in = out = ends_[mine];
+    ::close(ends_[1 - mine]);
   }
-  int pair_[2] = {-1, -1};
+  int ends_[2] = {-1, -1};
 };
 
-// A connection per direction, each carrying messages one way only: the shape
-// of a ferry endpoint Sender/Receiver pair at the OS level (the baseline of
-// ferry.endpoint.unix). Over TCP this costs more than one connection used both
-// ways: each direction's acknowledgements travel alone.
-struct UnixStreamOneWay : TransportBase, StreamIo {
-  void prepare(const Spec&) {
-    for (int* pair : {to_responder_, to_initiator_}) {
-      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail_errno("socketpair (AF_UNIX, SOCK_STREAM)");
-    }
-  }
-  void open(Side side, const Spec&) {
-    const bool initiator = side == Side::initiator;
-    out = initiator ? to_responder_[0] : to_initiator_[0];
-    in = initiator ? to_initiator_[1] : to_responder_[1];
-    ::close(initiator ? to_responder_[1] : to_responder_[0]);
-    ::close(initiator ? to_initiator_[0] : to_initiator_[1]);
-  }
-  int to_responder_[2] = {-1, -1};
-  int to_initiator_[2] = {-1, -1};
-};
+using UnixStream = DuplexStream<make_unix_stream>;
 
 // Datagrams keep message boundaries; a datagram must fit the sender's socket
 // buffer, so the buffer is raised (up to net.core.wmem_max) for big messages.
@@ -238,7 +273,7 @@ void set_no_delay(int fd) {
 
 // A connected TCP socket pair over 127.0.0.1 with TCP_NODELAY, made in A
 // before B exists (both ends are inherited; each side keeps one).
-void tcp_pair(int ends[2]) {
+void make_tcp_stream(int ends[2]) {
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) fail_errno("socket (AF_INET, SOCK_STREAM)");
   sockaddr_in address{};
@@ -262,33 +297,13 @@ void tcp_pair(int ends[2]) {
 }
 
 // TCP over loopback with TCP_NODELAY: one connection used both ways.
-struct Tcp : TransportBase, StreamIo {
-  void prepare(const Spec&) { tcp_pair(ends_); }
-  void open(Side side, const Spec&) {
-    const int mine = side == Side::initiator ? 0 : 1;
-    in = out = ends_[mine];
-    ::close(ends_[1 - mine]);
-  }
-  int ends_[2] = {-1, -1};
-};
+using Tcp = DuplexStream<make_tcp_stream>;
 
 // TCP with a connection per direction, as a ferry endpoint Sender/Receiver
-// pair uses (the baseline of ferry.endpoint.tcp).
-struct TcpOneWay : TransportBase, StreamIo {
-  void prepare(const Spec&) {
-    tcp_pair(to_responder_);
-    tcp_pair(to_initiator_);
-  }
-  void open(Side side, const Spec&) {
-    const bool initiator = side == Side::initiator;
-    out = initiator ? to_responder_[0] : to_initiator_[0];
-    in = initiator ? to_initiator_[1] : to_responder_[1];
-    ::close(initiator ? to_responder_[1] : to_responder_[0]);
-    ::close(initiator ? to_initiator_[0] : to_initiator_[1]);
-  }
-  int to_responder_[2] = {-1, -1};
-  int to_initiator_[2] = {-1, -1};
-};
+// pair uses (the baseline of ferry.endpoint.tcp). This costs more than one
+// connection used both ways: each direction's acknowledgements travel alone.
+using TcpOneWay = OneWayStreams<make_tcp_stream>;
+using TcpEpoll = OneWayStreamsEpoll<make_tcp_stream>;
 
 // UDP over 127.0.0.1: two sockets bound to ephemeral ports and connected to
 // each other. A datagram that finds the receiver's buffer full is dropped by
@@ -465,15 +480,21 @@ void add_os_transports(std::vector<TransportInfo>& list) {
                                          "two eventfds; the counter carries the sequence number (no payload)");
   list.push_back(std::move(eventfd));
   list.push_back(make_transport<Pipe>("pipe", Group::os, "two anonymous pipes, default capacity (64 KiB)"));
+  list.push_back(make_transport<PipeEpoll>("pipe.epoll", Group::os,
+                                         "two anonymous pipes; the reader waits in epoll_wait before each read"));
   list.push_back(make_transport<Fifo>("fifo", Group::os, "two named pipes in a private temporary directory"));
   list.push_back(make_transport<UnixStream>("unix.stream", Group::os, "socketpair(AF_UNIX, SOCK_STREAM)"));
   list.push_back(make_transport<UnixDatagram>(
       "unix.dgram", Group::os, "socketpair(AF_UNIX, SOCK_DGRAM); SO_SNDBUF raised when a datagram needs it"));
   list.push_back(make_transport<UnixStreamOneWay>(
       "unix.stream.oneway", Group::os, "a socketpair(AF_UNIX, SOCK_STREAM) per direction, each used one way"));
+  list.push_back(make_transport<UnixStreamEpoll>(
+      "unix.stream.epoll", Group::os, "as unix.stream.oneway; the reader waits in epoll_wait before each read"));
   list.push_back(make_transport<Tcp>("tcp", Group::os, "TCP over 127.0.0.1, TCP_NODELAY"));
   list.push_back(make_transport<TcpOneWay>("tcp.oneway", Group::os,
                                            "TCP over 127.0.0.1, TCP_NODELAY, a connection per direction"));
+  list.push_back(make_transport<TcpEpoll>("tcp.epoll", Group::os,
+                                          "as tcp.oneway; the reader waits in epoll_wait before each read"));
   list.push_back(make_transport<Udp>("udp", Group::os, "two connected UDP sockets on 127.0.0.1"));
   list.push_back(make_transport<PosixMq>("posix.mq", Group::os,
                                          "two POSIX message queues, as deep as fs.mqueue.msg_max allows"));
