@@ -37,7 +37,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -604,27 +603,6 @@ void list_transports(const std::vector<TransportInfo>& transports) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-
-void add_options(CLI::App& command, Options& options) {
-  command.add_flag("--quick", options.quick, "A short run: 4 repetitions of 40 ms per measurement, under a minute");
-  command.add_option("--json", options.json_path, "Also write the results to FILE: a JSON array of records")
-      ->type_name("FILE");
-  command.add_option("--plot", options.plot_path, "Also draw the comparison into FILE (PNG, needs gnuplot)")
-      ->type_name("FILE.png");
-  command.add_option("--only", options.only,
-                     "Measure only these transports, comma-separated (floor.spin, the reference, always runs)")
-      ->delimiter(',')
-      ->type_name("NAME,...");
-  command.add_option("--sizes", options.sizes, "Throughput message sizes (default 64,4K,64K,1M; 16 B to 64 MiB)")
-      ->delimiter(',')
-      ->type_name("SIZE,...");
-  command.add_option("--repetitions", options.repetitions, "Interleaved repetitions (default 4 quick, 9 full)")
-      ->check(CLI::Range(1, 1000));
-  command.add_option("--budget-ms", options.budget_ms,
-                     "Timed length of one measurement, after its warm-up (default 40 quick, 150 full)")
-      ->check(CLI::Range(1, 60000));
-  command.add_flag("--list", options.list, "List the transports, whether they can run here and what each measures");
-}
 
 int run_command(const Options& options) {
   const std::uint64_t run_start = now_ns();

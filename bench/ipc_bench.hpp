@@ -3,8 +3,10 @@
 // measured side by side between two pinned processes, in one interleaved run.
 // Used by `ferry bench` (tools/ferry); the code lives in the ferry_bench_lib library.
 //
-//   add_options(command, options);   // the command-line flags, on any CLI11 (sub)command
 //   return run_command(options);     // measures, prints, writes --json / --plot; the exit status
+//
+// The command line (`ferry bench --quick --only … --json FILE`) that fills
+// Options is tools/ferry's: CLI11 is compiled in one file only.
 //
 // Exit status: 0 when the run completed (a transport that failed or could not
 // run is a row of the report, not a failure of the run), 1 when --json or
@@ -15,10 +17,6 @@
 
 #include <string>
 #include <vector>
-
-namespace CLI {
-class App;
-}
 
 namespace ferry::bench {
 
@@ -33,7 +31,6 @@ struct Options {
   bool list = false;              // list the transports and exit
 };
 
-void add_options(CLI::App& command, Options& options);
 int run_command(const Options& options);
 
 }  // namespace ferry::bench

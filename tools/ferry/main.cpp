@@ -9,6 +9,30 @@
 #include "commands.hpp"
 #ifdef FERRY_CLI_HAVE_BENCH
 #include "ipc_bench.hpp"
+
+namespace {
+// The flags of `ferry bench` (ferry::bench::run_command measures).
+void add_bench_options(CLI::App& command, ferry::bench::Options& options) {
+  command.add_flag("--quick", options.quick, "A short run: 4 repetitions of 40 ms per measurement, under a minute");
+  command.add_option("--json", options.json_path, "Also write the results to FILE: a JSON array of records")
+      ->type_name("FILE");
+  command.add_option("--plot", options.plot_path, "Also draw the comparison into FILE (PNG, needs gnuplot)")
+      ->type_name("FILE.png");
+  command.add_option("--only", options.only,
+                     "Measure only these transports, comma-separated (floor.spin, the reference, always runs)")
+      ->delimiter(',')
+      ->type_name("NAME,...");
+  command.add_option("--sizes", options.sizes, "Throughput message sizes (default 64,4K,64K,1M; 16 B to 64 MiB)")
+      ->delimiter(',')
+      ->type_name("SIZE,...");
+  command.add_option("--repetitions", options.repetitions, "Interleaved repetitions (default 4 quick, 9 full)")
+      ->check(CLI::Range(1, 1000));
+  command.add_option("--budget-ms", options.budget_ms,
+                     "Timed length of one measurement, after its warm-up (default 40 quick, 150 full)")
+      ->check(CLI::Range(1, 60000));
+  command.add_flag("--list", options.list, "List the transports, whether they can run here and what each measures");
+}
+}  // namespace
 #endif
 
 int main(int argc, char** argv) {
@@ -143,7 +167,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand(
       "bench", "Measure IPC transports side by side: round trip and throughput of pipes, sockets, message "
                "queues, Boost, ZeroMQ, NNG, iceoryx and ferry, against the shared-memory floor");
-  ferry::bench::add_options(*bench, bench_options);
+  add_bench_options(*bench, bench_options);
   bench->callback([&] { status = ferry::bench::run_command(bench_options); });
 #else
   auto* bench = app.add_subcommand("bench", "Measure IPC transports (not in this build)");
