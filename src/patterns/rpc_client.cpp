@@ -5,7 +5,9 @@
 // one caller waits alone). The transports below only send and receive bytes.
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <unordered_map>
@@ -293,7 +295,7 @@ class ShmClient final : public ClientCore {
 
  private:
   result<void> send(std::span<const std::byte> bytes, bool urgent, deadline until) override {
-    if (!registry_.any_server_alive()) return error(errc::peer_gone, description(), "no server is serving it");
+    if (!server_recently_alive()) return error(errc::peer_gone, description(), "no server is serving it");
     const std::scoped_lock lock(send_mutex_);  // one Mailbox object: one sender at a time
     return until == deadline::max() ? requests_.send(bytes, {.urgent = urgent})
                                     : requests_.send_until(bytes, until, {.urgent = urgent});
@@ -316,9 +318,21 @@ class ShmClient final : public ClientCore {
     if (registry_.any_server_alive()) return std::nullopt;
     return error(errc::peer_gone, description(), "every server is gone");
   }
+
+  // Whether a server lives, looked up at most every kPeerCheck: the lookup
+  // reads /proc (several µs, more than a whole call), and a server that dies
+  // in between is still noticed by check_peer while the caller waits.
+  bool server_recently_alive() {
+    const auto now = steady_clock::now().time_since_epoch().count();
+    if (now - alive_seen_.load(std::memory_order_relaxed) < kPeerCheck / steady_clock::duration(1)) return true;
+    if (!registry_.any_server_alive()) return false;
+    alive_seen_.store(now, std::memory_order_relaxed);
+    return true;
+  }
   [[nodiscard]] std::string_view reply_to() const noexcept override { return reply_name_; }
 
   std::mutex send_mutex_;
+  std::atomic<steady_clock::rep> alive_seen_{std::numeric_limits<steady_clock::rep>::min() / 2};  // never
   Mailbox requests_;
   Mailbox replies_;
   std::string reply_name_;
