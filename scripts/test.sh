@@ -14,7 +14,8 @@ configure_and_build() {  # name, optimization, extra cmake arguments...
   shift 2
   echo "== build: $name =="
   # -g1: line tables only (what sanitizer reports need): less to compile and link than full debug info.
-  # The sanitizer builds use -O1 (what the sanitizers' documentation suggests; quicker to compile).
+  # ASan+UBSan builds at -O0: half the compile time of -O1 for a third more test time (measured:
+  # 237 s + 128 s against 458 s + 98 s on the 2-core CI machine).
   cmake -S . -B "build/ci-$name" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$optimization -g1 -DNDEBUG" \
     -DFERRY_BUILD_TESTS=ON -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON -DFERRY_BUILD_BENCHMARKS=ON \
     "$@" >/dev/null
@@ -26,7 +27,7 @@ run_tests() {  # name, scale
   (cd "build/ci-$1" && FERRY_TEST_SCALE=$2 ctest -j "$jobs" --output-on-failure --timeout 300)
 }
 
-configure_and_build asan -O1 -DFERRY_SANITIZE=address,undefined
+configure_and_build asan -O0 -DFERRY_SANITIZE=address,undefined
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_tests asan 0.25
 
