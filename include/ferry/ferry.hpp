@@ -33,6 +33,7 @@
 
 // messaging: moving messages between processes
 #include "ferry/messaging/channel.hpp"  // Channel: lock-free link between two processes
+#include "ferry/messaging/loan.hpp"     // Loan: large messages handed over by reference (copy small, map large)
 #include "ferry/messaging/mailbox.hpp"        // Mailbox: many senders, many receivers, priorities, leases
 #include "ferry/messaging/mailbox_set.hpp"    // MailboxSet: wait on several mailboxes and channels at once
 #include "ferry/messaging/inbox.hpp"          // Inbox, send_to(pid or name): direct addressing

@@ -23,7 +23,15 @@ struct ChannelShared {
   std::uint64_t capacity;
   std::uint64_t mask;
   std::uint32_t max_message;
+  std::uint64_t loan_limit;
+  std::uint64_t loan_threshold;
   std::shared_ptr<const std::string> description;
+  bool loans_supported = false;  // chunk_home().supported(), asked once
+
+  [[nodiscard]] ChunkHome chunk_home() const {
+    const SegmentInfo info = segment.info();
+    return {segment.name(), info.kind, info.persistence, info.mode, description};
+  }
 };
 
 namespace {
@@ -122,6 +130,7 @@ result<std::shared_ptr<ChannelShared>> adopt(Segment segment) {
   const std::uint64_t capacity = control->capacity;
   const std::uint64_t ring_offset = control->ring_offset;
   const std::uint32_t max_message = control->max_message;
+  const std::uint64_t loan_limit = control->loan_limit;
   if (magic != kChannelMagic) return error(errc::corrupt, description, "not a channel (bad magic)");
   if (version != kChannelLayoutVersion) {
     return error(errc::version_mismatch, description,
@@ -130,12 +139,18 @@ result<std::shared_ptr<ChannelShared>> adopt(Segment segment) {
   }
   if (capacity < kMinChannelCapacity || capacity > kMaxChannelCapacity || !std::has_single_bit(capacity) ||
       ring_offset != kChannelRingOffset || data.size() - kChannelRingOffset < capacity ||
-      record_size(max_message) * 2 > capacity) {
+      record_size(max_message) * 2 > capacity || max_message > kMaxInlineMessage) {
     return error(errc::corrupt, description, "ring geometry out of bounds");
   }
+  if (loan_limit < (std::uint64_t{1} << kMinChunkShift) || loan_limit > (std::uint64_t{1} << kMaxChunkShift)) {
+    return error(errc::corrupt, description, "loan limit out of bounds");
+  }
   std::byte* ring = data.data() + kChannelRingOffset;
-  return std::make_shared<ChannelShared>(ChannelShared{std::move(segment), control, ring, capacity,
-                                                       capacity - 1, max_message, std::move(description)});
+  auto shared = std::make_shared<ChannelShared>(ChannelShared{std::move(segment), control, ring, capacity, capacity - 1,
+                                                       max_message, loan_limit, control->loan_threshold,
+                                                       std::move(description), false});
+  shared->loans_supported = shared->chunk_home().supported();
+  return shared;
 }
 
 }  // namespace
@@ -156,8 +171,12 @@ namespace {
 
 result<Channel> Channel::create(std::string_view name, const ChannelOptions& options) {
   const std::string description = "channel '" + std::string(name) + "'";
-  if (options.max_message > std::uint64_t{UINT32_MAX} - 64) {
-    return error(errc::invalid_argument, description, "max_message is beyond 4 GiB");
+  if (options.max_message > detail::kMaxInlineMessage) {
+    return error(errc::invalid_argument, description, "max_message is beyond 2 GiB (larger messages travel as loans)");
+  }
+  if (options.loans.limit < (std::size_t{1} << detail::kMinChunkShift) ||
+      options.loans.limit > (std::size_t{1} << detail::kMaxChunkShift)) {
+    return error(errc::invalid_argument, description, "loans.limit must be 4 KiB .. 1 TiB");
   }
   std::uint64_t capacity = std::max<std::uint64_t>(
       {options.capacity, 2 * record_size(options.max_message), detail::kMinChannelCapacity});
@@ -180,6 +199,8 @@ result<Channel> Channel::create(std::string_view name, const ChannelOptions& opt
     control->max_message = max_message;
     control->capacity = capacity;
     control->ring_offset = detail::kChannelRingOffset;
+    control->loan_threshold = options.loans.threshold;
+    control->loan_limit = options.loans.limit;
     control->label = detail::Label(name);
   };
   auto segment = Segment::create(name, segment_options);
@@ -208,6 +229,14 @@ result<Channel> Channel::attach(Fd memfd, OpenOptions options) {
 }
 
 result<void> Channel::destroy(std::string_view name, SegmentKind kind, int sysv_project_id) {
+  // The slab table names the chunks' segments; a channel that cannot be read has none we could find.
+  if (auto channel = open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id})) {
+    const detail::ChunkHome home = channel->shared_->chunk_home();
+    for (std::size_t i = 0; i < detail::kMaxSlabs; ++i) {
+      const auto shape = detail::SlabShape::decode(channel->shared_->control->slabs[i].load(std::memory_order_acquire));
+      if (shape.present()) (void)Segment::destroy(home.slab_name(i, shape.generation), kind);
+    }
+  }
   return Segment::destroy(name, kind, sysv_project_id);
 }
 
@@ -225,6 +254,8 @@ struct ChannelSender::State {
   std::uint64_t sent = 0;       // messages committed
   std::uint64_t reserved_at = 0;
   std::optional<std::size_t> reserved;
+  std::uint64_t resumed_at = 0;  // where this sender took over
+  std::shared_ptr<detail::ChunkPool> chunks;  // made at the first loan
   // The first header of a deferred batch, written by publish(): until then
   // the receiver cannot pass it, so the whole batch appears at once.
   struct HeldHeader {
@@ -289,7 +320,7 @@ result<ChannelSender> Channel::sender() {
   // Resume after what the previous sender published; what it had not, is gone.
   state->tail = shared_->control->tail.load(std::memory_order_acquire);
   state->skip_written_records();
-  state->published = state->tail;
+  state->published = state->resumed_at = state->tail;
   state->sent = shared_->control->messages_sent.load(std::memory_order_relaxed);
   if (!state->refresh_head()) return detail::corrupt(*shared_, "head and tail are inconsistent");
   shared_->control->tail.store(state->tail, std::memory_order_release);
@@ -301,9 +332,15 @@ std::size_t ChannelSender::max_message() const noexcept { return state_->shared-
 result<std::optional<std::span<std::byte>>> ChannelSender::reserve_impl(std::size_t size,
                                                                          std::optional<deadline> until,
                                                                          WaitStrategy strategy, bool wait) {
+  if (size > state_->shared->max_message) return detail::too_large(*state_->shared, size);
+  return reserve_record(size, until, strategy, wait);
+}
+
+result<std::optional<std::span<std::byte>>> ChannelSender::reserve_record(std::size_t size,
+                                                                           std::optional<deadline> until,
+                                                                           WaitStrategy strategy, bool wait) {
   State& s = *state_;
   const ChannelShared& shared = *s.shared;
-  if (size > shared.max_message) return detail::too_large(shared, size);
   s.reserved.reset();  // a reservation not committed is abandoned
   const std::uint64_t need = record_size(size);
   const auto room_needed = [&] {
@@ -370,7 +407,9 @@ result<std::span<std::byte>> ChannelSender::reserve_until(std::size_t size, dead
   return **reserved;
 }
 
-result<void> ChannelSender::commit(std::size_t used, Publish when) {
+result<void> ChannelSender::commit(std::size_t used, Publish when) { return commit_record(used, 0, when); }
+
+result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags, Publish when) {
   State& s = *state_;
   if (!s.reserved) return error(errc::invalid_argument, s.shared->description, "commit() without reserve()");
   if (used > *s.reserved) {
@@ -379,7 +418,7 @@ result<void> ChannelSender::commit(std::size_t used, Publish when) {
                      "-byte reservation");
   }
   const std::uint64_t offset = s.reserved_at & s.shared->mask;
-  const std::uint64_t header = record_header(static_cast<std::uint32_t>(used), record_tag(s.reserved_at));
+  const std::uint64_t header = record_header(static_cast<std::uint32_t>(used) | flags, record_tag(s.reserved_at));
   s.tail = s.reserved_at + record_size(used);
   s.reserved.reset();
   ++s.sent;
@@ -428,6 +467,18 @@ void copy_record_payload(std::byte* record_payload, std::span<const std::byte> m
 
 result<bool> ChannelSender::send_impl(std::span<const std::byte> message, std::optional<deadline> until,
                                       WaitStrategy strategy, bool wait, Publish when) {
+  const ChannelShared& shared = *state_->shared;
+  const bool fits_ring = message.size() <= shared.max_message;
+  const bool loans = shared.loans_supported;
+  if (!fits_ring && !loans) return detail::too_large(shared, message.size());
+  if (!fits_ring || (message.size() >= shared.loan_threshold && loans)) {
+    // One copy into a chunk instead of one into the ring and one out of it.
+    auto loan = loan_impl(message.size(), until, strategy, wait);
+    if (!loan) return std::move(loan).error();
+    if (!*loan) return false;
+    std::memcpy((*loan)->data().data(), message.data(), message.size());
+    return send_loan(**loan, until, strategy, wait, when);
+  }
   auto reserved = reserve_impl(message.size(), until, strategy, wait);
   if (!reserved) return std::move(reserved).error();
   if (!*reserved) return false;
@@ -484,6 +535,102 @@ result<void> ChannelSender::send_batch(std::span<const std::span<const std::byte
   return {};
 }
 
+// ------------------------------------------------------------------ loans
+
+result<std::optional<Loan>> ChannelSender::loan_impl(std::size_t size, std::optional<deadline> until,
+                                                     WaitStrategy strategy, bool wait) {
+  State& s = *state_;
+  const ChannelShared& shared = *s.shared;
+  if (auto pool = ensure_chunk_pool(); !pool) return std::move(pool).error();
+  if (!s.refresh_head()) return detail::corrupt(shared, "the receiver's position is out of bounds");
+  auto taken = s.chunks->take(size, s.head_seen);
+  if (taken && !*taken && wait) {
+    // The receiver holds the chunks the limit allows: wait until it releases one.
+    publish();
+    bool corrupted = false;
+    const auto outcome = detail::wait_for_peer(
+        s.control().space_ready,
+        [&] {
+          if (!s.refresh_head()) corrupted = true;
+          if (corrupted) return true;
+          taken = s.chunks->take(size, s.head_seen);
+          return !taken || taken->has_value();
+        },
+        [] { return false; }, [] { return false; }, s.control().receiver, strategy, until);
+    if (corrupted) return detail::corrupt(shared, "the receiver's position is out of bounds");
+    if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description, "no chunk was released");
+    if (outcome == WaitOutcome::peer_gone) {
+      return error(errc::peer_gone, shared.description, "the receiver died or left holding the chunks");
+    }
+  }
+  if (!taken) return std::move(taken).error();
+  if (!*taken) return std::optional<Loan>{};
+  return std::optional<Loan>(Loan(s.chunks, **taken));
+}
+
+result<void> ChannelSender::ensure_chunk_pool() {
+  State& s = *state_;
+  if (s.chunks) return {};
+  const ChannelShared& shared = *s.shared;
+  auto pool = std::make_shared<detail::ChunkPool>(shared.chunk_home(), shared.control->slabs, shared.loan_limit);
+  // What a predecessor loaned, or sent in records it never published, is free.
+  if (auto adopted = pool->adopt(s.resumed_at); !adopted) return std::move(adopted).error();
+  s.chunks = std::move(pool);
+  return {};
+}
+
+result<LoanUsage> ChannelSender::loan_usage() {
+  State& s = *state_;
+  if (auto pool = ensure_chunk_pool(); !pool) return std::move(pool).error();
+  if (!s.refresh_head()) return detail::corrupt(*s.shared, "the receiver's position is out of bounds");
+  return s.chunks->usage(s.head_seen);
+}
+
+result<Loan> ChannelSender::loan(std::size_t size, WaitStrategy strategy) {
+  auto loaned = loan_impl(size, std::nullopt, strategy, true);
+  if (!loaned) return std::move(loaned).error();
+  return std::move(**loaned);
+}
+
+result<std::optional<Loan>> ChannelSender::try_loan(std::size_t size) { return loan_impl(size, std::nullopt, {}, false); }
+
+result<Loan> ChannelSender::loan_until(std::size_t size, deadline until, WaitStrategy strategy) {
+  auto loaned = loan_impl(size, until, strategy, true);
+  if (!loaned) return std::move(loaned).error();
+  return std::move(**loaned);
+}
+
+result<bool> ChannelSender::send_loan(Loan& loan, std::optional<deadline> until, WaitStrategy strategy, bool wait,
+                                      Publish when) {
+  State& s = *state_;
+  if (!loan.pool_ || loan.pool_ != s.chunks) {
+    return error(errc::invalid_argument, s.shared->description, "a loan this sender did not make (or already sent)");
+  }
+  auto reserved = reserve_record(sizeof(detail::ChunkRef), until, strategy, wait);
+  if (!reserved) return std::move(reserved).error();
+  if (!*reserved) return false;
+  std::memcpy((*reserved)->data(), &loan.ref_, sizeof(detail::ChunkRef));
+  // Marked before the record is published: a successor frees it if we die between.
+  s.chunks->mark_sent(loan.ref_, s.reserved_at);
+  if (auto committed = commit_record(sizeof(detail::ChunkRef), detail::kChunkBit, when); !committed) {
+    return std::move(committed).error();
+  }
+  loan.pool_.reset();  // the receiver's now
+  return true;
+}
+
+result<void> ChannelSender::send(Loan&& loan, WaitStrategy strategy) {
+  if (auto sent = send_loan(loan, std::nullopt, strategy, true, Publish::now); !sent) return std::move(sent).error();
+  return {};
+}
+
+result<bool> ChannelSender::try_send(Loan&& loan) { return send_loan(loan, std::nullopt, {}, false, Publish::now); }
+
+result<void> ChannelSender::send_until(Loan&& loan, deadline until, WaitStrategy strategy) {
+  if (auto sent = send_loan(loan, until, strategy, true, Publish::now); !sent) return std::move(sent).error();
+  return {};
+}
+
 // --------------------------------------------------------------- receiver
 
 struct ChannelReceiver::State {
@@ -493,6 +640,8 @@ struct ChannelReceiver::State {
   std::uint64_t notified = 0;  // released position the sender was last told about
   std::uint64_t received = 0;
   std::optional<std::uint64_t> peeked;  // record bytes of the message handed out by peek
+  std::optional<detail::ChunkRef> peeked_chunk;  // when that message is a loaned chunk
+  std::optional<detail::ChunkReader> chunks;      // made at the first loaned message
 
   detail::NotifyWatcher notify;  // notify_fd()
 
@@ -624,6 +773,20 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
       s.head += to_end;
       continue;
     }
+    if (length & detail::kChunkBit) {
+      if (length != (sizeof(detail::ChunkRef) | detail::kChunkBit) ||
+          offset + record_size(sizeof(detail::ChunkRef)) > shared.capacity) {
+        return detail::corrupt(shared, "bad chunk record at offset " + std::to_string(offset));
+      }
+      detail::ChunkRef ref;
+      std::memcpy(&ref, shared.ring + offset + detail::kRecordHeaderSize, sizeof ref);  // read once
+      if (!s.chunks) s.chunks.emplace(shared.chunk_home(), shared.control->slabs);
+      auto payload = s.chunks->resolve(ref);
+      if (!payload) return std::move(payload).error();
+      s.peeked = record_size(sizeof(detail::ChunkRef));
+      s.peeked_chunk = ref;
+      return std::optional<std::span<const std::byte>>(*payload);
+    }
     if (length > shared.max_message || offset + record_size(length) > shared.capacity) {
       return detail::corrupt(shared, "bad record at offset " + std::to_string(offset) + ": " +
                                          std::to_string(length) + " bytes");
@@ -656,11 +819,16 @@ result<std::span<const std::byte>> ChannelReceiver::peek_until(deadline until, W
 result<void> ChannelReceiver::release() {
   State& s = *state_;
   if (!s.peeked) return error(errc::invalid_argument, s.shared->description, "release() without peek()");
+  // Looked at after the reads: a chunk reused under them is never taken for the message.
+  const bool chunk_held = !s.peeked_chunk || s.chunks->still_valid(*s.peeked_chunk);
   s.head += *s.peeked;
   s.peeked.reset();
   ++s.received;
   s.store_release();
-  if (s.released - s.notified >= s.shared->capacity / 4) s.notify_sender();
+  // A sender waiting for a chunk waits for this release, not for a quarter of the ring.
+  if (s.peeked_chunk || s.released - s.notified >= s.shared->capacity / 4) s.notify_sender();
+  s.peeked_chunk.reset();
+  if (!chunk_held) return detail::corrupt(*s.shared, "a loaned chunk was reused while it was read");
   return {};
 }
 
@@ -681,7 +849,7 @@ result<std::optional<std::size_t>> ChannelReceiver::receive_impl(std::span<std::
   const auto message = **peeked;
   if (message.size() > buffer.size()) return too_small(*state_->shared, message.size(), buffer.size());
   if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  (void)release();
+  if (auto released = release(); !released) return std::move(released).error();
   return std::optional<std::size_t>(message.size());
 }
 

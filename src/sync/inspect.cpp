@@ -66,7 +66,8 @@ void describe_sync_object(ObjectRecord& record, std::span<const std::byte> data)
     case ObjectType::channel:
     case ObjectType::mailbox:
     case ObjectType::mailbox_queue:
-    case ObjectType::mailbox_sender: break;
+    case ObjectType::mailbox_sender:
+    case ObjectType::chunks: break;
   }
 }
 

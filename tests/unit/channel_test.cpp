@@ -78,16 +78,24 @@ INSTANTIATE_TEST_SUITE_P(All, ChannelStrategies,
                          ferry::test::strategy_name);
 
 TEST(Channel, TooLargeMessageNamesBothSizes) {
-  Fixture f({.capacity = 4096, .max_message = 100});
+  // Beyond max_message a message travels as a loan (channel_loan_test.cpp); beyond the loan limit it cannot.
+  Fixture f({.capacity = 4096, .max_message = 100, .loans = {.limit = 4096}});
   auto tx = f.channel->sender();
   ASSERT_TRUE(tx);
-  auto sent = tx->send(bytes_of(pattern(101, 0)));
+  auto sent = tx->send(bytes_of(pattern(4097, 0)));
   ASSERT_FALSE(sent);
   EXPECT_EQ(sent.error().code(), errc::invalid_argument);
-  EXPECT_NE(sent.error().message().find("101 bytes is larger than its maximum of 100"), std::string::npos)
+  EXPECT_NE(sent.error().message().find("4097 bytes is larger than the chunk limit of 4096"), std::string::npos)
       << sent.error().message();
   EXPECT_NE(sent.error().message().find("channel '" + f.name + "'"), std::string::npos);
-  EXPECT_EQ(tx->try_reserve(101).error().code(), errc::invalid_argument);
+  EXPECT_EQ(tx->try_reserve(101).error().code(), errc::invalid_argument) << "the ring holds 100 bytes at most";
+  auto memfd = Channel::create(ferry::test::unique_name("memfd"), {.max_message = 100, .kind = ferry::SegmentKind::memfd});
+  ASSERT_TRUE(memfd) << memfd.error().message();
+  auto memfd_sent = memfd->sender()->send(bytes_of(pattern(101, 0)));
+  ASSERT_FALSE(memfd_sent);
+  EXPECT_EQ(memfd_sent.error().code(), errc::invalid_argument);
+  EXPECT_NE(memfd_sent.error().message().find("101 bytes is larger than its maximum of 100"), std::string::npos)
+      << memfd_sent.error().message();
 }
 
 TEST(Channel, FullAndEmptyEdges) {

@@ -30,6 +30,13 @@
 // messages of a cache line or two, copying `send()` is the faster path: it
 // writes the line the receiver polls last (see copy_record_payload).
 //
+// Loans (loan.hpp): `loan(n)` gives the sender a chunk of shared memory
+// outside the ring; `send(std::move(loan))` hands it over by reference, and
+// the receiver's peek()/receive() see its bytes like any message. A plain
+// send() of `loans.threshold` bytes or more (or of more than max_message)
+// goes through a chunk by itself. Loans need a posix or file channel (the
+// chunks' segments are named after it); up to `loans.limit` bytes.
+//
 // Thread-safety: a ChannelSender or ChannelReceiver is used by one thread at a
 // time. Different processes (or threads) hold the two roles.
 #pragma once
@@ -49,6 +56,7 @@
 #include "ferry/os/fd.hpp"
 #include "ferry/os/segment.hpp"
 #include "ferry/messaging/detail/wait_source.hpp"
+#include "ferry/messaging/loan.hpp"
 #include "ferry/sync/wait.hpp"
 
 namespace ferry {
@@ -56,8 +64,9 @@ namespace ferry {
 struct ChannelOptions {
   /// Bytes of the ring (rounded up to a power of two, at least 2 x the largest record).
   std::size_t capacity = std::size_t{1} << 20;
-  /// The largest message, in bytes.
+  /// The largest message copied into the ring, in bytes (larger ones travel as loans).
   std::size_t max_message = 64 * 1024;
+  LoanOptions loans;
   SegmentKind kind = SegmentKind::posix;
   std::optional<Persistence> persistence;
   mode_t mode = 0600;
@@ -81,6 +90,7 @@ class Channel {
   static result<Channel> open(std::string_view name, OpenOptions options = {});
   /// A memfd channel, from a descriptor received from its creator.
   static result<Channel> attach(Fd memfd, OpenOptions options = {});
+  /// Removes the channel and the segments of its loan chunks.
   static result<void> destroy(std::string_view name, SegmentKind kind = SegmentKind::posix,
                               int sysv_project_id = 1);
 
@@ -104,8 +114,10 @@ class ChannelSender {
   ChannelSender& operator=(ChannelSender&&) noexcept;
   ~ChannelSender();  ///< publishes what was committed, then leaves the role
 
-  /// Copies `message` in and publishes it, waiting for room.
-  /// Errors: invalid_argument (larger than max_message), peer_gone, corrupt.
+  /// Copies `message` in and publishes it, waiting for room: into the ring,
+  /// or into a loaned chunk from `loans.threshold` bytes on.
+  /// Errors: invalid_argument (larger than max_message and than the loan
+  /// limit), peer_gone, corrupt, and those of loan().
   result<void> send(std::span<const std::byte> message, WaitStrategy strategy = {});
   /// As send, without waiting: false if there is no room now.
   result<bool> try_send(std::span<const std::byte> message);
@@ -121,6 +133,22 @@ class ChannelSender {
   result<std::size_t> try_send_batch(std::span<const std::span<const std::byte>> messages);
   /// Sends all of `messages`, publishing once per run that fits.
   result<void> send_batch(std::span<const std::span<const std::byte>> messages, WaitStrategy strategy = {});
+
+  /// A chunk of `size` bytes to write a message into, waiting while the
+  /// receiver holds all the chunks the limit allows. Errors: invalid_argument
+  /// (larger than the limit), limit_reached (this sender's unsent loans hold
+  /// it all), unsupported (a memfd or sysv channel), peer_gone, no_space.
+  result<Loan> loan(std::size_t size, WaitStrategy strategy = {});
+  result<std::optional<Loan>> try_loan(std::size_t size);
+  result<Loan> loan_until(std::size_t size, deadline until, WaitStrategy strategy = {});
+  /// Hands a loan over by reference. The loan is consumed only on success
+  /// (after an error or a false try_send it is still the caller's).
+  result<void> send(Loan&& loan, WaitStrategy strategy = {});
+  result<bool> try_send(Loan&& loan);
+  result<void> send_until(Loan&& loan, deadline until, WaitStrategy strategy = {});
+
+  /// The chunks this sender's pool holds (a new sender first frees what a dead one left).
+  result<LoanUsage> loan_usage();
 
   /// Room for a message of up to `size` bytes, in place; write it, then commit().
   result<std::span<std::byte>> reserve(std::size_t size, WaitStrategy strategy = {});
@@ -140,8 +168,16 @@ class ChannelSender {
   explicit ChannelSender(std::unique_ptr<State> state) noexcept;
   result<std::optional<std::span<std::byte>>> reserve_impl(std::size_t size, std::optional<deadline> until,
                                                             WaitStrategy strategy, bool wait);
+  result<std::optional<std::span<std::byte>>> reserve_record(std::size_t size, std::optional<deadline> until,
+                                                            WaitStrategy strategy, bool wait);
   result<bool> send_impl(std::span<const std::byte> message, std::optional<deadline> until,
                          WaitStrategy strategy, bool wait, Publish when);
+  result<std::optional<Loan>> loan_impl(std::size_t size, std::optional<deadline> until, WaitStrategy strategy,
+                                        bool wait);
+  result<bool> send_loan(Loan& loan, std::optional<deadline> until, WaitStrategy strategy, bool wait,
+                         Publish when);
+  result<void> commit_record(std::size_t used, std::uint32_t flags, Publish when);
+  result<void> ensure_chunk_pool();
   std::unique_ptr<State> state_;
 };
 
@@ -164,11 +200,13 @@ class ChannelReceiver {
     return receive_until(buffer, deadline_after(timeout), strategy);
   }
 
-  /// The next message, in place; valid until release().
+  /// The next message, in place (in the ring, or in a loaned chunk); valid until release().
   result<std::span<const std::byte>> peek(WaitStrategy strategy = {});
   result<std::optional<std::span<const std::byte>>> try_peek();
   result<std::span<const std::byte>> peek_until(deadline until, WaitStrategy strategy = {});
-  /// Frees the peeked message (the sender may reuse its bytes).
+  /// Frees the peeked message (the sender may reuse its bytes). Errors:
+  /// corrupt if a loaned chunk was reused while it was read (a sender that
+  /// breaks the protocol): what was read must be dropped.
   result<void> release();
 
   /// A descriptor that polls readable while a message is waiting, for event

@@ -15,7 +15,9 @@
 //     256     4  both         space_ready (WaitPoint: the sender sleeps here)
 //     320     5  claimant     sender:   packed ProcessId, 0 = none yet, 1 = left
 //     328     5  claimant     receiver: packed ProcessId, 0 = none yet, 1 = left
-//     512        sender       ring: `capacity` bytes of records
+//     384     6  creator      loan_threshold, loan_limit (LoanOptions)
+//     448  7-14  sender       slab table: 64 words (detail/chunk_pool.hpp)
+//    1024        sender       ring: `capacity` bytes of records
 //
 // Each line has one writer on the data path, so no line bounces between the
 // two processes except the records themselves: the role words, which each
@@ -35,6 +37,8 @@
 // +-+-------------------------------------------------------------+
 // |W|          tag: which lap of the ring this record is          |
 // +-+-------------------------------------------------------------+
+// (length's top bit, C, marks a chunk record: its payload is a ChunkRef
+// naming a loaned chunk, whose bytes are the message)
 // |                 payload ... (padded to 8 bytes)               |
 // +---------------------------------------------------------------+
 //
@@ -71,14 +75,15 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ferry/messaging/detail/chunk_pool.hpp"
 #include "ferry/sync/label.hpp"
 #include "ferry/sync/wait.hpp"
 
 namespace ferry::detail {
 
 inline constexpr std::uint64_t kChannelMagic = 0x4E48'4359'5252'4546ull;  // "FERRYCHN"
-inline constexpr std::uint32_t kChannelLayoutVersion = 3;
-inline constexpr std::size_t kChannelRingOffset = 512;
+inline constexpr std::uint32_t kChannelLayoutVersion = 4;
+inline constexpr std::size_t kChannelRingOffset = 1024;
 inline constexpr std::size_t kRecordHeaderSize = 8;
 inline constexpr std::size_t kRecordAlignment = 64;
 inline constexpr std::uint64_t kLargeRecord = 64 * 1024;  // see `writing` / `reading`
@@ -86,6 +91,8 @@ inline constexpr std::uint64_t kMinChannelCapacity = 256;
 // Tags repeat every (2^31 - 1) * 64 bytes (~128 GiB): the ring must be smaller.
 inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 33;
 inline constexpr std::uint32_t kWrapBit = 0x8000'0000u;
+inline constexpr std::uint32_t kChunkBit = 0x8000'0000u;  // in the length
+inline constexpr std::uint32_t kMaxInlineMessage = kChunkBit - 64;
 inline constexpr std::uint64_t kRoleNone = 0;
 inline constexpr std::uint64_t kRoleLeft = 1;
 
@@ -110,6 +117,11 @@ struct ChannelControl {
 
   alignas(64) std::atomic<std::uint64_t> sender;
   std::atomic<std::uint64_t> receiver;
+
+  alignas(64) std::uint64_t loan_threshold;
+  std::uint64_t loan_limit;
+
+  alignas(64) std::atomic<std::uint64_t> slabs[kMaxSlabs];
 };
 
 
@@ -129,6 +141,9 @@ static_assert(offsetof(ChannelControl, data_ready) == 192);
 static_assert(offsetof(ChannelControl, space_ready) == 256);
 static_assert(offsetof(ChannelControl, sender) == 320);
 static_assert(offsetof(ChannelControl, receiver) == 328);
+static_assert(offsetof(ChannelControl, loan_threshold) == 384);
+static_assert(offsetof(ChannelControl, loan_limit) == 392);
+static_assert(offsetof(ChannelControl, slabs) == 448);
 static_assert(sizeof(ChannelControl) <= kChannelRingOffset);
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
