@@ -8,6 +8,7 @@
 #include "ferry/os/futex.hpp"     // futex_wait / futex_wake across processes
 #include "ferry/os/process.hpp"   // Credentials, ProcessId (PID-reuse-proof liveness)
 #include "ferry/os/segment.hpp"   // Segment: posix, file, memfd and System V shared memory
+#include "ferry/os/sealed.hpp"    // SealedPayload: a memfd sealed against change, handed over by descriptor
 #include "ferry/os/registry.hpp"  // list, remove and garbage-collect ferry objects
 #include "ferry/os/file.hpp"      // lock files and open-file-description locks
 

@@ -199,6 +199,79 @@ result<void> StreamSocket::shutdown_write() {
   return {};
 }
 
+result<void> StreamSocket::send_descriptor(const Fd& descriptor, std::span<const std::byte> message,
+                                           detail::WaitLimit limit) {
+  if (message.empty()) return error(errc::invalid_argument, name(), "a descriptor travels with at least one byte");
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  iovec piece{const_cast<std::byte*>(message.data()), message.size()};
+  msghdr header{};
+  header.msg_iov = &piece;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof control;
+  cmsghdr* rights = CMSG_FIRSTHDR(&header);
+  rights->cmsg_level = SOL_SOCKET;
+  rights->cmsg_type = SCM_RIGHTS;
+  rights->cmsg_len = CMSG_LEN(sizeof(int));
+  const int sent_fd = descriptor.get();
+  std::memcpy(CMSG_DATA(rights), &sent_fd, sizeof sent_fd);
+  for (;;) {
+    const ssize_t sent = ::sendmsg(fd().get(), &header, MSG_NOSIGNAL);
+    if (sent >= 0) return write_all(message.subspan(static_cast<std::size_t>(sent)), limit);  // the descriptor went with the first byte
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET) {
+      return error(errc::peer_gone, name(), "no reader: the other end is closed", errno);
+    }
+    if (errno != EAGAIN) return error::from_errno(errno, name(), "sendmsg SCM_RIGHTS");
+    if (auto ready = detail::wait_ready(fd().get(), POLLOUT, limit, name(), "no room to write"); !ready) {
+      return std::move(ready).error();
+    }
+  }
+}
+
+result<Fd> StreamSocket::receive_descriptor(std::span<std::byte> message, detail::WaitLimit limit) {
+  if (message.empty()) return error(errc::invalid_argument, name(), "a descriptor travels with at least one byte");
+  for (;;) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)] = {};
+    iovec piece{message.data(), message.size()};
+    msghdr header{};
+    header.msg_iov = &piece;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = sizeof control;
+    const ssize_t got = ::recvmsg(fd().get(), &header, MSG_CMSG_CLOEXEC);
+    if (got > 0) {
+      std::vector<Fd> received;  // every descriptor that came is ours to close
+      for (cmsghdr* part = CMSG_FIRSTHDR(&header); part != nullptr; part = CMSG_NXTHDR(&header, part)) {
+        if (part->cmsg_level != SOL_SOCKET || part->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (part->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+          int one = -1;
+          std::memcpy(&one, CMSG_DATA(part) + i * sizeof(int), sizeof one);
+          received.emplace_back(one);
+        }
+      }
+      if (header.msg_flags & MSG_CTRUNC) {
+        return error(errc::invalid_argument, name(), "more descriptors came than one message carries");
+      }
+      if (received.size() != 1) {
+        return error(errc::invalid_argument, name(),
+                     std::to_string(received.size()) + " descriptors came with the message, not 1");
+      }
+      if (auto rest = read_exact(message.subspan(static_cast<std::size_t>(got)), limit); !rest) {
+        return std::move(rest).error();
+      }
+      return std::move(received.front());
+    }
+    if (got == 0) return error(errc::peer_gone, name(), "end of stream before a descriptor came");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return error::from_errno(errno, name(), "recvmsg SCM_RIGHTS");
+    if (auto ready = detail::wait_ready(fd().get(), POLLIN, limit, name(), "nothing to read"); !ready) {
+      return std::move(ready).error();
+    }
+  }
+}
+
 result<SocketAddress> StreamSocket::local_address() const { return socket_address(fd().get(), false, name()); }
 
 result<SocketAddress> StreamSocket::peer_address() const { return socket_address(fd().get(), true, name()); }

@@ -117,6 +117,15 @@ class StreamSocket : public ByteStream {
   [[nodiscard]] result<SenderIdentity> peer_identity() const;
   /// Sends end of stream while still reading (shutdown SHUT_WR).
   result<void> shutdown_write();
+  /// Sends `descriptor` with `message` (at least one byte) in one go
+  /// (SCM_RIGHTS; UNIX sockets only): the peer gets its own descriptor for
+  /// the same open file, e.g. a SealedPayload's memfd.
+  result<void> send_descriptor(const Fd& descriptor, std::span<const std::byte> message,
+                               detail::WaitLimit limit = detail::WaitLimit::forever());
+  /// Receives what send_descriptor sent: exactly `message.size()` bytes into
+  /// `message`, and the descriptor (close-on-exec). Errors: invalid_argument
+  /// when no descriptor (or more than one) came with the message, peer_gone.
+  result<Fd> receive_descriptor(std::span<std::byte> message, detail::WaitLimit limit = detail::WaitLimit::forever());
   [[nodiscard]] result<SocketAddress> local_address() const;
   [[nodiscard]] result<SocketAddress> peer_address() const;
   /// TCP_NODELAY (on by default for TCP).
