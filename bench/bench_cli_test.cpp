@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <tuple>
 #include <string>
 #include <vector>
@@ -242,13 +243,29 @@ TEST(BenchCli, EndpointsAreMeasuredBesideTheirRawCalls) {
   }
 }
 
-// ferry's rpc and ZeroMQ REQ/REP: round trips are calls, streams are calls
-// back to back, from one and from several calling processes.
+// Whether `ferry bench --list` says this build can run `name` here.
+bool transport_available(const std::string& name) {
+  const CliRun run = run_ferry({"bench", "--list"});
+  std::istringstream lines(run.output);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string transport, group, here;
+    words >> transport >> group >> here;
+    if (transport == name) return here == "yes";
+  }
+  return false;
+}
+
+// ferry's rpc, ZeroMQ REQ/REP and (when built: it is optional) gRPC: round
+// trips are calls, streams are calls back to back, from one and from several
+// calling processes.
 TEST(BenchCli, RpcCallsAreMeasuredBesideZmqRequestReply) {
-  const std::vector<std::string> callers{"ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep"};
-  const nlohmann::json records = bench_records({"--quick", "--only", "ferry.rpc.shm,ferry.rpc.unix,ferry.rpc.tcp,zmq.reqrep",
-                                                "--sizes", "4K", "--repetitions", "2"},
-                                               "ferry-bench-rpc.json");
+  std::vector<std::string> callers{"ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep"};
+  if (transport_available("grpc.unix")) callers.push_back("grpc.unix");
+  std::string only;
+  for (const std::string& name : callers) only += (only.empty() ? "" : ",") + name;
+  const nlohmann::json records =
+      bench_records({"--quick", "--only", only, "--sizes", "4K", "--repetitions", "2"}, "ferry-bench-rpc.json");
   ASSERT_TRUE(records.is_array());
   std::set<std::tuple<std::string, std::string, unsigned>> seen;
   for (const nlohmann::json& record : records) {
@@ -300,7 +317,7 @@ TEST(BenchCli, ListNamesEveryTransport) {
                            "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp",
                            "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
-                           "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep"}) {
+                           "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

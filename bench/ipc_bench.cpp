@@ -66,7 +66,8 @@ struct Settings {
   int budget_ms = 0;
   int warmup_ms = 0;
   unsigned watchdog_s = 0;
-  std::vector<std::size_t> sizes;
+  std::vector<std::size_t> sizes;      // throughput
+  std::vector<std::size_t> rtt_sizes;  // round-trip requests
   int cpu[2] = {-1, -1};
 };
 
@@ -532,6 +533,26 @@ bool parse_size(const std::string& text, std::size_t& size) {
   return true;
 }
 
+// `texts` as sorted, distinct sizes, or `defaults` when there are none; false
+// (after saying why) for a size parse_size refuses.
+bool parse_sizes(const std::vector<std::string>& texts, std::vector<std::size_t> defaults,
+                 std::vector<std::size_t>& sizes) {
+  if (texts.empty()) {
+    sizes = std::move(defaults);
+    return true;
+  }
+  for (const std::string& text : texts) {
+    std::size_t size = 0;
+    if (!parse_size(text, size)) {
+      std::fprintf(stderr, "ferry bench: bad size '%s' (use e.g. 64, 4K, 1M; from 16 B to 64 MiB)\n", text.c_str());
+      return false;
+    }
+    if (std::find(sizes.begin(), sizes.end(), size) == sizes.end()) sizes.push_back(size);
+  }
+  std::sort(sizes.begin(), sizes.end());
+  return true;
+}
+
 std::string describe(const Cell& cell) {
   std::string text = cell.transport->name + " " + pattern_text(cell.pattern);
   if (cell.pattern == Pattern::throughput) text += " " + size_text(cell.size);
@@ -633,20 +654,9 @@ int run_command(const Options& options) {
   settings.budget_ms = options.budget_ms > 0 ? options.budget_ms : (options.quick ? 40 : 150);
   settings.warmup_ms = std::clamp(settings.budget_ms / 4, 5, 50);
   settings.watchdog_s = static_cast<unsigned>(10 + (settings.budget_ms + settings.warmup_ms) / 1000);
-  if (options.sizes.empty()) {
-    settings.sizes = {64, 4096, 65536, 1048576};
-  } else {
-    for (const std::string& text : options.sizes) {
-      std::size_t size = 0;
-      if (!parse_size(text, size)) {
-        std::fprintf(stderr, "ferry bench: bad size '%s' (use e.g. 64, 4K, 1M; from 16 B to 64 MiB)\n", text.c_str());
-        return 2;
-      }
-      if (std::find(settings.sizes.begin(), settings.sizes.end(), size) == settings.sizes.end()) {
-        settings.sizes.push_back(size);
-      }
-    }
-    std::sort(settings.sizes.begin(), settings.sizes.end());
+  if (!parse_sizes(options.sizes, {64, 4096, 65536, 1048576}, settings.sizes) ||
+      !parse_sizes(options.rtt_sizes, {kRttSize}, settings.rtt_sizes)) {
+    return 2;
   }
   // Output files: a wrong directory is found now, not after minutes of measuring.
   for (const std::string* path : {&options.json_path, &options.plot_path}) {
@@ -682,7 +692,13 @@ int run_command(const Options& options) {
       std::size_t size;
       unsigned senders;
     };
-    std::vector<Shape> shapes{{Pattern::rtt, kRttSize, 1}, {Pattern::wake, kRttSize, 1}};
+    std::vector<Shape> shapes;
+    // Larger requests get a 64-byte reply: not for transports whose round trip
+    // is an echo (a call, or the floors' bare cache line or futex word).
+    for (const std::size_t size : settings.rtt_sizes) {
+      if (size == kRttSize || transport.replies_64) shapes.push_back({Pattern::rtt, size, 1});
+    }
+    shapes.push_back({Pattern::wake, kRttSize, 1});
     for (const std::size_t size : settings.sizes) shapes.push_back({Pattern::throughput, size, 1});
     // Queues that take several senders: 64-byte streams from 2, 4 and 8 processes.
     if (transport.many_senders) {
@@ -737,6 +753,7 @@ int run_command(const Options& options) {
   if (roudi_wanted) {
     std::vector<std::size_t> pool_sizes{kRttSize};
     pool_sizes.insert(pool_sizes.end(), settings.sizes.begin(), settings.sizes.end());
+    pool_sizes.insert(pool_sizes.end(), settings.rtt_sizes.begin(), settings.rtt_sizes.end());
     roudi_up = roudi.start(temp_root, pool_sizes);
     info.roudi = roudi_up ? "iox-roudi started for this run with mempools for " + std::to_string(pool_sizes.size()) +
                                 " sizes"

@@ -26,6 +26,7 @@ struct Options {
   std::string plot_path;          // "": no plot
   std::vector<std::string> only;  // transport names; empty: all (floor.spin is always measured)
   std::vector<std::string> sizes; // throughput message sizes ("64", "4K", "1M"); empty: 64 B, 4 KiB, 64 KiB, 1 MiB
+  std::vector<std::string> rtt_sizes;  // round-trip request sizes (64-byte reply above 64 B); empty: 64 B
   int repetitions = 0;            // 0: the default of --quick or of the full run
   int budget_ms = 0;              // timed part of one measurement; 0: the default
   bool list = false;              // list the transports and exit

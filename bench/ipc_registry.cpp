@@ -36,6 +36,14 @@ std::vector<TransportInfo> all_transports() {
         "not built: iceoryx (Debian: libiceoryx-posh-dev, libiceoryx-hoofs-dev) was not found"));
   }
 #endif
+#ifdef FERRY_BENCH_HAVE_GRPC
+  add_grpc_transport(list);
+#else
+  list.push_back(unavailable_transport(
+      "grpc.unix", Group::peer,
+      "not built: gRPC (Debian: libgrpc++-dev, protobuf-compiler-grpc; scripts/install-deps.sh --grpc) was not "
+      "found, or the build is sanitized"));
+#endif
   add_ferry_transports(list);
   add_rpc_transports(list);
   return list;

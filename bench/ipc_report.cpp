@@ -120,6 +120,37 @@ constexpr WrapperBaseline kWrapperBaselines[] = {
     {"ferry.endpoint.udp", "udp", "udp"},
 };
 
+// Round trips with larger requests (--rtt-sizes), one row per transport: how
+// latency grows with the payload, and how the zero-copy ones stay flat.
+void print_request_sizes(std::FILE* out, const std::vector<Record>& records) {
+  std::vector<std::size_t> sizes;
+  std::vector<std::string> order;
+  for (const Record& record : records) {
+    if (record.pattern != Pattern::rtt) continue;
+    if (std::find(sizes.begin(), sizes.end(), record.size) == sizes.end()) sizes.push_back(record.size);
+    if (std::find(order.begin(), order.end(), record.transport) == order.end()) order.push_back(record.transport);
+  }
+  if (sizes.size() < 2) return;
+  std::sort(sizes.begin(), sizes.end());
+  std::fprintf(out, "\nRound trip against request size (a 64-byte reply; median; zero-copy transports write and read\n"
+                    "the first and last 8 bytes of each request, the copying ones move all of it)\n");
+  std::fprintf(out, "  %-23s", "transport");
+  for (const std::size_t size : sizes) std::fprintf(out, " %9s", size_text(size).c_str());
+  std::fprintf(out, " %11s\n", "last/first");
+  for (const std::string& name : order) {
+    std::fprintf(out, "  %-23s", name.c_str());
+    std::optional<double> first, last;
+    for (const std::size_t size : sizes) {
+      const Record* record = find_record(records, name, Section{Pattern::rtt, size, 1});
+      const bool ok = record && record->status == Status::ok && record->median_ns;
+      std::fprintf(out, " %9s", ok ? format_ns(*record->median_ns).c_str() : "-");
+      if (ok && !first) first = record->median_ns;
+      if (ok) last = record->median_ns;
+    }
+    std::fprintf(out, " %11s\n", first && last ? format_ratio(*last / *first).c_str() : "-");
+  }
+}
+
 void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
   bool heading = false;
   for (const Section& section : sections(records)) {
@@ -150,6 +181,47 @@ void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
                    size_text(section.size).c_str(), endpoint, shown(wrapped).c_str(), same_calls, shown(same).c_str(),
                    format_ratio(ratio(wrapped, same)).c_str(), blocking, shown(bare).c_str(),
                    format_ratio(ratio(wrapped, bare)).c_str());
+    }
+  }
+}
+
+// ferry's rpc beside the request/reply peers, for issue 8's calls: the empty
+// call's round trip, a 4 KiB call with one caller (its stream: calls back to
+// back) and calls from 4 callers at once. x: the peer's time per call over
+// ferry's, so the target against grpc.unix from ferry.rpc.shm reads ">= 50x".
+void print_rpc_costs(std::FILE* out, const std::vector<Record>& records) {
+  constexpr const char* kCallers[] = {"ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp"};
+  constexpr const char* kPeers[] = {"zmq.reqrep", "grpc.unix"};
+  bool heading = false;
+  for (const Section& section : sections(records)) {
+    const bool round_trip = section.pattern == Pattern::rtt;
+    const bool one_4k = section.pattern == Pattern::throughput && section.senders == 1 && section.size == 4096;
+    const bool four_callers = section.pattern == Pattern::throughput && section.senders == 4;
+    if (!round_trip && !one_4k && !four_callers) continue;
+    const auto shown = [&](const Record* record) -> std::string {
+      if (!record || !cost(*record)) return "-";
+      return round_trip ? format_ns(*record->median_ns) : format_rate(*record->msgs_per_s, "/s");
+    };
+    for (const char* caller : kCallers) {
+      const Record* ferry = find_record(records, caller, section);
+      if (!ferry || !cost(*ferry)) continue;
+      if (!heading) {
+        std::fprintf(out,
+                     "\nRpc calls beside the request/reply peers (x: the peer's time per call over ferry's, how many "
+                     "times faster\nferry's call is; the target for ferry.rpc.shm against grpc.unix: 50x).\n");
+        std::fprintf(out, "  %-10s %-8s %7s  %-15s %10s  %10s %7s  %10s %7s\n", "pattern", "size", "callers", "ferry",
+                     "", kPeers[0], "x", kPeers[1], "x");
+        heading = true;
+      }
+      std::fprintf(out, "  %-10s %-8s %7u  %-15s %10s", round_trip ? "rtt" : "throughput", size_text(section.size).c_str(),
+                   section.senders, caller, shown(ferry).c_str());
+      for (const char* peer : kPeers) {
+        const Record* other = find_record(records, peer, section);
+        std::optional<double> ratio;
+        if (other && cost(*other)) ratio = *cost(*other) / *cost(*ferry);
+        std::fprintf(out, "  %10s %7s", shown(other).c_str(), format_ratio(ratio).c_str());
+      }
+      std::fprintf(out, "\n");
     }
   }
 }
@@ -313,7 +385,9 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
     }
   }
 
+  print_request_sizes(out, records);
   print_wrapper_costs(out, records);
+  print_rpc_costs(out, records);
 
   if (!info.all_floors.empty()) {
     std::vector<double> floors = info.all_floors;
@@ -426,21 +500,45 @@ const char* group_colour(Group group) {
   return "0x000000";
 }
 
+// One colour per line of a line chart (colour-blind safe first).
+constexpr const char* kLineColours[] = {"#000000", "#e69f00", "#56b4e9", "#009e73", "#d55e00", "#0072b2",
+                                        "#cc79a7", "#999999", "#8c510a", "#01665e", "#762a83", "#e7298a",
+                                        "#66a61e", "#a6761d", "#1b9e77", "#7570b3", "#e6ab02", "#666666"};
+
 std::string gnuplot_script(const std::string& path, const RunInfo& info, const std::vector<Record>& records) {
   std::ostringstream script;
-  script << "set terminal pngcairo size 1600,900 noenhanced font \"sans,10\"\n";
-  script << "set output " << quoted(path) << "\n";
-  script << "set encoding utf8\n";
   char title[256];
   std::snprintf(title, sizeof title, "ferry bench: %s run, %d repetitions, %s; bars: grey floors, blue kernel, red peers, green ferry; lines: dashed floors, dotted peers",
                 info.quick ? "quick" : "full", info.repetitions, info.kernel.c_str());
-  script << "set multiplot layout 1,2 title " << quoted(title) << "\n";
+  // A third panel when round trips were measured at several request sizes.
+  std::map<std::string, std::vector<std::pair<std::size_t, double>>> request_lines;
+  std::vector<std::string> request_order;
+  std::map<std::string, Group> request_groups;
+  std::vector<std::size_t> request_sizes;
+  for (const Record& record : records) {
+    if (record.pattern != Pattern::rtt) continue;
+    if (std::find(request_sizes.begin(), request_sizes.end(), record.size) == request_sizes.end()) {
+      request_sizes.push_back(record.size);
+    }
+    if (record.status != Status::ok || !record.median_ns) continue;
+    if (!request_lines.count(record.transport)) request_order.push_back(record.transport);
+    request_lines[record.transport].emplace_back(record.size, *record.median_ns / 1e3);
+    request_groups[record.transport] = record.group;
+  }
+  std::sort(request_sizes.begin(), request_sizes.end());
+  const bool by_request_size = request_sizes.size() > 1;
+  script << "set terminal pngcairo size " << (by_request_size ? 2400 : 1600) << ",900 noenhanced font \"sans,10\"\n";
+  script << "set output " << quoted(path) << "\n";
+  script << "set encoding utf8\n";
+  script << "set multiplot layout 1," << (by_request_size ? 3 : 2) << " title " << quoted(title) << "\n";
 
   // Left: the round trip of every transport that has one.
   script << "$rtt << EOD\n";
   int bars = 0;
   for (const Record& record : records) {
-    if (record.pattern != Pattern::rtt || record.status != Status::ok || !record.median_ns) continue;
+    if (record.pattern != Pattern::rtt || record.size != kRttSize || record.status != Status::ok || !record.median_ns) {
+      continue;
+    }
     script << quoted(record.transport) << " " << *record.median_ns / 1e3 << " "
            << record.p99_ns.value_or(*record.median_ns) / 1e3 << " " << group_colour(record.group) << "\n";
     ++bars;
@@ -493,19 +591,41 @@ std::string gnuplot_script(const std::string& path, const RunInfo& info, const s
   }
   if (!order.empty()) {
     script << "plot ";
-    static const char* const kColours[] = {"#000000", "#e69f00", "#56b4e9", "#009e73", "#d55e00", "#0072b2",
-                                           "#cc79a7", "#999999", "#8c510a", "#01665e", "#762a83", "#e7298a",
-                                           "#66a61e", "#a6761d", "#1b9e77", "#7570b3", "#e6ab02", "#666666"};
     for (std::size_t i = 0; i < order.size(); ++i) {
       const Group group = groups[order[i]];
       const char* dash = group == Group::floor ? "dt 2" : (group == Group::peer ? "dt 4" : "dt 1");
       script << (i ? ", " : "") << "$tp index " << i << " using 1:2 with linespoints lw 2 " << dash << " lc rgb \""
-             << kColours[i % std::size(kColours)] << "\" title " << quoted(order[i]);
+             << kLineColours[i % std::size(kLineColours)] << "\" title " << quoted(order[i]);
     }
     script << "\n";
   } else {
     script << "set label 2 \"no throughput measured\" at graph 0.5, graph 0.5 center\nunset logscale\n"
               "plot [0:1] [0:1] NaN notitle\n";
+  }
+  if (by_request_size) {
+    script << "$req << EOD\n";
+    for (const std::string& name : request_order) {
+      for (const auto& [size, us] : request_lines[name]) script << size << " " << us << "\n";
+      script << "\n\n";
+    }
+    script << "EOD\n";
+    script << "set title \"Round trip against request size (64 B reply): median\"\n"
+              "unset logscale\nunset label\nset logscale xy\nset xlabel \"request size\"\n"
+              "set ylabel \"microseconds (log scale)\"\nset grid xtics ytics\nset key outside right top\n";
+    script << "set xtics (";
+    for (std::size_t i = 0; i < request_sizes.size(); ++i) {
+      script << (i ? ", " : "") << quoted(size_text(request_sizes[i])) << " " << request_sizes[i];
+    }
+    script << ")\nset xrange [" << static_cast<double>(request_sizes.front()) / 1.5 << ":"
+           << static_cast<double>(request_sizes.back()) * 1.5 << "]\n";
+    script << "plot ";
+    for (std::size_t i = 0; i < request_order.size(); ++i) {
+      const Group group = request_groups[request_order[i]];
+      const char* dash = group == Group::floor ? "dt 2" : (group == Group::peer ? "dt 4" : "dt 1");
+      script << (i ? ", " : "") << "$req index " << i << " using 1:2 with linespoints lw 2 " << dash << " lc rgb \""
+             << kLineColours[i % std::size(kLineColours)] << "\" title " << quoted(request_order[i]);
+    }
+    script << "\n";
   }
   script << "unset multiplot\nset output\n";
   return script.str();

@@ -19,6 +19,7 @@ struct TransportInfo {
   std::string unavailable;  // "" or why it cannot run here at all
   bool needs_roudi = false; // the coordinator starts iox-roudi when one of these is selected
   bool many_senders = false;  // also measured with several sending processes
+  bool replies_64 = false;    // a round trip with a larger request gets a 64-byte reply (the generic echo)
   std::string (*not_applicable)(Pattern, std::size_t) = nullptr;  // see ipc_worker.hpp
   void (*run)(const Spec&, SharedArea&) = nullptr;  // in A; never returns (run_measurement)
 };
@@ -31,6 +32,7 @@ TransportInfo make_transport(std::string name, Group group, std::string descript
   info.description = std::move(description);
   info.not_applicable = &Transport::not_applicable;
   info.many_senders = Transport::kManySenders;
+  info.replies_64 = !Transport::kServes && !Transport::kCustomRtt;
   info.run = &run_measurement<Transport>;
   return info;
 }
@@ -53,6 +55,7 @@ void add_boost_transport(std::vector<TransportInfo>& list);     // transport_boo
 void add_zmq_transports(std::vector<TransportInfo>& list);      // transport_zmq.cpp
 void add_nng_transport(std::vector<TransportInfo>& list);       // transport_nng.cpp
 void add_iceoryx_transports(std::vector<TransportInfo>& list);  // transport_iceoryx.cpp
+void add_grpc_transport(std::vector<TransportInfo>& list);      // transport_grpc.cpp
 void add_ferry_transports(std::vector<TransportInfo>& list);    // transports_ferry.cpp
 void add_rpc_transports(std::vector<TransportInfo>& list);      // transports_rpc.cpp
 

@@ -106,6 +106,8 @@ enum class Status : int {
 enum class Group : int { floor, os, peer, ferry };
 
 inline constexpr std::size_t kRttSize = 64;
+// A round trip's reply: the request echoed at 64 B, a 64-byte reply to a larger request.
+constexpr std::size_t reply_size(std::size_t request) noexcept { return request < kRttSize ? request : kRttSize; }
 // Far beyond a 20 us adaptive spin and the host's halt polling: the
 // responder's CPU is idle when the ping comes.
 inline constexpr std::uint64_t kWakeIdleNs = 500'000;
@@ -369,15 +371,23 @@ class ResponderTally {
   unsigned finished_ = 0;
 };
 
-// The responder's loop: take each message, and in a round trip echo it.
+// The responder's loop: take each message, and in a round trip answer it
+// (an echo at 64 B; a 64-byte reply with the request's stamp when larger).
 template <class Transport>
 void respond(Transport& transport, const Spec& spec, SharedArea& area) {
   std::byte* scratch = allocate_message(spec.size);
+  std::byte* reply = allocate_message(kRttSize);
   ResponderTally tally(spec);
   for (bool last = false; !last;) {
     const std::byte* message = transport.receive(scratch, spec.size);
     last = tally.take(message);
-    if (is_round_trip(spec.pattern)) transport.send(message, spec.size);
+    if (!is_round_trip(spec.pattern)) continue;
+    if (reply_size(spec.size) == spec.size) {
+      transport.send(message, spec.size);
+    } else {
+      stamp(reply, kRttSize, read_stamp(message, spec.size));
+      transport.send(reply, kRttSize);
+    }
   }
   tally.record(area);
 }
@@ -452,13 +462,14 @@ template <class Transport>
       detail::initiate_rtt(spec, area, [&](bool stop) { transport.ping(stop); });
     } else if constexpr (CarriesMessages<Transport>) {
       std::byte* message = detail::allocate_message(spec.size);
-      std::byte* scratch = detail::allocate_message(spec.size);
+      std::byte* scratch = detail::allocate_message(reply_size(spec.size));
       std::uint64_t sequence = 0;
       detail::initiate_rtt(spec, area, [&](bool stop) {
         const std::uint64_t value = sequence++ | (stop ? kStop : 0);
         stamp(message, spec.size, value);
         transport.send(message, spec.size);
-        const std::uint64_t echo = read_stamp(transport.receive(scratch, spec.size), spec.size);
+        const std::size_t reply = reply_size(spec.size);
+        const std::uint64_t echo = read_stamp(transport.receive(scratch, reply), reply);
         if (echo != value) [[unlikely]] detail::fail_echo(value, echo);
       });
     }

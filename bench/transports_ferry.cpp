@@ -1,6 +1,7 @@
 // ferry's own transports in the benchmark: the Channel and the Mailbox, in
-// each wait strategy, and the unix://, tcp://, pipe:, unixgram:// and udp://
-// endpoints through the Sender/Receiver interface (beside their raw calls).
+// each wait strategy, the Channel's loans, and the unix://, tcp://, pipe:,
+// unixgram:// and udp:// endpoints through the Sender/Receiver interface
+// (beside their raw calls).
 //
 // prepare() creates two channels (one per direction) in A and removes their
 // names at once: B inherits the mappings through fork, so nothing is left
@@ -13,6 +14,15 @@
 // Large messages are published one by one: holding them back gains nothing
 // and leaves the receiver idle (asleep, when it adapts) while they are written. The receiver reads in place (peek) and releases the
 // previous message at the next receive.
+//
+// Loans: ferry.loan sends every request in a loaned chunk; in a round trip
+// the sender writes only the stamps (first and last 8 bytes) into it, as a
+// zero-copy application writes its payload once, where it lands (iceoryx's
+// round trip does the same); in a stream it copies the whole message in.
+// ferry.auto sends with send(bytes) and the default options, which copy
+// into a chunk what the ring cannot hold (above 64 KiB). Both answer a round trip with a 64-byte ring message, and
+// their channels are process-persistent: the chunks' segments, made while
+// measuring, go with the two processes.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -46,13 +56,28 @@ struct FerryTransport : TransportBase {
   }
 };
 
-template <WaitStrategy::Mode kMode>
+enum class ChannelSend : std::uint8_t { ring, loan, automatic };
+
+template <WaitStrategy::Mode kMode, ChannelSend kSend = ChannelSend::ring>
 struct ChannelTransport : FerryTransport<kMode> {
   using FerryTransport<kMode>::strategy;
 
+  static ChannelOptions options(const Spec& spec) {
+    if constexpr (kSend == ChannelSend::ring) {
+      // Every message in the ring, whatever its size: the ring's own figures.
+      return {.capacity = kRingBytes,
+              .max_message = std::max<std::size_t>(spec.size, 64),
+              .loans = {.threshold = SIZE_MAX}};
+    } else {
+      return {.capacity = kRingBytes,
+              .max_message = kSend == ChannelSend::loan ? kRttSize : ChannelOptions{}.max_message,
+              .persistence = Persistence::process};
+    }
+  }
+
   void prepare(const Spec& spec) {
     const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
-    const ChannelOptions options{.capacity = kRingBytes, .max_message = std::max<std::size_t>(spec.size, 64)};
+    const ChannelOptions options = this->options(spec);
     for (int direction = 0; direction < 2; ++direction) {
       const std::string name = base + (direction == 0 ? "-ab" : "-ba");
       auto made = Channel::create(name, options);
@@ -63,7 +88,9 @@ struct ChannelTransport : FerryTransport<kMode> {
   }
 
   void open(Side side, const Spec& spec) {
-    batching_ = spec.pattern == Pattern::throughput;
+    batching_ = spec.pattern == Pattern::throughput && kSend == ChannelSend::ring;
+    round_trip_ = is_round_trip(spec.pattern);
+    initiator_ = side == Side::initiator;
     const int out = side == Side::initiator ? 0 : 1;
     auto tx = channels_[out]->sender();
     if (!tx) fail("%s", tx.error().message().c_str());
@@ -74,6 +101,7 @@ struct ChannelTransport : FerryTransport<kMode> {
   }
 
   void send(const std::byte* message, std::size_t size) {
+    if (kSend == ChannelSend::loan && initiator_) return send_loan(message, size);
     if (!batching_) {
       if (auto sent = tx_->send({message, size}, strategy()); !sent) fail("%s", sent.error().message().c_str());
       return;
@@ -104,10 +132,25 @@ struct ChannelTransport : FerryTransport<kMode> {
     if (tx_) tx_->publish();
   }
 
+  void send_loan(const std::byte* message, std::size_t size) {
+    auto loan = tx_->loan(size, strategy());
+    if (!loan) fail("%s", loan.error().message().c_str());
+    std::byte* chunk = loan->data().data();
+    if (round_trip_ && size >= 16) {
+      std::memcpy(chunk, message, 8);
+      std::memcpy(chunk + size - 8, message + size - 8, 8);
+    } else {
+      std::memcpy(chunk, message, size);
+    }
+    if (auto sent = tx_->send(std::move(*loan), strategy()); !sent) fail("%s", sent.error().message().c_str());
+  }
+
   std::optional<Channel> channels_[2];
   std::optional<ChannelSender> tx_;
   std::optional<ChannelReceiver> rx_;
   bool batching_ = false;
+  bool round_trip_ = false;
+  bool initiator_ = false;
   bool holding_ = false;
   std::uint64_t pending_ = 0;
   std::size_t pending_bytes_ = 0;
@@ -253,6 +296,10 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.channel.adaptive", Group::ferry, "ferry::Channel, WaitStrategy::adaptive (spin 20 us, then futex)"));
   list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::block>>(
       "ferry.channel.block", Group::ferry, "ferry::Channel, WaitStrategy::block (futex only)"));
+  list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::adaptive, ChannelSend::loan>>(
+      "ferry.loan", Group::ferry, "ferry::Channel loans: a chunk per request, handed over by reference (adaptive)"));
+  list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::adaptive, ChannelSend::automatic>>(
+      "ferry.auto", Group::ferry, "ferry::Channel send(bytes): ring copy up to max_message (64 KiB), chunk copy above (adaptive)"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::busy_poll>>(
       "ferry.mailbox.poll", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::busy_poll"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::adaptive>>(

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --grpc  # gRPC too: the grpc.unix peer of the rpc benchmark
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DFERRY_BUILD_TESTS=OFF -DFERRY_BUILD_TOOLS=ON -DFERRY_BUILD_EXAMPLES=ON \
   -DFERRY_BUILD_BENCHMARKS=ON >/dev/null

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ferry needs to build, test and run on Debian 12. Idempotent:
 # packages already installed are not touched, and apt is not even updated.
+#   --grpc  also gRPC, the rpc benchmark's grpc.unix peer (the main job's, scripts/demo.sh:
+#           the test suite builds without it, and it is large)
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,12 @@ packages=(
   iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev  # benchmark peer: Eclipse iceoryx (and iox-roudi)
   gnuplot-nox                                    # ferry bench --plot
 )
+if [[ ${1:-} == --grpc ]]; then
+  packages+=(libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
+elif (($#)); then
+  echo "usage: $0 [--grpc]" >&2
+  exit 2
+fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -542,8 +542,13 @@ result<std::optional<Loan>> ChannelSender::loan_impl(std::size_t size, std::opti
   State& s = *state_;
   const ChannelShared& shared = *s.shared;
   if (auto pool = ensure_chunk_pool(); !pool) return std::move(pool).error();
-  if (!s.refresh_head()) return detail::corrupt(shared, "the receiver's position is out of bounds");
-  auto taken = s.chunks->take(size, s.head_seen);
+  // The receiver's position as last read frees most chunks; reading it anew
+  // (a line the receiver writes) is for when it does not.
+  auto taken = s.chunks->take(size, s.head_seen, false);
+  if (taken && !*taken) {
+    if (!s.refresh_head()) return detail::corrupt(shared, "the receiver's position is out of bounds");
+    taken = s.chunks->take(size, s.head_seen);
+  }
   if (taken && !*taken && wait) {
     // The receiver holds the chunks the limit allows: wait until it releases one.
     publish();

@@ -121,7 +121,7 @@ void ChunkPool::remove_slab(std::size_t index) noexcept {
   table_[index].store(SlabShape{shape.generation, 0, 0}.encode(), std::memory_order_release);
 }
 
-result<bool> ChunkPool::grow(unsigned chunk_shift, std::uint64_t released) {
+result<bool> ChunkPool::add_slab(unsigned chunk_shift, std::uint64_t released) {
   SlabShape shape = shape_for(chunk_shift, limit_);
   const std::size_t bytes = shape.count * shape.chunk_size();
   std::size_t used = 0;
@@ -165,7 +165,7 @@ result<bool> ChunkPool::grow(unsigned chunk_shift, std::uint64_t released) {
   return true;
 }
 
-result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_t released) {
+result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_t released, bool grow) {
   if (!home_.supported()) {
     return error(errc::unsupported, home_.description, "loans need a posix or file segment (chunks are named after it)");
   }
@@ -186,7 +186,8 @@ result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_
     if (!taken) return std::move(taken).error();
     if (*taken) return granted(std::move(*taken));
   }
-  auto grown = grow(chunk_shift, released);
+  if (!grow) return std::optional<ChunkGrant>{};
+  auto grown = add_slab(chunk_shift, released);
   if (!grown) return std::move(grown).error();
   if (*grown) {
     for (std::size_t i = kMaxSlabs; i-- > 0;) {  // the newest slab of this size

@@ -200,7 +200,7 @@ TEST(ChannelLoan, ASizeOfAnotherClassRemovesAWhollyFreeSlabToStayWithinTheLimit)
 
 TEST(ChannelLoan, ALoanNeedsANamedSegmentAndRingMessagesStillWorkWithout) {
   {
-    Fixture f({.max_message = 64 * 1024}, ferry::SegmentKind::memfd);
+    Fixture f({.max_message = 64 * 1024, .loans = {.threshold = 16 * 1024}}, ferry::SegmentKind::memfd);
     auto loan = f.tx->loan(4096);
     ASSERT_FALSE(loan);
     EXPECT_EQ(loan.error().code(), errc::unsupported) << loan.error().message();

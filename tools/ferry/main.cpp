@@ -25,6 +25,10 @@ void add_bench_options(CLI::App& command, ferry::bench::Options& options) {
   command.add_option("--sizes", options.sizes, "Throughput message sizes (default 64,4K,64K,1M; 16 B to 64 MiB)")
       ->delimiter(',')
       ->type_name("SIZE,...");
+  command.add_option("--rtt-sizes", options.rtt_sizes,
+                     "Round-trip request sizes, each answered with 64 B (default 64; 16 B to 64 MiB)")
+      ->delimiter(',')
+      ->type_name("SIZE,...");
   command.add_option("--repetitions", options.repetitions, "Interleaved repetitions (default 4 quick, 9 full)")
       ->check(CLI::Range(1, 1000));
   command.add_option("--budget-ms", options.budget_ms,

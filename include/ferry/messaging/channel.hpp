@@ -33,8 +33,8 @@
 // Loans (loan.hpp): `loan(n)` gives the sender a chunk of shared memory
 // outside the ring; `send(std::move(loan))` hands it over by reference, and
 // the receiver's peek()/receive() see its bytes like any message. A plain
-// send() of `loans.threshold` bytes or more (or of more than max_message)
-// goes through a chunk by itself. Loans need a posix or file channel (the
+// send() of more than max_message (or of `loans.threshold` bytes or more,
+// when set) goes through a chunk by itself. Loans need a posix or file channel (the
 // chunks' segments are named after it); up to `loans.limit` bytes.
 //
 // Thread-safety: a ChannelSender or ChannelReceiver is used by one thread at a
@@ -115,7 +115,8 @@ class ChannelSender {
   ~ChannelSender();  ///< publishes what was committed, then leaves the role
 
   /// Copies `message` in and publishes it, waiting for room: into the ring,
-  /// or into a loaned chunk from `loans.threshold` bytes on.
+  /// or into a loaned chunk when larger than max_message (or from
+  /// `loans.threshold` bytes on).
   /// Errors: invalid_argument (larger than max_message and than the loan
   /// limit), peer_gone, corrupt, and those of loan().
   result<void> send(std::span<const std::byte> message, WaitStrategy strategy = {});

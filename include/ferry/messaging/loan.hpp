@@ -9,9 +9,10 @@
 //   use(*frame);
 //   rx->release();                                   // the chunk goes back to the pool
 //
-// A plain send(bytes) decides by itself: messages below `threshold` are
-// copied into the ring, larger ones into a chunk (one copy instead of two,
-// and the ring's slots stay free for small messages).
+// A plain send(bytes) decides by itself: a message the ring cannot hold
+// (larger than max_message) is copied into a chunk; one of `threshold` bytes
+// or more, too, when a threshold is set (it keeps large messages out of a
+// ring meant for small ones).
 //
 // The pool is the sender's: chunks of power-of-two sizes (4 KiB and up) in
 // slabs that are made when needed, up to `limit` bytes in all. A loan that
@@ -22,6 +23,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 
@@ -30,10 +32,12 @@
 namespace ferry {
 
 struct LoanOptions {
-  /// send(bytes) hands messages of at least this many bytes over in a chunk.
-  /// Measured with `ferry bench --only ferry.auto,ferry.channel.adaptive`: at
-  /// 16 KiB a chunk's round trip overtakes the ring's copy on this machine.
-  std::size_t threshold = std::size_t{16} << 10;
+  /// send(bytes) hands messages of at least this many bytes over in a chunk
+  /// (and always those larger than max_message). Unset by default: measured
+  /// with `ferry bench --only ferry.channel.adaptive,ferry.auto --rtt-sizes
+  /// 16K,32K,64K,256K,1M`, copying into a chunk cost more than copying into
+  /// the ring at every size (README, Channel), so the ring takes all it can.
+  std::size_t threshold = SIZE_MAX;
   /// Bytes the chunks may occupy in all; also the largest message.
   std::size_t limit = std::size_t{256} << 20;
 };

@@ -133,9 +133,11 @@ class ChunkPool {
   /// A free chunk of at least `size` bytes, growing the pool if the limit
   /// allows. Chunks sent in records before `released` count as free. Empty:
   /// all are in use and the limit forbids growing (wait for the receiver).
+  /// `grow` false: only the slabs there are, and nothing but empty otherwise
+  /// (a first try with a `released` that may be stale).
   /// Errors: invalid_argument (larger than the limit), limit_reached (this
   /// sender's own unsent loans hold what the limit allows), corrupt, no_space.
-  result<std::optional<ChunkGrant>> take(std::size_t size, std::uint64_t released);
+  result<std::optional<ChunkGrant>> take(std::size_t size, std::uint64_t released, bool grow = true);
   /// The chunk travels in the record at ring `position` (before it is published).
   void mark_sent(const ChunkRef& ref, std::uint64_t position) noexcept;
   /// A loan dropped unsent.
@@ -151,7 +153,7 @@ class ChunkPool {
   struct Slab;
   ChunkDescriptor* descriptor(const ChunkRef& ref) const noexcept;
   result<std::optional<ChunkGrant>> take_from(std::size_t slab, std::uint64_t released);
-  result<bool> grow(unsigned chunk_shift, std::uint64_t released);
+  result<bool> add_slab(unsigned chunk_shift, std::uint64_t released);
   void remove_slab(std::size_t slab) noexcept;
 
   ChunkHome home_;
