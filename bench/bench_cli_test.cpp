@@ -194,6 +194,40 @@ TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
   }
 }
 
+// Round trips with larger requests: loans and copies at each size, a 64-byte
+// reply, and no such cell for a transport whose round trip is an echo.
+TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
+  const std::string json_path = temp_path("ferry-bench-requests.json");
+  const CliRun run = run_ferry({"bench", "--quick", "--only", "ferry.loan,ferry.auto,unix.stream", "--rtt-sizes",
+                                "64,64K,1M", "--sizes", "64", "--json", json_path});
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("Round trip against request size"), std::string::npos) << run.output;
+  expect_no_leftovers(run.pid);
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_FALSE(name.find("bench-") != std::string::npos && name.find(".chunks-") != std::string::npos)
+        << "loan chunks left behind: " << name;
+  }
+  std::ifstream file(json_path);
+  const nlohmann::json records = nlohmann::json::parse(file);
+  std::filesystem::remove(json_path);
+  std::set<std::pair<std::string, std::size_t>> seen;
+  for (const nlohmann::json& record : records) {
+    if (record["pattern"] != "rtt") continue;
+    SCOPED_TRACE(record.dump());
+    ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
+    EXPECT_GT(record["median_ns"].get<double>(), 0);
+    seen.emplace(record["transport"], record["size"].get<std::size_t>());
+  }
+  for (const char* transport : {"ferry.loan", "ferry.auto", "unix.stream"}) {
+    for (std::size_t size : {std::size_t{64}, std::size_t{65536}, std::size_t{1} << 20}) {
+      EXPECT_TRUE(seen.count({transport, size})) << transport << " " << size;
+    }
+  }
+  EXPECT_TRUE(seen.count({"floor.spin", 64}));
+  EXPECT_FALSE(seen.count({"floor.spin", 65536})) << "the floor's round trip is a bare cache line";
+}
+
 // Every endpoint through the Sender/Receiver interface, beside the raw calls
 // that wait and read as it does; the report sets each pair side by side.
 TEST(BenchCli, EndpointsAreMeasuredBesideTheirRawCalls) {

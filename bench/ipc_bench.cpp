@@ -412,8 +412,14 @@ class Coordinator {
         if (length > 0 && length < sizeof side.leftovers[i]) std::filesystem::remove_all(side.leftovers[i], ignored);
       }
     }
-    const std::string tail = log_tail(log_path);
     std::error_code ignored;
+    // Loan chunks a channel made while measuring are segments named after it,
+    // "bench-<A's pid>-...": gone with their processes only if those detached.
+    const std::string chunks_prefix = "ferry.bench-" + std::to_string(child) + "-";
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ignored)) {
+      if (entry.path().filename().string().rfind(chunks_prefix, 0) == 0) std::filesystem::remove(entry.path(), ignored);
+    }
+    const std::string tail = log_tail(log_path);
     std::filesystem::remove_all(dir, ignored);
 
     // The earliest failure report is the cause; later ones are consequences.
