@@ -505,28 +505,68 @@ constexpr const char* kLineColours[] = {"#000000", "#e69f00", "#56b4e9", "#009e7
                                         "#cc79a7", "#999999", "#8c510a", "#01665e", "#762a83", "#e7298a",
                                         "#66a61e", "#a6761d", "#1b9e77", "#7570b3", "#e6ab02", "#666666"};
 
+// Lines against message size, one per transport, on log-log axes: the
+// throughput chart and the request-size chart.
+struct SizeChart {
+  std::map<std::string, std::vector<std::pair<std::size_t, double>>> lines;
+  std::vector<std::string> order;  // as first measured
+  std::map<std::string, Group> groups;
+  std::vector<std::size_t> sizes;  // every size measured, plotted or not
+
+  void add_size(std::size_t size) {
+    if (std::find(sizes.begin(), sizes.end(), size) == sizes.end()) sizes.push_back(size);
+    std::sort(sizes.begin(), sizes.end());
+  }
+  void add(const Record& record, double value) {
+    if (!lines.count(record.transport)) order.push_back(record.transport);
+    lines[record.transport].emplace_back(record.size, value);
+    groups[record.transport] = record.group;
+  }
+  // The data block `$name`, then `axes` (title and labels) and the plot.
+  void draw(std::ostringstream& script, const char* name, const char* axes, const char* nothing) const {
+    script << "$" << name << " << EOD\n";
+    for (const std::string& transport : order) {
+      for (const auto& [size, value] : lines.at(transport)) script << size << " " << value << "\n";
+      script << "\n\n";
+    }
+    script << "EOD\n" << axes
+           << "unset logscale\nunset label\nset logscale xy\nset xtics norotate\nset grid xtics ytics\n"
+              "set key outside right top\nunset xrange\n";
+    if (!sizes.empty()) {
+      script << "set xtics (";
+      for (std::size_t i = 0; i < sizes.size(); ++i) script << (i ? ", " : "") << quoted(size_text(sizes[i])) << " " << sizes[i];
+      script << ")\nset xrange [" << static_cast<double>(sizes.front()) / 1.5 << ":"
+             << static_cast<double>(sizes.back()) * 1.5 << "]\n";
+    }
+    if (order.empty()) {
+      script << "set label 2 " << quoted(nothing) << " at graph 0.5, graph 0.5 center\nunset logscale\n"
+                "plot [0:1] [0:1] NaN notitle\n";
+      return;
+    }
+    script << "plot ";
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const Group group = groups.at(order[i]);
+      const char* dash = group == Group::floor ? "dt 2" : (group == Group::peer ? "dt 4" : "dt 1");
+      script << (i ? ", " : "") << "$" << name << " index " << i << " using 1:2 with linespoints lw 2 " << dash
+             << " lc rgb \"" << kLineColours[i % std::size(kLineColours)] << "\" title " << quoted(order[i]);
+    }
+    script << "\n";
+  }
+};
+
 std::string gnuplot_script(const std::string& path, const RunInfo& info, const std::vector<Record>& records) {
   std::ostringstream script;
   char title[256];
   std::snprintf(title, sizeof title, "ferry bench: %s run, %d repetitions, %s; bars: grey floors, blue kernel, red peers, green ferry; lines: dashed floors, dotted peers",
                 info.quick ? "quick" : "full", info.repetitions, info.kernel.c_str());
-  // A third panel when round trips were measured at several request sizes.
-  std::map<std::string, std::vector<std::pair<std::size_t, double>>> request_lines;
-  std::vector<std::string> request_order;
-  std::map<std::string, Group> request_groups;
-  std::vector<std::size_t> request_sizes;
+  // Round trips at several request sizes get a third panel.
+  SizeChart requests;
   for (const Record& record : records) {
     if (record.pattern != Pattern::rtt) continue;
-    if (std::find(request_sizes.begin(), request_sizes.end(), record.size) == request_sizes.end()) {
-      request_sizes.push_back(record.size);
-    }
-    if (record.status != Status::ok || !record.median_ns) continue;
-    if (!request_lines.count(record.transport)) request_order.push_back(record.transport);
-    request_lines[record.transport].emplace_back(record.size, *record.median_ns / 1e3);
-    request_groups[record.transport] = record.group;
+    requests.add_size(record.size);
+    if (record.status == Status::ok && record.median_ns) requests.add(record, *record.median_ns / 1e3);
   }
-  std::sort(request_sizes.begin(), request_sizes.end());
-  const bool by_request_size = request_sizes.size() > 1;
+  const bool by_request_size = requests.sizes.size() > 1;
   script << "set terminal pngcairo size " << (by_request_size ? 2400 : 1600) << ",900 noenhanced font \"sans,10\"\n";
   script << "set output " << quoted(path) << "\n";
   script << "set encoding utf8\n";
@@ -557,75 +597,22 @@ std::string gnuplot_script(const std::string& path, const RunInfo& info, const s
               "plot [0:1] [0:1] NaN notitle\nunset label 1\n";
   }
 
-  // Right: throughput against message size, one line per transport.
-  std::map<std::string, std::vector<std::pair<std::size_t, double>>> lines;
-  std::vector<std::string> order;
-  std::map<std::string, Group> groups;
-  std::vector<std::size_t> sizes;
+  // Middle: throughput against message size, one line per transport.
+  SizeChart throughput;
   for (const Record& record : records) {
     if (record.pattern != Pattern::throughput || record.senders != 1) continue;
-    if (std::find(sizes.begin(), sizes.end(), record.size) == sizes.end()) sizes.push_back(record.size);
-    if (record.status != Status::ok || !record.bytes_per_s) continue;
-    if (!lines.count(record.transport)) order.push_back(record.transport);
-    lines[record.transport].emplace_back(record.size, *record.bytes_per_s / 1e9);
-    groups[record.transport] = record.group;
+    throughput.add_size(record.size);
+    if (record.status == Status::ok && record.bytes_per_s) throughput.add(record, *record.bytes_per_s / 1e9);
   }
-  std::sort(sizes.begin(), sizes.end());
-  script << "$tp << EOD\n";
-  for (const std::string& name : order) {
-    for (const auto& [size, gbps] : lines[name]) script << size << " " << gbps << "\n";
-    script << "\n\n";
-  }
-  script << "EOD\n";
-  script << "set title \"One-way throughput against message size\"\n"
-            "unset logscale\nset logscale xy\nset xlabel \"message size\"\nset ylabel \"GB/s (log scale)\"\n"
-            "set xtics norotate\nset grid xtics ytics\nset key outside right top\nunset xrange\n";
-  if (!sizes.empty()) {
-    script << "set xtics (";
-    for (std::size_t i = 0; i < sizes.size(); ++i) {
-      script << (i ? ", " : "") << quoted(size_text(sizes[i])) << " " << sizes[i];
-    }
-    script << ")\n";
-    script << "set xrange [" << static_cast<double>(sizes.front()) / 1.5 << ":" << static_cast<double>(sizes.back()) * 1.5
-           << "]\n";
-  }
-  if (!order.empty()) {
-    script << "plot ";
-    for (std::size_t i = 0; i < order.size(); ++i) {
-      const Group group = groups[order[i]];
-      const char* dash = group == Group::floor ? "dt 2" : (group == Group::peer ? "dt 4" : "dt 1");
-      script << (i ? ", " : "") << "$tp index " << i << " using 1:2 with linespoints lw 2 " << dash << " lc rgb \""
-             << kLineColours[i % std::size(kLineColours)] << "\" title " << quoted(order[i]);
-    }
-    script << "\n";
-  } else {
-    script << "set label 2 \"no throughput measured\" at graph 0.5, graph 0.5 center\nunset logscale\n"
-              "plot [0:1] [0:1] NaN notitle\n";
-  }
+  throughput.draw(script, "tp",
+                  "set title \"One-way throughput against message size\"\nset xlabel \"message size\"\n"
+                  "set ylabel \"GB/s (log scale)\"\n",
+                  "no throughput measured");
   if (by_request_size) {
-    script << "$req << EOD\n";
-    for (const std::string& name : request_order) {
-      for (const auto& [size, us] : request_lines[name]) script << size << " " << us << "\n";
-      script << "\n\n";
-    }
-    script << "EOD\n";
-    script << "set title \"Round trip against request size (64 B reply): median\"\n"
-              "unset logscale\nunset label\nset logscale xy\nset xlabel \"request size\"\n"
-              "set ylabel \"microseconds (log scale)\"\nset grid xtics ytics\nset key outside right top\n";
-    script << "set xtics (";
-    for (std::size_t i = 0; i < request_sizes.size(); ++i) {
-      script << (i ? ", " : "") << quoted(size_text(request_sizes[i])) << " " << request_sizes[i];
-    }
-    script << ")\nset xrange [" << static_cast<double>(request_sizes.front()) / 1.5 << ":"
-           << static_cast<double>(request_sizes.back()) * 1.5 << "]\n";
-    script << "plot ";
-    for (std::size_t i = 0; i < request_order.size(); ++i) {
-      const Group group = request_groups[request_order[i]];
-      const char* dash = group == Group::floor ? "dt 2" : (group == Group::peer ? "dt 4" : "dt 1");
-      script << (i ? ", " : "") << "$req index " << i << " using 1:2 with linespoints lw 2 " << dash << " lc rgb \""
-             << kLineColours[i % std::size(kLineColours)] << "\" title " << quoted(request_order[i]);
-    }
-    script << "\n";
+    requests.draw(script, "req",
+                  "set title \"Round trip against request size (64 B reply): median\"\nset xlabel \"request size\"\n"
+                  "set ylabel \"microseconds (log scale)\"\n",
+                  "no round trip measured");
   }
   script << "unset multiplot\nset output\n";
   return script.str();
