@@ -43,3 +43,4 @@
 
 // patterns: built on messaging and transports
 #include "ferry/patterns/rpc.hpp"  // rpc::Server, rpc::Client: calls with deadlines, cancellation, concurrent servers
+#include "ferry/patterns/topic.hpp"  // Topic: publish/subscribe, every subscriber sees every message

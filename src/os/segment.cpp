@@ -49,6 +49,7 @@ std::string to_string(ObjectType type) {
     case ObjectType::mailbox: return "mailbox";
     case ObjectType::mailbox_queue: return "mailbox queue";
     case ObjectType::mailbox_sender: return "mailbox sender log";
+    case ObjectType::topic: return "topic";
     case ObjectType::chunks: return "loan chunks";
   }
   return "type " + std::to_string(static_cast<unsigned>(type));

@@ -67,6 +67,7 @@ void describe_sync_object(ObjectRecord& record, std::span<const std::byte> data)
     case ObjectType::mailbox:
     case ObjectType::mailbox_queue:
     case ObjectType::mailbox_sender:
+    case ObjectType::topic:
     case ObjectType::chunks: break;
   }
 }

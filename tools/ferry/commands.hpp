@@ -33,6 +33,10 @@ struct StatOptions {
   bool json = false;
 };
 int stat_mailbox(const StatOptions& options);
+/// True when `name` is a (posix) topic: ferry stat then shows it (topics.cpp).
+bool is_topic(const std::string& name);
+/// ferry stat of a topic: policy, geometry, publishers, subscribers with lag and losses.
+int stat_topic(const StatOptions& options);
 
 struct SendMessagesOptions {
   std::string name;  // a mailbox, or an endpoint string (is_endpoint)

@@ -90,12 +90,17 @@ int main(int argc, char** argv) {
 
   ferry::cli::StatOptions stat;
   auto* stat_command = app.add_subcommand("stat", "Show one mailbox: capacity, mode, owner, messages queued per "
-                                                  "priority, leased, counters, senders");
-  stat_command->add_option("name", stat.name, "Mailbox name, or an rpc endpoint shm://NAME (also: its servers and "
-                                               "calls in flight with their ages)")->required();
+                                                  "priority, leased, counters, senders; or one topic: policy, "
+                                                  "publishers, subscribers with their lag and losses");
+  stat_command->add_option("name", stat.name, "Mailbox or topic name, or an rpc endpoint shm://NAME (also: its "
+                                               "servers and calls in flight with their ages)")->required();
   stat_command->add_flag("--json", stat.json, "Print JSON");
   stat_command->callback([&] {
-    status = ferry::cli::is_rpc_endpoint(stat.name) ? ferry::cli::stat_rpc_endpoint(stat) : ferry::cli::stat_mailbox(stat);
+    if (ferry::cli::is_rpc_endpoint(stat.name)) {
+      status = ferry::cli::stat_rpc_endpoint(stat);
+    } else {
+      status = ferry::cli::is_topic(stat.name) ? ferry::cli::stat_topic(stat) : ferry::cli::stat_mailbox(stat);
+    }
   });
 
   ferry::cli::CallOptions call;

@@ -13,6 +13,7 @@
 #include "ferry/messaging/inspect.hpp"
 #include "ferry/messaging/mailbox.hpp"
 #include "ferry/os/registry.hpp"
+#include "ferry/patterns/topic.hpp"
 #include "ferry/sync/inspect.hpp"
 #include "format.hpp"
 #include "mailboxes.hpp"
@@ -128,6 +129,7 @@ int list(const ListOptions& options) {
   auto records = list_objects(paths, [](ObjectRecord& record, std::span<const std::byte> data) {
     describe_sync_object(record, data);
     describe_messaging_object(record, data);
+    describe_topic_object(record, data);
   });
   auto listed = with_mailboxes(std::move(records), std::move(mailboxes));
   for (Listed& entry : listed) {

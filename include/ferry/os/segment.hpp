@@ -66,6 +66,7 @@ enum class ObjectType : std::uint16_t {
   mailbox = 7,
   mailbox_queue = 8,
   mailbox_sender = 9,
+  topic = 10,
   chunks = 11,  // loan chunks (a slab of a Channel's zero-copy pool)
 };
 enum class Persistence : std::uint8_t { process = 1, kernel = 2, filesystem = 3 };

@@ -1,0 +1,229 @@
+// Topic: publish/subscribe. Every subscriber sees every message published
+// after it subscribed, in publish order.
+//
+//   auto topic = ferry::Topic::create("prices", {.capacity = 1024, .max_message = 256,
+//                                                .policy = ferry::SlowSubscriber::drop_oldest,
+//                                                .history = 16});
+//   auto publisher = topic->publisher();                   // any number, in any processes
+//   publisher->publish(std::as_bytes(std::span(quote)));
+//
+//   auto subscriber = ferry::Topic::open("prices")->subscribe({.history = 16});
+//   std::array<std::byte, 256> buffer;
+//   auto got = subscriber->receive(buffer);   // got->size bytes; got->lost overwritten before it
+//
+// Design: one broadcast ring of `capacity` fixed-size slots in a segment;
+// message s goes into slot s % capacity, then the write cursor is advanced
+// (release). Each subscriber has its own read cursor in a table of 64
+// entries in the segment. Publishers are serialised by a robust Mutex; one
+// killed while publishing never exposes a partial message and never blocks
+// the others (see detail/topic_layout.hpp).
+//
+// Slow subscribers, as chosen at creation:
+//   block        a publisher waits (try_publish returns false) while the
+//                slowest live subscriber is `capacity` messages behind. A
+//                subscriber that dies stops holding publishers back within
+//                ~100 ms, and its entry is freed.
+//   drop_oldest  publishers never wait; a subscriber that was lapped jumps
+//                to the oldest message still in the ring, and the number it
+//                missed is reported with its next message (TopicDelivery::lost)
+//                and counted (TopicSubscriber::lost(), stats()). Never silent.
+//
+// History: the topic keeps its last `history` messages for late subscribers;
+// subscribe({.history = n}) starts at the last n of them (fewer if fewer
+// were published).
+//
+// Waiting: every blocking call takes a WaitStrategy (adaptive by default).
+// A publisher makes no system call unless a subscriber sleeps, and a
+// subscriber none unless a publisher is blocked. A subscriber learns that no
+// publisher is left only by its timeout: publishers come and go.
+//
+// Thread-safety: a TopicPublisher or TopicSubscriber is used by one thread at
+// a time; a Topic may hand out any number of them, to any threads.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/os/clock.hpp"
+#include "ferry/os/error.hpp"
+#include "ferry/os/registry.hpp"
+#include "ferry/os/segment.hpp"
+#include "ferry/sync/wait.hpp"
+
+namespace ferry {
+
+/// What happens to a subscriber that falls `capacity` messages behind.
+enum class SlowSubscriber : std::uint8_t { block, drop_oldest };
+
+std::string_view to_string(SlowSubscriber policy) noexcept;
+
+struct TopicOptions {
+  /// Messages the ring holds (1 .. 2^24).
+  std::size_t capacity = 1024;
+  /// The largest message, in bytes (1 .. 1 GiB).
+  std::size_t max_message = 4096;
+  SlowSubscriber policy = SlowSubscriber::block;
+  /// How many of the last messages a late subscriber may ask for (<= capacity).
+  std::size_t history = 0;
+  SegmentKind kind = SegmentKind::posix;
+  std::optional<Persistence> persistence;
+  mode_t mode = 0600;
+  int sysv_project_id = 1;
+};
+
+struct SubscribeOptions {
+  /// Start with the last `history` messages published (<= the topic's history).
+  std::size_t history = 0;
+};
+
+/// One received message.
+struct TopicDelivery {
+  std::size_t size = 0;        ///< bytes copied into the caller's buffer
+  std::uint64_t sequence = 0;  ///< its place in the topic's publish order, from 0
+  std::uint64_t lost = 0;      ///< messages overwritten unread since the previous receive (drop_oldest)
+};
+
+/// A snapshot of a topic for inspection (`ferry stat`), not for synchronisation.
+struct TopicStats {
+  struct Publisher {
+    pid_t pid = 0;
+    bool alive = false;
+    std::uint64_t published = 0;
+  };
+  struct Subscriber {
+    pid_t pid = 0;
+    bool alive = false;
+    std::uint64_t lag = 0;  ///< messages published it has not read yet
+    std::uint64_t lost = 0;
+    std::uint64_t received = 0;
+  };
+  std::string name;
+  SlowSubscriber policy = SlowSubscriber::block;
+  std::size_t capacity = 0;
+  std::size_t max_message = 0;
+  std::size_t history = 0;
+  std::uint64_t published = 0;  ///< messages ever (the write cursor)
+  std::vector<Publisher> publishers;
+  std::vector<Subscriber> subscribers;
+};
+
+namespace detail {
+struct TopicShared;
+}
+
+class TopicPublisher;
+class TopicSubscriber;
+
+class Topic {
+ public:
+  /// Subscribers (and publishers) a topic can have at once.
+  static constexpr std::size_t kMaxSubscribers = 64;
+  static constexpr std::size_t kMaxPublishers = 64;
+
+  /// Errors: as Segment::create, and invalid_argument for sizes or history.
+  static result<Topic> create(std::string_view name, const TopicOptions& options = {});
+  /// Errors: as Segment::open, and corrupt for a topic header that fails its checks.
+  static result<Topic> open(std::string_view name, OpenOptions options = {});
+  static result<void> destroy(std::string_view name, SegmentKind kind = SegmentKind::posix,
+                              int sysv_project_id = 1);
+
+  /// A publisher. Errors: limit_reached (kMaxPublishers live ones),
+  /// permission_denied (opened read-only), corrupt.
+  result<TopicPublisher> publisher();
+  /// A subscriber starting after the last message published, or at the last
+  /// `options.history` messages. Errors: invalid_argument (history beyond the
+  /// topic's), limit_reached (kMaxSubscribers live ones), permission_denied
+  /// (opened read-only), corrupt.
+  result<TopicSubscriber> subscribe(SubscribeOptions options = {});
+
+  /// Publishers, subscribers (with lag and losses) and counters, from shared memory.
+  [[nodiscard]] TopicStats stats() const;
+
+  [[nodiscard]] std::size_t capacity() const noexcept;
+  [[nodiscard]] std::size_t max_message() const noexcept;
+  [[nodiscard]] std::size_t history() const noexcept;
+  [[nodiscard]] SlowSubscriber policy() const noexcept;
+  [[nodiscard]] const Segment& segment() const noexcept;
+
+ private:
+  explicit Topic(std::shared_ptr<detail::TopicShared> shared) noexcept : shared_(std::move(shared)) {}
+  std::shared_ptr<detail::TopicShared> shared_;
+};
+
+class TopicPublisher {
+ public:
+  TopicPublisher(TopicPublisher&&) noexcept;
+  TopicPublisher& operator=(TopicPublisher&&) noexcept;
+  ~TopicPublisher();  ///< leaves the publisher table
+
+  /// Copies `message` into the ring and publishes it; under `block`, waits
+  /// while the slowest live subscriber is `capacity` messages behind.
+  /// Errors: invalid_argument (larger than max_message), corrupt.
+  result<void> publish(std::span<const std::byte> message, WaitStrategy strategy = {});
+  /// As publish, without waiting for subscribers: false if the ring is full for one.
+  result<bool> try_publish(std::span<const std::byte> message);
+  /// As publish; errors also timed_out.
+  result<void> publish_until(std::span<const std::byte> message, deadline until, WaitStrategy strategy = {});
+  result<void> publish_for(std::span<const std::byte> message, steady_clock::duration timeout,
+                           WaitStrategy strategy = {}) {
+    return publish_until(message, deadline_after(timeout), strategy);
+  }
+
+  [[nodiscard]] std::size_t max_message() const noexcept;
+
+ private:
+  friend class Topic;
+  struct State;
+  explicit TopicPublisher(std::unique_ptr<State> state) noexcept;
+  result<bool> publish_impl(std::span<const std::byte> message, std::optional<deadline> until,
+                            WaitStrategy strategy, bool wait);
+  std::unique_ptr<State> state_;
+};
+
+class TopicSubscriber {
+ public:
+  TopicSubscriber(TopicSubscriber&&) noexcept;
+  TopicSubscriber& operator=(TopicSubscriber&&) noexcept;
+  ~TopicSubscriber();  ///< leaves the subscriber table (no longer holds publishers back)
+
+  /// Copies the next message into `buffer`, waiting for one.
+  /// Errors: invalid_argument (buffer too small; the message stays), corrupt.
+  result<TopicDelivery> receive(std::span<std::byte> buffer, WaitStrategy strategy = {});
+  /// As receive, without waiting: empty if no message is waiting now.
+  result<std::optional<TopicDelivery>> try_receive(std::span<std::byte> buffer);
+  /// As receive; errors also timed_out.
+  result<TopicDelivery> receive_until(std::span<std::byte> buffer, deadline until, WaitStrategy strategy = {});
+  result<TopicDelivery> receive_for(std::span<std::byte> buffer, steady_clock::duration timeout,
+                                    WaitStrategy strategy = {}) {
+    return receive_until(buffer, deadline_after(timeout), strategy);
+  }
+
+  /// Messages this subscriber lost (overwritten before it read them), in all.
+  [[nodiscard]] std::uint64_t lost() const noexcept;
+  /// The sequence of the next message it will read.
+  [[nodiscard]] std::uint64_t position() const noexcept;
+  [[nodiscard]] std::size_t max_message() const noexcept;
+
+ private:
+  friend class Topic;
+  struct State;
+  explicit TopicSubscriber(std::unique_ptr<State> state) noexcept;
+  result<std::optional<TopicDelivery>> receive_impl(std::span<std::byte> buffer, std::optional<deadline> until,
+                                                    WaitStrategy strategy, bool wait);
+  std::unique_ptr<State> state_;
+};
+
+/// What `ferry ls` says about a topic (policy, capacity, publishers,
+/// subscribers with lag and losses): an ObjectInspector of the patterns
+/// layer. Reads a snapshot; never writes.
+void describe_topic_object(ObjectRecord& record, std::span<const std::byte> data);
+
+}  // namespace ferry
