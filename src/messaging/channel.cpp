@@ -570,6 +570,10 @@ result<std::optional<Loan>> ChannelSender::loan_impl(std::size_t size, std::opti
   }
   if (!taken) return std::move(taken).error();
   if (!*taken) return std::optional<Loan>{};
+  // As for a large record in the ring: a receiver about to sleep spins
+  // through the writing of a large chunk instead (bounded by kLargeCopySpin);
+  // the chunk's record will end about here.
+  if (size >= detail::kLargeRecord) s.control().writing.store(s.tail + detail::kRecordAlignment, std::memory_order_relaxed);
   return std::optional<Loan>(Loan(s.chunks, **taken));
 }
 
