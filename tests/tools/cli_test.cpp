@@ -453,6 +453,22 @@ TEST(CliRm, RemovesAMailbox) {
   EXPECT_EQ(again.status, 1) << again.output;
 }
 
+TEST(CliRm, RemovesAChannelWithItsLoanChunks) {
+  const std::string name = ferry::test::unique_name("channel");
+  auto channel = ferry::Channel::create(name);
+  ASSERT_TRUE(channel) << channel.error().message();
+  auto tx = channel->sender();
+  ASSERT_TRUE(tx);
+  auto loan = tx->loan(100'000);  // makes the first slab of chunks
+  ASSERT_TRUE(loan) << loan.error().message();
+  const std::string slab = "/dev/shm/ferry." + name + ".chunks-0-1";
+  ASSERT_TRUE(exists(slab));
+  const CliRun run = ferry_cli("rm " + name);
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_FALSE(exists("/dev/shm/ferry." + name));
+  EXPECT_FALSE(exists(slab)) << "the channel's chunks go with it";
+}
+
 TEST(Cli, UnknownCommandIsAUsageError) {
   const CliRun run = ferry_cli("frobnicate");
   EXPECT_NE(run.status, 0);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "ferry/messaging/channel.hpp"
 #include "ferry/messaging/inspect.hpp"
 #include "ferry/messaging/mailbox.hpp"
 #include "ferry/os/registry.hpp"
@@ -145,11 +146,20 @@ int list(const ListOptions& options) {
   return 0;
 }
 
+// A posix channel goes with the segments of its loan chunks (Channel::destroy).
+bool is_posix_channel(const std::string& locator) {
+  if (locator.empty() || locator.front() == '/' || locator.find(':') != std::string::npos) return false;
+  return Segment::open(locator, {.access = Access::read_only, .object_type = ObjectType::channel}).has_value();
+}
+
 int remove(const std::vector<std::string>& locators) {
   int status = 0;
   for (const std::string& locator : locators) {
     const auto mailbox = find_mailbox(locator);
-    if (auto removed = mailbox ? Mailbox::destroy(mailbox->name) : remove_object(locator); !removed) {
+    auto removed = mailbox                       ? Mailbox::destroy(mailbox->name)
+                   : is_posix_channel(locator) ? Channel::destroy(locator)
+                                               : remove_object(locator);
+    if (!removed) {
       std::fprintf(stderr, "ferry rm: %s\n", removed.error().message().c_str());
       status = 1;
     } else {
