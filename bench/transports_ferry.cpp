@@ -1,5 +1,5 @@
 // ferry's own transports in the benchmark: the Channel and the Mailbox, in
-// each wait strategy, the Channel's loans, and the unix://, tcp://, pipe:,
+// each wait strategy, the Channel's loans, the Topic with one subscriber, and the unix://, tcp://, pipe:,
 // unixgram:// and udp:// endpoints through the Sender/Receiver interface
 // (beside their raw calls).
 //
@@ -35,6 +35,7 @@
 #include "ferry/messaging/channel.hpp"
 #include "ferry/messaging/endpoints.hpp"
 #include "ferry/messaging/mailbox.hpp"
+#include "ferry/patterns/topic.hpp"
 #include "ipc_transports.hpp"
 
 namespace ferry::bench {
@@ -154,6 +155,49 @@ struct ChannelTransport : FerryTransport<kMode> {
   bool holding_ = false;
   std::uint64_t pending_ = 0;
   std::size_t pending_bytes_ = 0;
+};
+
+// ferry.topic: a Topic per direction (block policy: nothing is dropped),
+// one publisher and one subscriber on each; publish() copies in, receive()
+// copies out (the Topic's only forms). Names go at once, as for channels.
+struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
+  void prepare(const Spec& spec) {
+    const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
+    const TopicOptions options{.capacity = queue_depth(spec.size), .max_message = std::max<std::size_t>(spec.size, 64)};
+    for (int direction = 0; direction < 2; ++direction) {
+      const std::string name = base + (direction == 0 ? "-ab-topic" : "-ba-topic");
+      auto made = Topic::create(name, options);
+      if (!made) fail("%s", made.error().message().c_str());
+      (void)Topic::destroy(name);  // both processes keep the mapping
+      topics_[direction].emplace(std::move(*made));
+    }
+  }
+
+  // The subscriber first: the other side publishes only after both opened.
+  void open(Side side, const Spec&) {
+    const int out = side == Side::initiator ? 0 : 1;
+    auto subscriber = topics_[1 - out]->subscribe();
+    if (!subscriber) fail("%s", subscriber.error().message().c_str());
+    auto publisher = topics_[out]->publisher();
+    if (!publisher) fail("%s", publisher.error().message().c_str());
+    subscriber_.emplace(std::move(*subscriber));
+    publisher_.emplace(std::move(*publisher));
+  }
+
+  void send(const std::byte* message, std::size_t size) {
+    if (auto sent = publisher_->publish({message, size}, strategy()); !sent) fail("%s", sent.error().message().c_str());
+  }
+
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    auto got = subscriber_->receive({scratch, size}, strategy());
+    if (!got) fail("%s", got.error().message().c_str());
+    if (got->size != size) fail("received %zu bytes, expected %zu", got->size, size);
+    return scratch;
+  }
+
+  std::optional<Topic> topics_[2];
+  std::optional<TopicPublisher> publisher_;
+  std::optional<TopicSubscriber> subscriber_;
 };
 
 // The Mailbox: one per direction, in /dev/shm under a path the coordinator
@@ -300,6 +344,8 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.loan", Group::ferry, "ferry::Channel loans: a chunk per request, handed over by reference (adaptive)"));
   list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::adaptive, ChannelSend::automatic>>(
       "ferry.auto", Group::ferry, "ferry::Channel send(bytes): ring copy up to max_message (64 KiB), chunk copy above (adaptive)"));
+  list.push_back(make_transport<TopicTransport>(
+      "ferry.topic", Group::ferry, "ferry::Topic, one subscriber (block policy, publish/receive copy), adaptive"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::busy_poll>>(
       "ferry.mailbox.poll", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::busy_poll"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::adaptive>>(
