@@ -25,8 +25,11 @@ SlabShape shape_for(unsigned chunk_shift, std::size_t limit) noexcept {
   return {0, chunk_shift, static_cast<std::uint32_t>(count)};
 }
 
+bool sent(std::uint64_t state) noexcept { return (state & 63) == kChunkSentTag; }
+std::uint64_t sent_position(std::uint64_t state) noexcept { return state & ~std::uint64_t{63}; }
+
 bool sent_before(std::uint64_t state, std::uint64_t released) noexcept {
-  return (state & 63) == kChunkSentTag && (state & ~std::uint64_t{63}) < released;
+  return sent(state) && sent_position(state) < released;
 }
 
 bool chunk_free(std::uint64_t state, std::uint64_t released) noexcept {
@@ -82,7 +85,7 @@ result<void> ChunkPool::adopt(std::uint64_t resume_at) {
     auto slab = std::make_unique<Slab>(shape, std::move(*segment));
     for (std::uint32_t c = 0; c < shape.count; ++c) {
       const std::uint64_t state = slab->descriptors[c].state.load(std::memory_order_relaxed);
-      const bool unpublished = (state & 63) == kChunkSentTag && (state & ~std::uint64_t{63}) >= resume_at;
+      const bool unpublished = sent(state) && sent_position(state) >= resume_at;
       if (state == kChunkLoaned || unpublished) slab->descriptors[c].state.store(kChunkFree, std::memory_order_relaxed);
     }
     slabs_[i] = std::move(slab);
@@ -199,7 +202,7 @@ result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_
     }
   }
   // Waiting helps only if the receiver holds chunks it will release.
-  if (usage(released).in_use > usage(~std::uint64_t{0}).in_use) return std::optional<ChunkGrant>{};
+  if (receiver_holds_chunks(released)) return std::optional<ChunkGrant>{};
   return error(errc::limit_reached, home_.description,
                "no chunk of " + std::to_string(std::size_t{1} << chunk_shift) +
                    " bytes is free and unsent loans hold what the limit of " + std::to_string(limit_) +
@@ -216,6 +219,16 @@ void ChunkPool::give_back(const ChunkRef& ref) noexcept {
       loaned->state.load(std::memory_order_relaxed) == kChunkLoaned) {
     loaned->state.store(kChunkFree, std::memory_order_release);
   }
+}
+
+bool ChunkPool::receiver_holds_chunks(std::uint64_t released) const noexcept {
+  for (const auto& slab : slabs_) {
+    for (std::uint32_t c = 0; slab && c < slab->shape.count; ++c) {
+      const std::uint64_t state = slab->descriptors[c].state.load(std::memory_order_relaxed);
+      if (sent(state) && sent_position(state) >= released) return true;
+    }
+  }
+  return false;
 }
 
 LoanUsage ChunkPool::usage(std::uint64_t released) const noexcept {

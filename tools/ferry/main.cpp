@@ -18,17 +18,14 @@ void add_bench_options(CLI::App& command, ferry::bench::Options& options) {
       ->type_name("FILE");
   command.add_option("--plot", options.plot_path, "Also draw the comparison into FILE (PNG, needs gnuplot)")
       ->type_name("FILE.png");
-  command.add_option("--only", options.only,
-                     "Measure only these transports, comma-separated (floor.spin, the reference, always runs)")
-      ->delimiter(',')
-      ->type_name("NAME,...");
-  command.add_option("--sizes", options.sizes, "Throughput message sizes (default 64,4K,64K,1M; 16 B to 64 MiB)")
-      ->delimiter(',')
-      ->type_name("SIZE,...");
-  command.add_option("--rtt-sizes", options.rtt_sizes,
-                     "Round-trip request sizes, each answered with 64 B (default 64; 16 B to 64 MiB)")
-      ->delimiter(',')
-      ->type_name("SIZE,...");
+  const auto add_list = [&](const char* name, std::vector<std::string>& values, const char* help, const char* type) {
+    command.add_option(name, values, help)->delimiter(',')->type_name(type);
+  };
+  add_list("--only", options.only,
+           "Measure only these transports, comma-separated (floor.spin, the reference, always runs)", "NAME,...");
+  add_list("--sizes", options.sizes, "Throughput message sizes (default 64,4K,64K,1M; 16 B to 64 MiB)", "SIZE,...");
+  add_list("--rtt-sizes", options.rtt_sizes,
+           "Round-trip request sizes, each answered with 64 B (default 64; 16 B to 64 MiB)", "SIZE,...");
   command.add_option("--repetitions", options.repetitions, "Interleaved repetitions (default 4 quick, 9 full)")
       ->check(CLI::Range(1, 1000));
   command.add_option("--budget-ms", options.budget_ms,

@@ -155,6 +155,8 @@ class ChunkPool {
   result<std::optional<ChunkGrant>> take_from(std::size_t slab, std::uint64_t released);
   result<bool> add_slab(unsigned chunk_shift, std::uint64_t released);
   void remove_slab(std::size_t slab) noexcept;
+  /// Whether a chunk was sent in a record the receiver has not released.
+  [[nodiscard]] bool receiver_holds_chunks(std::uint64_t released) const noexcept;
 
   ChunkHome home_;
   std::atomic<std::uint64_t>* table_;
