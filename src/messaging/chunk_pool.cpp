@@ -39,7 +39,11 @@ bool chunk_free(std::uint64_t state, std::uint64_t released) noexcept {
 
 result<Segment> open_slab(const ChunkHome& home, std::size_t slab, const SlabShape& shape, Access access) {
   return Segment::open(home.slab_name(slab, shape.generation),
-                       {.kind = home.kind, .size = shape.data_bytes(), .access = access, .object_type = ObjectType::chunks});
+                       {.kind = home.kind,
+                        .size = shape.data_bytes(),
+                        .access = access,
+                        .allow_foreign_owner = home.foreign_owners,
+                        .object_type = ObjectType::chunks});
 }
 
 }  // namespace

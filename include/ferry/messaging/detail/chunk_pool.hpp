@@ -109,6 +109,7 @@ struct ChunkHome {
   std::optional<Persistence> persistence;
   mode_t mode = 0600;
   std::shared_ptr<const std::string> description;  ///< the object, for errors
+  bool foreign_owners = false;  ///< slabs may belong to another uid (a Mailbox's senders)
 
   [[nodiscard]] std::string slab_name(std::size_t slab, std::uint32_t generation) const;
   [[nodiscard]] bool supported() const noexcept { return kind == SegmentKind::posix || kind == SegmentKind::file; }
