@@ -17,6 +17,7 @@
 
 #include "ferry/ferry.hpp"
 #include "ferry_test.hpp"
+#include "loan_payload.hpp"
 
 namespace {
 
@@ -47,36 +48,6 @@ struct Name {
 
 // A payload names its origin and sequence in its first 16 bytes and every
 // byte after depends on both: a torn, stale or recycled payload fails the check.
-std::byte pattern_byte(std::uint64_t origin, std::uint64_t sequence, std::size_t i) {
-  return static_cast<std::byte>((origin * 977 + sequence * 131 + i * 7 + (i >> 9)) & 0xff);
-}
-
-void write_payload(std::span<std::byte> bytes, std::uint64_t origin, std::uint64_t sequence) {
-  for (std::size_t i = 16; i < bytes.size(); ++i) bytes[i] = pattern_byte(origin, sequence, i);
-  std::memcpy(bytes.data(), &origin, 8);
-  std::memcpy(bytes.data() + 8, &sequence, 8);
-}
-
-struct Checked {
-  bool intact = false;
-  std::uint64_t origin = 0;
-  std::uint64_t sequence = 0;
-};
-
-Checked check_payload(std::span<const std::byte> bytes) {
-  Checked checked;
-  if (bytes.size() < 16) return checked;
-  std::memcpy(&checked.origin, bytes.data(), 8);
-  std::memcpy(&checked.sequence, bytes.data() + 8, 8);
-  for (std::size_t i = 16; i < bytes.size(); ++i) {
-    if (bytes[i] != pattern_byte(checked.origin, checked.sequence, i)) return checked;
-  }
-  checked.intact = true;
-  return checked;
-}
-
-std::size_t random_size(std::mt19937_64& random, std::size_t largest) { return 16 + random() % (largest - 15); }
-
 // Receives (plain or leased, alternately, or leased only) until `stop()`;
 // every payload is checked and its (origin, sequence) handed to `record`
 // (under a lease: before the ack).
@@ -89,7 +60,7 @@ bool receive_checked(Mailbox& box, std::uint64_t& turn, bool leased_only, Stop&&
         if (message.error().code() != errc::timed_out) return false;
         continue;
       }
-      const auto checked = check_payload(message->data());
+      const auto checked = ferry::test::check_payload(message->data());
       if (!record(checked, message->delivery_count())) return false;
     } else {
       auto lease = box.receive_leased_for(100ms);
@@ -97,7 +68,7 @@ bool receive_checked(Mailbox& box, std::uint64_t& turn, bool leased_only, Stop&&
         if (lease.error().code() != errc::timed_out) return false;
         continue;
       }
-      const auto checked = check_payload(lease->data());  // in place
+      const auto checked = ferry::test::check_payload(lease->data());  // in place
       if (!record(checked, lease->delivery_count())) return false;
       if (!lease->ack()) return false;
     }
@@ -147,7 +118,7 @@ TEST(MailboxLoanProcess, SendersSendRandomSizesToTwoReceiversEveryPayloadByteExa
       std::uint64_t turn = static_cast<std::uint64_t>(r);
       const bool ok = receive_checked(
           *opened, turn, false, [&] { return ledger->received.load() >= total; },
-          [&](const Checked& d, std::uint32_t) {
+          [&](const ferry::test::CheckedPayload& d, std::uint32_t) {
             if (!d.intact || d.origin >= kSenders || d.sequence == 0 || d.sequence > per_sender) {
               ledger->damaged.fetch_add(1);
               return true;
@@ -174,15 +145,15 @@ TEST(MailboxLoanProcess, SendersSendRandomSizesToTwoReceiversEveryPayloadByteExa
       std::vector<std::byte> copy;
       for (std::uint64_t sequence = 1; sequence <= per_sender; ++sequence) {
         // Small ones travel in the log, the rest in chunks: by loan or by send(bytes).
-        const std::size_t size = random() % 4 == 0 ? random_size(random, 1024) : random_size(random, 1 << 20);
+        const std::size_t size = random() % 4 == 0 ? ferry::test::random_payload_size(random, 1024) : ferry::test::random_payload_size(random, 1 << 20);
         if (sequence % 2 == 0) {
           auto loan = opened->loan(size);
           FERRY_CHILD_CHECK(loan);
-          write_payload(loan->data(), s, sequence);
+          ferry::test::write_payload(loan->data(), s, sequence);
           FERRY_CHILD_CHECK(opened->send(std::move(*loan)));
         } else {
           copy.resize(size);
-          write_payload(copy, s, sequence);
+          ferry::test::write_payload(copy, s, sequence);
           FERRY_CHILD_CHECK(opened->send(std::span<const std::byte>(copy)));
         }
       }
@@ -233,13 +204,13 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
         // finds loans in every state: taken, written, sent and not yet published.
         std::optional<ferry::Loan> held;
         if (sequence % 3 == 0) {
-          auto extra = opened->loan(random_size(sizes, 64 << 10));
+          auto extra = opened->loan(ferry::test::random_payload_size(sizes, 64 << 10));
           FERRY_CHILD_CHECK(extra);
           held.emplace(std::move(*extra));
         }
-        auto loan = opened->loan(random_size(sizes, 256 << 10));
+        auto loan = opened->loan(ferry::test::random_payload_size(sizes, 256 << 10));
         FERRY_CHILD_CHECK(loan);
-        write_payload(loan->data(), origin, sequence);
+        ferry::test::write_payload(loan->data(), origin, sequence);
         FERRY_CHILD_CHECK(opened->send(std::move(*loan)));
       }
     });
@@ -253,7 +224,7 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
           const auto now = ferry::steady_clock::now();
           return (expected > 1 && now >= kill_at) || now >= kill_at + kWatchdog;
         },
-        [&](const Checked& d, std::uint32_t) {
+        [&](const ferry::test::CheckedPayload& d, std::uint32_t) {
           EXPECT_TRUE(d.intact) << "origin " << origin << " message " << expected;
           EXPECT_EQ(d.origin, origin);
           EXPECT_EQ(d.sequence, expected);
@@ -270,7 +241,7 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
       auto message = box->try_receive();
       ASSERT_TRUE(message) << message.error().message();
       if (!*message) break;
-      const auto checked = check_payload((*message)->data());
+      const auto checked = ferry::test::check_payload((*message)->data());
       ASSERT_TRUE(checked.intact) << "origin " << origin << " message " << expected;
       ASSERT_EQ(checked.origin, origin);
       ASSERT_EQ(checked.sequence, expected);
@@ -285,11 +256,11 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
   for (std::uint64_t sequence = 1; sequence <= 8; ++sequence) {
     auto loan = box->loan(100000);
     ASSERT_TRUE(loan) << loan.error().message();
-    write_payload(loan->data(), 99, sequence);
+    ferry::test::write_payload(loan->data(), 99, sequence);
     ASSERT_TRUE(box->send(std::move(*loan)));
     auto message = box->receive();
     ASSERT_TRUE(message);
-    EXPECT_TRUE(check_payload(message->data()).intact);
+    EXPECT_TRUE(ferry::test::check_payload(message->data()).intact);
   }
   auto usage = box->loan_usage();
   ASSERT_TRUE(usage);
@@ -320,9 +291,9 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     FERRY_CHILD_CHECK(opened);
     std::mt19937_64 sizes(3);
     for (std::uint64_t sequence = 1; sequence <= count; ++sequence) {
-      auto loan = opened->loan(random_size(sizes, 128 << 10), WaitStrategy::block());
+      auto loan = opened->loan(ferry::test::random_payload_size(sizes, 128 << 10), WaitStrategy::block());
       FERRY_CHILD_CHECK(loan);
-      write_payload(loan->data(), 7, sequence);
+      ferry::test::write_payload(loan->data(), 7, sequence);
       FERRY_CHILD_CHECK(opened->send(std::move(*loan), {}, WaitStrategy::block()));
     }
     // Once every message is received, nothing of the pool is in use.
@@ -345,7 +316,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     // out of the ledger's sight (the mailbox is done with it then).
     const bool ok = receive_checked(
         *opened, turn, true, [&] { return ledger->distinct.load() >= count; },
-        [&](const Checked& d, std::uint32_t deliveries) {
+        [&](const ferry::test::CheckedPayload& d, std::uint32_t deliveries) {
           if (!d.intact || d.origin != 7 || d.sequence == 0 || d.sequence > count) {
             ledger->damaged.fetch_add(1);
             return true;
@@ -395,7 +366,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
       ASSERT_EQ(lease.error().code(), errc::timed_out) << lease.error().message();
       continue;
     }
-    const auto checked = check_payload(lease->data());
+    const auto checked = ferry::test::check_payload(lease->data());
     EXPECT_TRUE(checked.intact && checked.origin == 7);
     EXPECT_GT(lease->delivery_count(), 1u);
     ASSERT_TRUE(lease->ack());

@@ -14,6 +14,7 @@
 #include "ferry/ferry.hpp"
 #include "ferry/messaging/detail/mailbox_layout.hpp"
 #include "ferry_test.hpp"
+#include "loan_payload.hpp"
 
 namespace {
 
@@ -30,17 +31,6 @@ using ferry::detail::SenderLogHeader;
 using ferry::detail::SlabShape;
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
-
-void fill(std::span<std::byte> bytes, std::uint64_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>((seed * 131 + i * 7 + (i >> 12)) & 0xff);
-}
-
-bool holds_pattern(std::span<const std::byte> bytes, std::uint64_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (bytes[i] != static_cast<std::byte>((seed * 131 + i * 7 + (i >> 12)) & 0xff)) return false;
-  }
-  return true;
-}
 
 struct Fixture {
   explicit Fixture(MailboxOptions options = {.capacity = Capacity::bounded(16, 1024)})
@@ -101,36 +91,36 @@ TEST(MailboxLoan, PayloadsFromOneByteTo64MiBArriveExactByLoanAndByAutomaticSend)
       auto loan = f.box->loan(size);
       ASSERT_TRUE(loan) << loan.error().message();
       ASSERT_EQ(loan->size(), size);
-      fill(loan->data(), seed);
+      ferry::test::fill_pattern(loan->data(), seed);
       ASSERT_TRUE(f.box->send(std::move(*loan)));
       if (leased) {
         auto lease = f.box->receive_leased();
         ASSERT_TRUE(lease) << lease.error().message();
         ASSERT_EQ(lease->data().size(), size);
-        EXPECT_TRUE(holds_pattern(lease->data(), seed)) << size;
+        EXPECT_TRUE(ferry::test::holds_pattern(lease->data(), seed)) << size;
         ASSERT_TRUE(lease->ack());
       } else {
         auto message = f.box->receive();
         ASSERT_TRUE(message) << message.error().message();
         ASSERT_EQ(message->size(), size);
-        EXPECT_TRUE(holds_pattern(message->data(), seed)) << size;
+        EXPECT_TRUE(ferry::test::holds_pattern(message->data(), seed)) << size;
       }
       ++seed;
 
       std::vector<std::byte> payload(size);
-      fill(payload, seed);
+      ferry::test::fill_pattern(payload, seed);
       ASSERT_TRUE(f.box->send(std::span<const std::byte>(payload)));  // a loan from 1025 B on (max_message)
       if (leased) {
         auto lease = f.box->receive_leased();
         ASSERT_TRUE(lease) << lease.error().message();
         ASSERT_EQ(lease->data().size(), size);
-        EXPECT_TRUE(holds_pattern(lease->data(), seed)) << size;
+        EXPECT_TRUE(ferry::test::holds_pattern(lease->data(), seed)) << size;
         ASSERT_TRUE(lease->ack());
       } else {
         auto message = f.box->receive();
         ASSERT_TRUE(message) << message.error().message();
         ASSERT_EQ(message->size(), size);
-        EXPECT_TRUE(holds_pattern(message->data(), seed)) << size;
+        EXPECT_TRUE(ferry::test::holds_pattern(message->data(), seed)) << size;
       }
       ++seed;
     }
@@ -145,8 +135,8 @@ TEST(MailboxLoan, PayloadsFromOneByteTo64MiBArriveExactByLoanAndByAutomaticSend)
 TEST(MailboxLoan, AutomaticSendCopiesBelowTheThresholdAndLoansFromIt) {
   Fixture f({.capacity = Capacity::bounded(16, 64 * 1024), .loans = {.threshold = 8192}});
   std::vector<std::byte> small(8191), large(8192);
-  fill(small, 1);
-  fill(large, 2);
+  ferry::test::fill_pattern(small, 1);
+  ferry::test::fill_pattern(large, 2);
   ASSERT_TRUE(f.box->send(std::span<const std::byte>(small)));
   EXPECT_TRUE(f.files(".chunks-").empty()) << "below the threshold: copied into the log";
   ASSERT_TRUE(f.box->send(std::span<const std::byte>(large)));
@@ -154,10 +144,10 @@ TEST(MailboxLoan, AutomaticSendCopiesBelowTheThresholdAndLoansFromIt) {
   EXPECT_EQ(f.in_use(), 1u);
   auto first = f.box->receive();
   ASSERT_TRUE(first);
-  EXPECT_TRUE(holds_pattern(first->data(), 1));
+  EXPECT_TRUE(ferry::test::holds_pattern(first->data(), 1));
   auto second = f.box->receive();
   ASSERT_TRUE(second);
-  EXPECT_TRUE(holds_pattern(second->data(), 2));
+  EXPECT_TRUE(ferry::test::holds_pattern(second->data(), 2));
   EXPECT_EQ(f.in_use(), 0u);
 
   // Every process agrees: the threshold is the mailbox's, not the opener's.
@@ -212,7 +202,7 @@ TEST(MailboxLoan, OwnUnsentLoansHoldingTheLimitAreLimitReachedAndHeldChunksWait)
   // Sent and not yet received: the receivers hold it, so a loan waits.
   auto loan = f.box->loan(64 * 1024);
   ASSERT_TRUE(loan);
-  fill(loan->data(), 7);
+  ferry::test::fill_pattern(loan->data(), 7);
   ASSERT_TRUE(f.box->send(std::move(*loan)));
   auto empty = f.box->try_loan(64 * 1024);
   ASSERT_TRUE(empty) << empty.error().message();
@@ -222,7 +212,7 @@ TEST(MailboxLoan, OwnUnsentLoansHoldingTheLimitAreLimitReachedAndHeldChunksWait)
   EXPECT_EQ(timed.error().code(), errc::timed_out);
   auto message = f.box->receive();
   ASSERT_TRUE(message);
-  EXPECT_TRUE(holds_pattern(message->data(), 7));
+  EXPECT_TRUE(ferry::test::holds_pattern(message->data(), 7));
   auto freed = f.box->try_loan(64 * 1024);
   ASSERT_TRUE(freed);
   EXPECT_TRUE(freed->has_value()) << "received: the chunk is free again";
@@ -243,11 +233,11 @@ TEST(MailboxLoan, PrioritiesAndUrgentOrderLoansAsBytes) {
     if (sent[i].loaned) {
       auto loan = f.box->loan(sent[i].size);
       ASSERT_TRUE(loan);
-      fill(loan->data(), i);
+      ferry::test::fill_pattern(loan->data(), i);
       ASSERT_TRUE(f.box->send(std::move(*loan), options));
     } else {
       std::vector<std::byte> payload(sent[i].size);
-      fill(payload, i);
+      ferry::test::fill_pattern(payload, i);
       ASSERT_TRUE(f.box->send(std::span<const std::byte>(payload), options));
     }
   }
@@ -256,7 +246,7 @@ TEST(MailboxLoan, PrioritiesAndUrgentOrderLoansAsBytes) {
     auto message = f.box->receive();
     ASSERT_TRUE(message) << message.error().message();
     ASSERT_EQ(message->size(), sent[expected].size) << expected;
-    EXPECT_TRUE(holds_pattern(message->data(), expected)) << expected;
+    EXPECT_TRUE(ferry::test::holds_pattern(message->data(), expected)) << expected;
     EXPECT_EQ(message->urgent(), sent[expected].urgent);
     EXPECT_EQ(message->priority(), sent[expected].priority);
   }
@@ -277,12 +267,12 @@ TEST(MailboxLoan, ALeaseReadsTheChunkInPlaceAndItsAckFreesTheChunk) {
   Fixture f;
   auto loan = f.box->loan(kMiB);
   ASSERT_TRUE(loan);
-  fill(loan->data(), 3);
+  ferry::test::fill_pattern(loan->data(), 3);
   std::byte* written = loan->data().data();  // the sender's mapping stays (the pool's)
   ASSERT_TRUE(f.box->send(std::move(*loan)));
   auto lease = f.box->receive_leased();
   ASSERT_TRUE(lease) << lease.error().message();
-  ASSERT_TRUE(holds_pattern(lease->data(), 3));
+  ASSERT_TRUE(ferry::test::holds_pattern(lease->data(), 3));
   // Zero copy: what the sender's mapping holds is what the lease reads.
   const std::byte before = written[kMiB / 2];
   written[kMiB / 2] = ~before;
@@ -295,7 +285,7 @@ TEST(MailboxLoan, ALeaseReadsTheChunkInPlaceAndItsAckFreesTheChunk) {
   EXPECT_EQ(f.in_use(), 1u) << "leased: the chunk is the receiver's";
   ASSERT_TRUE(lease->ack());
   EXPECT_TRUE(lease->data().empty()) << "acked: the chunk is not the lease's any more";
-  EXPECT_TRUE(holds_pattern(copy.data(), 3));
+  EXPECT_TRUE(ferry::test::holds_pattern(copy.data(), 3));
   EXPECT_EQ(f.in_use(), 0u);
   auto again = lease->ack();
   ASSERT_FALSE(again);
@@ -306,21 +296,21 @@ TEST(MailboxLoan, APlainReceiveCopiesTheChunkOut) {
   Fixture f;
   auto loan = f.box->loan(100000);
   ASSERT_TRUE(loan);
-  fill(loan->data(), 4);
+  ferry::test::fill_pattern(loan->data(), 4);
   std::byte* written = loan->data().data();
   ASSERT_TRUE(f.box->send(std::move(*loan)));
   auto message = f.box->receive();
   ASSERT_TRUE(message);
   EXPECT_EQ(f.in_use(), 0u) << "received: freed at once";
   written[10] = ~written[10];
-  EXPECT_TRUE(holds_pattern(message->data(), 4)) << "the message owns its copy";
+  EXPECT_TRUE(ferry::test::holds_pattern(message->data(), 4)) << "the message owns its copy";
 }
 
 TEST(MailboxLoan, ANackedOrDroppedLeaseIsRedeliveredWithTheSameChunk) {
   Fixture f;
   auto loan = f.box->loan(200000);
   ASSERT_TRUE(loan);
-  fill(loan->data(), 5);
+  ferry::test::fill_pattern(loan->data(), 5);
   ASSERT_TRUE(f.box->send(std::move(*loan), {.priority = 2}));
   const std::byte* first_bytes = nullptr;
   {
@@ -335,14 +325,14 @@ TEST(MailboxLoan, ANackedOrDroppedLeaseIsRedeliveredWithTheSameChunk) {
     ASSERT_TRUE(lease);
     EXPECT_EQ(lease->delivery_count(), 2u);
     EXPECT_EQ(lease->data().data(), first_bytes) << "the same chunk, mapped once";
-    EXPECT_TRUE(holds_pattern(lease->data(), 5));
+    EXPECT_TRUE(ferry::test::holds_pattern(lease->data(), 5));
     EXPECT_EQ(f.in_use(), 1u);
   }  // dropped: nacked
   auto message = f.box->receive();
   ASSERT_TRUE(message);
   EXPECT_EQ(message->delivery_count(), 3u);
   EXPECT_EQ(message->priority(), 2u);
-  EXPECT_TRUE(holds_pattern(message->data(), 5));
+  EXPECT_TRUE(ferry::test::holds_pattern(message->data(), 5));
   EXPECT_EQ(f.in_use(), 0u);
   EXPECT_EQ(f.box->stats().redelivered, 2u);
 }
@@ -371,7 +361,7 @@ TEST(MailboxLoan, ARetiredSendersSlabsAreRemovedAndDestroyRemovesTheRest) {
     for (int i = 0; i < 2; ++i) {
       auto loan = other->loan(70000);
       ASSERT_TRUE(loan);
-      fill(loan->data(), i);
+      ferry::test::fill_pattern(loan->data(), i);
       ASSERT_TRUE(other->send(std::move(*loan)));
     }
   }  // the sender leaves
@@ -399,7 +389,7 @@ TEST(MailboxLoan, ReferencesThatDoNotHoldAreCorruptNeverACrash) {
     Fixture f;
     auto loan = f.box->loan(5000);
     ASSERT_TRUE(loan);
-    fill(loan->data(), 9);
+    ferry::test::fill_pattern(loan->data(), 9);
     ASSERT_TRUE(f.box->send(std::move(*loan)));
     Segment log = f.log();
     ChunkRef* ref = record_ref(log, 0);
@@ -419,11 +409,11 @@ TEST(MailboxLoan, ReferencesThatDoNotHoldAreCorruptNeverACrash) {
     EXPECT_FALSE(dropped->has_value()) << "an unreadable message is dropped, never redelivered";
     // The mailbox goes on.
     std::vector<std::byte> payload(3000);
-    fill(payload, 10);
+    ferry::test::fill_pattern(payload, 10);
     ASSERT_TRUE(f.box->send(std::span<const std::byte>(payload), {}));
     auto next = f.box->receive();
     ASSERT_TRUE(next) << next.error().message();
-    EXPECT_TRUE(holds_pattern(next->data(), 10));
+    EXPECT_TRUE(ferry::test::holds_pattern(next->data(), 10));
   }
 }
 

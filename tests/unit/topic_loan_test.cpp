@@ -11,6 +11,7 @@
 #include "ferry/ferry.hpp"
 #include "ferry/patterns/detail/topic_layout.hpp"
 #include "ferry_test.hpp"
+#include "loan_payload.hpp"
 
 namespace {
 
@@ -26,20 +27,9 @@ using ferry::detail::TopicControl;
 constexpr std::size_t kKiB = 1024;
 constexpr std::size_t kMiB = kKiB * kKiB;
 
-void fill(std::span<std::byte> bytes, std::uint64_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>((seed * 131 + i * 7 + (i >> 12)) & 0xff);
-}
-
-bool holds_pattern(std::span<const std::byte> bytes, std::uint64_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (bytes[i] != static_cast<std::byte>((seed * 131 + i * 7 + (i >> 12)) & 0xff)) return false;
-  }
-  return true;
-}
-
 std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed) {
   std::vector<std::byte> bytes(size);
-  fill(bytes, seed);
+  ferry::test::fill_pattern(bytes, seed);
   return bytes;
 }
 
@@ -70,7 +60,7 @@ struct Fixture {
     auto loan = publisher.try_loan(size);
     ASSERT_TRUE(loan) << loan.error().message();
     ASSERT_TRUE(*loan) << "no chunk free";
-    fill((*loan)->data(), seed);
+    ferry::test::fill_pattern((*loan)->data(), seed);
     ASSERT_TRUE(publisher.publish(std::move(**loan)));
   }
   std::string name;
@@ -97,7 +87,7 @@ TEST(TopicLoan, EverySizeRoundTripsByLoanAndByAutomaticPublish) {
       auto view = reader.peek();
       ASSERT_TRUE(view) << view.error().message();
       EXPECT_EQ(view->data.size(), size);
-      EXPECT_TRUE(holds_pattern(view->data, seed));
+      EXPECT_TRUE(ferry::test::holds_pattern(view->data, seed));
       EXPECT_EQ(released(reader), "intact");
     }
     // By publish(bytes): a chunk when larger than max_message; copied out by receive.
@@ -129,7 +119,7 @@ TEST(TopicLoan, AChunkReturnsWhenTheLastSubscriberReleasesIt) {
   EXPECT_EQ(publisher->loan_usage()->in_use, 1u) << "b has not read it";
   std::vector<std::byte> buffer(10 * kKiB);
   ASSERT_TRUE(b->receive(buffer));
-  EXPECT_TRUE(holds_pattern(buffer, 1));
+  EXPECT_TRUE(ferry::test::holds_pattern(buffer, 1));
   EXPECT_EQ(publisher->loan_usage()->in_use, 0u);
   // A dropped loan goes back at once; one of another publisher is refused.
   {
@@ -160,9 +150,9 @@ TEST(TopicLoan, TheThresholdIsPerTopic) {
   EXPECT_EQ(form, ferry::detail::kSlotChunk);
   std::vector<std::byte> buffer(4096);
   EXPECT_EQ(subscriber->receive(buffer)->size, 500u);
-  EXPECT_TRUE(holds_pattern(std::span(buffer).first(500), 1));
+  EXPECT_TRUE(ferry::test::holds_pattern(std::span(buffer).first(500), 1));
   EXPECT_EQ(subscriber->receive(buffer)->size, 2000u);
-  EXPECT_TRUE(holds_pattern(std::span(buffer).first(2000), 2));
+  EXPECT_TRUE(ferry::test::holds_pattern(std::span(buffer).first(2000), 2));
 }
 
 TEST(TopicLoan, HistoryKeepsChunksOnlyAsFarAsThePoolAllowsAndSaysWhatItGaveUp) {
@@ -176,14 +166,14 @@ TEST(TopicLoan, HistoryKeepsChunksOnlyAsFarAsThePoolAllowsAndSaysWhatItGaveUp) {
   ASSERT_TRUE(first) << first.error().message();
   EXPECT_EQ(first->sequence, 4u);
   EXPECT_EQ(first->lost, 2u) << "messages 2 and 3 gave their chunks up";
-  EXPECT_TRUE(holds_pattern(first->data, 4));
+  EXPECT_TRUE(ferry::test::holds_pattern(first->data, 4));
   EXPECT_EQ(released(*late), "intact");
   std::vector<std::byte> buffer(60 * kKiB);
   auto second = late->receive(buffer);
   ASSERT_TRUE(second);
   EXPECT_EQ(second->sequence, 5u);
   EXPECT_EQ(second->lost, 0u);
-  EXPECT_TRUE(holds_pattern(buffer, 5));
+  EXPECT_TRUE(ferry::test::holds_pattern(buffer, 5));
   EXPECT_EQ(late->lost(), 2u);
 }
 
@@ -202,12 +192,12 @@ TEST(TopicLoan, BlockWaitsForSubscribersAndUnsentLoansAreAClearError) {
   EXPECT_EQ(late.error().code(), errc::timed_out);
   std::vector<std::byte> buffer(60 * kKiB);
   ASSERT_TRUE(subscriber->receive(buffer));
-  EXPECT_TRUE(holds_pattern(buffer, 1));
+  EXPECT_TRUE(ferry::test::holds_pattern(buffer, 1));
   auto freed = publisher->try_loan(60 * kKiB);
   ASSERT_TRUE(freed);
   ASSERT_TRUE(*freed) << "the first message's chunk came back";
   ASSERT_TRUE(subscriber->receive(buffer));
-  EXPECT_TRUE(holds_pattern(buffer, 2));
+  EXPECT_TRUE(ferry::test::holds_pattern(buffer, 2));
   // Only this publisher's own loans hold the limit now: waiting cannot help.
   auto second = publisher->loan(60 * kKiB);
   ASSERT_TRUE(second);
@@ -230,7 +220,7 @@ TEST(TopicLoan, DropOldestTakesTheOldestChunkAndTheSubscriberCountsItLost) {
   ASSERT_TRUE(view) << view.error().message();
   EXPECT_EQ(view->sequence, 3u);
   EXPECT_EQ(view->lost, 3u);
-  EXPECT_TRUE(holds_pattern(view->data, 3));
+  EXPECT_TRUE(ferry::test::holds_pattern(view->data, 3));
   // While it reads message 3 in place, a publisher takes that chunk (the
   // oldest): release() says so, and the message counts as lost.
   f.publish_loan(*publisher, 60 * kKiB, 5);
@@ -241,11 +231,11 @@ TEST(TopicLoan, DropOldestTakesTheOldestChunkAndTheSubscriberCountsItLost) {
   ASSERT_TRUE(next);
   EXPECT_EQ(next->sequence, 4u);
   EXPECT_EQ(next->lost, 1u) << "message 3, reported with the next delivery";
-  EXPECT_TRUE(holds_pattern(buffer, 4));
+  EXPECT_TRUE(ferry::test::holds_pattern(buffer, 4));
   auto last = stalled->receive(buffer);
   ASSERT_TRUE(last);
   EXPECT_EQ(last->sequence, 5u);
-  EXPECT_TRUE(holds_pattern(buffer, 5));
+  EXPECT_TRUE(ferry::test::holds_pattern(buffer, 5));
   EXPECT_EQ(f.topic->stats().subscribers.at(0).lost, 4u);
 }
 
@@ -257,7 +247,7 @@ TEST(TopicLoan, DropOldestPeekCopiesRingMessagesSoAnOverwriteCannotTearThem) {
   auto view = subscriber->peek();
   ASSERT_TRUE(view);
   for (std::uint64_t i = 2; i < 6; ++i) ASSERT_TRUE(publisher->publish(pattern(64, i)));  // laps the ring
-  EXPECT_TRUE(holds_pattern(view->data, 1)) << "the subscriber's own copy";
+  EXPECT_TRUE(ferry::test::holds_pattern(view->data, 1)) << "the subscriber's own copy";
   EXPECT_EQ(released(*subscriber), "intact");
 }
 
