@@ -665,11 +665,16 @@ result<std::optional<Loan>> TopicPublisher::loan_impl(std::size_t size, std::opt
     if (!taken) return std::move(taken).error();
     if (*taken) return std::optional<Loan>(Loan(s.chunks, **taken));
     if (!wait) return std::optional<Loan>{};
-    // Subscribers hold the chunks the limit allows (block): wait for one to move on.
+    // Subscribers hold the chunks the limit allows (block): wait for one to
+    // move on, and look again at least every interval whatever happened.
+    const deadline slice = std::min(until.value_or(deadline::max()), deadline_after(detail::kLivenessInterval));
     auto waited = detail::wait_in_slices(
         shared, s.control().space_ready, [&] { return s.subscribers_moved(seen); },
-        [&] { s.free_dead_subscribers(); }, strategy, until);
-    if (!waited) return std::move(waited).error();
+        [&] { s.free_dead_subscribers(); }, strategy, slice);
+    if (!waited && (waited.error().code() != errc::timed_out || (until && steady_clock::now() >= *until))) {
+      return std::move(waited).error();
+    }
+    s.free_dead_subscribers();
   }
 }
 

@@ -291,7 +291,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     FERRY_CHILD_CHECK(opened);
     std::mt19937_64 sizes(3);
     for (std::uint64_t sequence = 1; sequence <= count; ++sequence) {
-      auto loan = opened->loan(ferry::test::random_payload_size(sizes, 128 << 10), WaitStrategy::block());
+      auto loan = opened->loan(ferry::test::random_payload_size(sizes, 16 << 10), WaitStrategy::block());
       FERRY_CHILD_CHECK(loan);
       ferry::test::write_payload(loan->data(), 7, sequence);
       FERRY_CHILD_CHECK(opened->send(std::move(*loan), {}, WaitStrategy::block()));
@@ -335,10 +335,16 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
   };
   std::mt19937 random(8);
   int receivers = 0;
-  for (;;) {
+  // Pairs of receivers killed mid-read, then a last pair that reads the rest.
+  const std::size_t kill_rounds = ferry::test::scaled(150);
+  for (std::size_t round = 0;; ++round) {
     std::vector<Child> pair;
     for (int i = 0; i < 2; ++i) pair.push_back(Child::spawn(receive));
     receivers += 2;
+    if (round == kill_rounds) {
+      for (auto& child : pair) EXPECT_EQ(child.wait_for(kWatchdog), 0);
+      break;
+    }
     // Killed at a random moment of their reading, once they read: however
     // slow the build, every pair makes progress.
     const std::uint64_t before = ledger->deliveries.load();
