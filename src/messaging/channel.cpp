@@ -430,6 +430,11 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
   return {};
 }
 
+bool ChannelSender::drained() noexcept {
+  State& s = *state_;
+  return s.refresh_head() && s.head_seen >= s.published;
+}
+
 void ChannelSender::publish() noexcept {
   State& s = *state_;
   if (s.held) {
