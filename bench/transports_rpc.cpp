@@ -1,6 +1,8 @@
 // ferry's rpc in the benchmark: ferry.rpc.shm, ferry.rpc.unix, ferry.rpc.tcp.
 // The responder is an rpc::Server with one method, "echo", run on one server
-// thread; the initiator is the caller. As for zmq.reqrep (kServes in
+// thread (over shm, each caller's lane has a thread of its own: a caller's
+// first call offers its lane, the warm-up's next ones find it taken); the
+// initiator is the caller. As for zmq.reqrep (kServes in
 // ipc_worker.hpp), send() is one whole call (request out, reply in) and
 // receive() hands out its reply, so that
 //   - rtt (64 B: the smallest call the harness stamps): one call per round trip;
@@ -128,7 +130,7 @@ struct RpcTransport : TransportBase {
 
 void add_rpc_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::shm>>(
-      "ferry.rpc.shm", Group::ferry, "ferry rpc echo calls at shm:// (request mailbox, a reply mailbox per caller)"));
+      "ferry.rpc.shm", Group::ferry, "ferry rpc echo calls at shm:// (each caller's own lane: two Channels to the server)"));
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::unix_stream>>(
       "ferry.rpc.unix", Group::ferry, "ferry rpc echo calls at unix:// (a connection per caller)"));
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::tcp>>(

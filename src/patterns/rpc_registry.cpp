@@ -160,7 +160,12 @@ void Registry::cancel(const CallKey& key) noexcept {
 }
 
 bool Registry::cancel_recorded(const CallKey& key) const noexcept {
-  return std::any_of(std::begin(layout()->cancels), std::end(layout()->cancels), [&](const CancelSlot& entry) {
+  // Entries fill in order: only the first `cancel_cursor` were ever written
+  // (none, usually). A cancel counted after this load finds the call
+  // published instead (cancel() looks at the calls after its entry).
+  const Layout* registry = layout();
+  const std::size_t written = std::min<std::uint64_t>(registry->header.cancel_cursor.load(), kCancels);
+  return std::any_of(registry->cancels, registry->cancels + written, [&](const CancelSlot& entry) {
     return entry.call_id.load() == key.call_id && entry.client_key.load() == key.client_key &&
            entry.caller_uid.load() == key.caller_uid;
   });
