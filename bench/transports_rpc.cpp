@@ -29,6 +29,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -76,9 +77,10 @@ struct RpcTransport : TransportBase {
     if (!server) fail("%s", server.error().message().c_str());
     server_ = std::move(*server);
     // Serving before the initiator may call: a shm call with no server running fails at once.
-    tally_.emplace(spec);  // one server thread: no lock
+    tally_.emplace(spec);
     auto added = server_->add("echo", [this](const rpc::CallContext&, std::span<const std::byte> request) -> result<rpc::Bytes> {
       if (request.size() != spec_->size) fail("a request of %zu bytes, expected %zu", request.size(), spec_->size);
+      const std::unique_lock lock(tally_mutex_);  // shm: each caller's lane has a server thread of its own
       if (tally_->take(request.data())) {
         done_.store(true, std::memory_order_release);
         done_.notify_one();
@@ -120,6 +122,7 @@ struct RpcTransport : TransportBase {
 
   const Spec* spec_ = nullptr;
   std::unique_ptr<rpc::Server> server_;
+  std::mutex tally_mutex_;
   std::optional<detail::ResponderTally> tally_;
   std::atomic<bool> done_{false};
   std::unique_ptr<rpc::Client> client_;
