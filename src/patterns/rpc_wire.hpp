@@ -22,9 +22,7 @@ inline constexpr std::size_t kMaxReplyTo = 255;
 /// What a message adds to its payload at most.
 inline constexpr std::size_t kMaxOverhead = kHeaderSize + kMaxMethodName + kMaxReplyTo;
 
-// lane: a caller offers a server its own pair of Channels (shm; reply-to
-// names them); no method, no payload.
-enum class Kind : std::uint8_t { request = 1, cancel = 2, reply = 3, lane = 4 };
+enum class Kind : std::uint8_t { request = 1, cancel = 2, reply = 3 };
 
 inline constexpr std::uint8_t kIdempotent = 0x01;
 inline constexpr std::uint8_t kRelativeDeadline = 0x02;
