@@ -194,11 +194,13 @@ TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
   }
 }
 
-// Round trips with larger requests: loans, copies and a topic at each size, a 64-byte
-// reply, and no such cell for a transport whose round trip is an echo.
+// Round trips with larger requests: loans, copies and topics (one and four
+// subscribers) at each size, a 64-byte reply, and no such cell for a
+// transport whose round trip is an echo.
 TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
   const std::string json_path = temp_path("ferry-bench-requests.json");
-  const CliRun run = run_ferry({"bench", "--quick", "--only", "ferry.loan,ferry.auto,ferry.topic,unix.stream", "--rtt-sizes",
+  const CliRun run = run_ferry({"bench", "--quick", "--only", "ferry.loan,ferry.auto,ferry.topic,ferry.topic.fanout4,unix.stream",
+                                "--rtt-sizes",
                                 "64,64K,1M", "--sizes", "64", "--json", json_path});
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("Round trip against request size"), std::string::npos) << run.output;
@@ -219,7 +221,7 @@ TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
     EXPECT_GT(record["median_ns"].get<double>(), 0);
     seen.emplace(record["transport"], record["size"].get<std::size_t>());
   }
-  for (const char* transport : {"ferry.loan", "ferry.auto", "ferry.topic", "unix.stream"}) {
+  for (const char* transport : {"ferry.loan", "ferry.auto", "ferry.topic", "ferry.topic.fanout4", "unix.stream"}) {
     for (std::size_t size : {std::size_t{64}, std::size_t{65536}, std::size_t{1} << 20}) {
       EXPECT_TRUE(seen.count({transport, size})) << transport << " " << size;
     }

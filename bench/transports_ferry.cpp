@@ -1,5 +1,5 @@
 // ferry's own transports in the benchmark: the Channel and the Mailbox, in
-// each wait strategy, the Channel's loans, the Topic with one subscriber, and the unix://, tcp://, pipe:,
+// each wait strategy, the Channel's loans, the Topic with one and four subscribers, and the unix://, tcp://, pipe:,
 // unixgram:// and udp:// endpoints through the Sender/Receiver interface
 // (beside their raw calls).
 //
@@ -24,6 +24,7 @@
 // their channels are process-persistent: the chunks' segments, made while
 // measuring, go with the two processes.
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -31,6 +32,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ferry/messaging/channel.hpp"
 #include "ferry/messaging/endpoints.hpp"
@@ -158,12 +160,25 @@ struct ChannelTransport : FerryTransport<kMode> {
 };
 
 // ferry.topic: a Topic per direction (block policy: nothing is dropped),
-// one publisher and one subscriber on each; publish() copies in, receive()
-// copies out (the Topic's only forms). Names go at once, as for channels.
+// one publisher on each, and on A's topic B's subscriber plus, for
+// ferry.topic.fanout4, three more subscriber processes A forks: each reads
+// every request in place (its stamps) and releases it, as B does, so a
+// request is published once for four readers. Requests of a round trip are
+// loans the sender writes only the stamps of (as ferry.loan and iceoryx);
+// replies, and the messages of a stream, are publish(bytes) copies into the
+// ring; subscribers read in place (peek) and release at the next receive.
+// The topics are process-persistent and their names go at once: the chunks'
+// segments go with the processes.
+template <std::size_t kExtraSubscribers>
 struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
   void prepare(const Spec& spec) {
     const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
-    const TopicOptions options{.capacity = queue_depth(spec.size), .max_message = std::max<std::size_t>(spec.size, 64)};
+    round_trip_ = is_round_trip(spec.pattern);
+    // A round trip's requests are references (a small slot each): the ring
+    // may hold as many as any queue here; the chunk pool's limit bounds them.
+    const TopicOptions options{.capacity = round_trip_ ? queue_depth(1) : queue_depth(spec.size),
+                               .max_message = round_trip_ ? kRttSize : std::max<std::size_t>(spec.size, 64),
+                               .persistence = Persistence::process};
     for (int direction = 0; direction < 2; ++direction) {
       const std::string name = base + (direction == 0 ? "-ab-topic" : "-ba-topic");
       auto made = Topic::create(name, options);
@@ -173,9 +188,11 @@ struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
     }
   }
 
-  // The subscriber first: the other side publishes only after both opened.
-  void open(Side side, const Spec&) {
-    const int out = side == Side::initiator ? 0 : 1;
+  // The subscribers first: the other side publishes only after both opened.
+  void open(Side side, const Spec& spec) {
+    initiator_ = side == Side::initiator;
+    const int out = initiator_ ? 0 : 1;
+    if (initiator_) start_extra_subscribers(spec);
     auto subscriber = topics_[1 - out]->subscribe();
     if (!subscriber) fail("%s", subscriber.error().message().c_str());
     auto publisher = topics_[out]->publisher();
@@ -185,19 +202,77 @@ struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
   }
 
   void send(const std::byte* message, std::size_t size) {
+    if (round_trip_ && initiator_ && size > kRttSize) {
+      auto loan = publisher_->loan(size, strategy());
+      if (!loan) fail("%s", loan.error().message().c_str());
+      std::memcpy(loan->data().data(), message, 8);
+      std::memcpy(loan->data().data() + size - 8, message + size - 8, 8);
+      if (auto sent = publisher_->publish(std::move(*loan), strategy()); !sent) {
+        fail("%s", sent.error().message().c_str());
+      }
+      return;
+    }
     if (auto sent = publisher_->publish({message, size}, strategy()); !sent) fail("%s", sent.error().message().c_str());
   }
 
-  const std::byte* receive(std::byte* scratch, std::size_t size) {
-    auto got = subscriber_->receive({scratch, size}, strategy());
-    if (!got) fail("%s", got.error().message().c_str());
-    if (got->size != size) fail("received %zu bytes, expected %zu", got->size, size);
-    return scratch;
+  const std::byte* receive(std::byte*, std::size_t size) {
+    return take(*subscriber_, size);
+  }
+
+  void close(Side side) {
+    if (holding_) (void)subscriber_->release();
+    holding_ = false;
+    if (side == Side::initiator) detail::reap_senders(extras_);
+  }
+
+  const std::byte* take(TopicSubscriber& subscriber, std::size_t size) {
+    if (holding_) (void)subscriber.release();
+    auto view = subscriber.peek(strategy());
+    if (!view) fail("%s", view.error().message().c_str());
+    if (view->data.size() != size) fail("received %zu bytes, expected %zu", view->data.size(), size);
+    holding_ = true;
+    return view->data.data();
+  }
+
+  // Forked by A before it subscribes: each subscribes to A's topic, says so
+  // on a pipe, and reads every request until the last (its stamp's top bit).
+  void start_extra_subscribers(const Spec& spec) {
+    for (std::size_t i = 0; i < kExtraSubscribers; ++i) {
+      int ready[2];
+      if (::pipe2(ready, O_CLOEXEC) != 0) fail_errno("pipe2");
+      const pid_t pid = detail::fork_sender(spec);
+      if (pid == 0) {
+        ::close(ready[0]);
+        cpu_set_t all;  // A's pin is inherited; these go wherever the scheduler finds room
+        CPU_ZERO(&all);
+        for (long cpu = 0; cpu < ::sysconf(_SC_NPROCESSORS_ONLN); ++cpu) CPU_SET(static_cast<int>(cpu), &all);
+        (void)::sched_setaffinity(0, sizeof all, &all);
+        auto subscriber = topics_[0]->subscribe();
+        if (!subscriber) fail("%s", subscriber.error().message().c_str());
+        const char subscribed = 'S';
+        if (::write(ready[1], &subscribed, 1) != 1) fail_errno("write (extra subscriber)");
+        for (;;) {
+          const std::byte* request = take(*subscriber, spec.size);
+          if (read_stamp(request, spec.size) & kStop) break;
+        }
+        (void)subscriber->release();
+        ::_exit(0);
+      }
+      ::close(ready[1]);
+      char subscribed = 0;
+      if (::read(ready[0], &subscribed, 1) != 1) fail("an extra subscriber died before it subscribed");
+      ::close(ready[0]);
+      extras_.push_back(pid);
+    }
   }
 
   std::optional<Topic> topics_[2];
   std::optional<TopicPublisher> publisher_;
   std::optional<TopicSubscriber> subscriber_;
+  std::vector<pid_t> extras_;
+  bool round_trip_ = false;
+  bool initiator_ = false;
+  bool holding_ = false;
 };
 
 // The Mailbox: one per direction, in /dev/shm under a path the coordinator
@@ -344,8 +419,11 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.loan", Group::ferry, "ferry::Channel loans: a chunk per request, handed over by reference (adaptive)"));
   list.push_back(make_transport<ChannelTransport<WaitStrategy::Mode::adaptive, ChannelSend::automatic>>(
       "ferry.auto", Group::ferry, "ferry::Channel send(bytes): ring copy up to max_message (64 KiB), chunk copy above (adaptive)"));
-  list.push_back(make_transport<TopicTransport>(
-      "ferry.topic", Group::ferry, "ferry::Topic, one subscriber (block policy, publish/receive copy), adaptive"));
+  list.push_back(make_transport<TopicTransport<0>>(
+      "ferry.topic", Group::ferry, "ferry::Topic, one subscriber (block policy, loaned requests, read in place), adaptive"));
+  list.push_back(make_transport<TopicTransport<3>>(
+      "ferry.topic.fanout4", Group::ferry,
+      "ferry::Topic, four subscriber processes read each request (B answers), as ferry.topic"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::busy_poll>>(
       "ferry.mailbox.poll", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::busy_poll"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::adaptive>>(

@@ -1,6 +1,8 @@
 // ferry's rpc in the benchmark: ferry.rpc.shm, ferry.rpc.unix, ferry.rpc.tcp.
 // The responder is an rpc::Server with one method, "echo", run on one server
-// thread; the initiator is the caller. As for zmq.reqrep (kServes in
+// thread (over shm, each caller's lane has a thread of its own: a caller's
+// first call offers its lane, the warm-up's next ones find it taken); the
+// initiator is the caller. As for zmq.reqrep (kServes in
 // ipc_worker.hpp), send() is one whole call (request out, reply in) and
 // receive() hands out its reply, so that
 //   - rtt (64 B: the smallest call the harness stamps): one call per round trip;
@@ -27,6 +29,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -74,9 +77,10 @@ struct RpcTransport : TransportBase {
     if (!server) fail("%s", server.error().message().c_str());
     server_ = std::move(*server);
     // Serving before the initiator may call: a shm call with no server running fails at once.
-    tally_.emplace(spec);  // one server thread: no lock
+    tally_.emplace(spec);
     auto added = server_->add("echo", [this](const rpc::CallContext&, std::span<const std::byte> request) -> result<rpc::Bytes> {
       if (request.size() != spec_->size) fail("a request of %zu bytes, expected %zu", request.size(), spec_->size);
+      const std::unique_lock lock(tally_mutex_);  // shm: each caller's lane has a server thread of its own
       if (tally_->take(request.data())) {
         done_.store(true, std::memory_order_release);
         done_.notify_one();
@@ -118,6 +122,7 @@ struct RpcTransport : TransportBase {
 
   const Spec* spec_ = nullptr;
   std::unique_ptr<rpc::Server> server_;
+  std::mutex tally_mutex_;
   std::optional<detail::ResponderTally> tally_;
   std::atomic<bool> done_{false};
   std::unique_ptr<rpc::Client> client_;
@@ -128,7 +133,7 @@ struct RpcTransport : TransportBase {
 
 void add_rpc_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::shm>>(
-      "ferry.rpc.shm", Group::ferry, "ferry rpc echo calls at shm:// (request mailbox, a reply mailbox per caller)"));
+      "ferry.rpc.shm", Group::ferry, "ferry rpc echo calls at shm:// (each caller's own lane: two Channels to the server)"));
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::unix_stream>>(
       "ferry.rpc.unix", Group::ferry, "ferry rpc echo calls at unix:// (a connection per caller)"));
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::tcp>>(

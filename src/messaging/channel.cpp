@@ -231,11 +231,7 @@ result<Channel> Channel::attach(Fd memfd, OpenOptions options) {
 result<void> Channel::destroy(std::string_view name, SegmentKind kind, int sysv_project_id) {
   // The slab table names the chunks' segments; a channel that cannot be read has none we could find.
   if (auto channel = open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id})) {
-    const detail::ChunkHome home = channel->shared_->chunk_home();
-    for (std::size_t i = 0; i < detail::kMaxSlabs; ++i) {
-      const auto shape = detail::SlabShape::decode(channel->shared_->control->slabs[i].load(std::memory_order_acquire));
-      if (shape.present()) (void)Segment::destroy(home.slab_name(i, shape.generation), kind);
-    }
+    detail::destroy_slabs(channel->shared_->chunk_home(), channel->shared_->control->slabs);
   }
   return Segment::destroy(name, kind, sysv_project_id);
 }
@@ -432,6 +428,11 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
   }
   if (when == Publish::now) publish();
   return {};
+}
+
+bool ChannelSender::drained() noexcept {
+  State& s = *state_;
+  return s.refresh_head() && s.head_seen >= s.published;
 }
 
 void ChannelSender::publish() noexcept {

@@ -26,6 +26,7 @@ SlabShape shape_for(unsigned chunk_shift, std::size_t limit) noexcept {
 }
 
 bool sent(std::uint64_t state) noexcept { return (state & 63) == kChunkSentTag; }
+bool loaned(std::uint64_t state) noexcept { return (state & 63) == kChunkLoaned; }
 std::uint64_t sent_position(std::uint64_t state) noexcept { return state & ~std::uint64_t{63}; }
 
 bool sent_before(std::uint64_t state, std::uint64_t released) noexcept {
@@ -38,7 +39,11 @@ bool chunk_free(std::uint64_t state, std::uint64_t released) noexcept {
 
 result<Segment> open_slab(const ChunkHome& home, std::size_t slab, const SlabShape& shape, Access access) {
   return Segment::open(home.slab_name(slab, shape.generation),
-                       {.kind = home.kind, .size = shape.data_bytes(), .access = access, .object_type = ObjectType::chunks});
+                       {.kind = home.kind,
+                        .size = shape.data_bytes(),
+                        .access = access,
+                        .allow_foreign_owner = home.foreign_owners,
+                        .object_type = ObjectType::chunks});
 }
 
 }  // namespace
@@ -71,33 +76,71 @@ ChunkPool::ChunkPool(ChunkHome home, std::atomic<std::uint64_t>* table, std::siz
 
 ChunkPool::~ChunkPool() = default;
 
-result<void> ChunkPool::adopt(std::uint64_t resume_at) {
+result<void> ChunkPool::map(std::size_t index, const SlabShape& shape) {
+  if (!shape.valid()) return error(errc::corrupt, home_.description, "slab table entry " + std::to_string(index));
+  auto segment = open_slab(home_, index, shape, Access::read_write);
+  if (!segment) {
+    if (segment.error().code() != errc::not_found) return std::move(segment).error();
+    table_[index].store(SlabShape{shape.generation, 0, 0}.encode(), std::memory_order_release);  // gone with its processes
+    return {};
+  }
+  slabs_[index] = std::make_unique<Slab>(shape, std::move(*segment));
+  return {};
+}
+
+result<void> ChunkPool::refresh() {
   for (std::size_t i = 0; i < kMaxSlabs; ++i) {
     const SlabShape shape = SlabShape::decode(table_[i].load(std::memory_order_acquire));
-    if (!shape.present()) continue;
-    if (!shape.valid()) return error(errc::corrupt, home_.description, "slab table entry " + std::to_string(i));
-    auto segment = open_slab(home_, i, shape, Access::read_write);
-    if (!segment) {
-      if (segment.error().code() != errc::not_found) return std::move(segment).error();
-      table_[i].store(SlabShape{shape.generation, 0, 0}.encode(), std::memory_order_release);  // gone with its processes
-      continue;
+    auto& slab = slabs_[i];
+    if (slab && (!shape.present() || slab->shape.encode() != shape.encode())) slab.reset();
+    if (!slab && shape.present()) {
+      if (auto mapped = map(i, shape); !mapped) return mapped;
     }
-    auto slab = std::make_unique<Slab>(shape, std::move(*segment));
-    for (std::uint32_t c = 0; c < shape.count; ++c) {
-      const std::uint64_t state = slab->descriptors[c].state.load(std::memory_order_relaxed);
-      const bool unpublished = sent(state) && sent_position(state) >= resume_at;
-      if (state == kChunkLoaned || unpublished) slab->descriptors[c].state.store(kChunkFree, std::memory_order_relaxed);
-    }
-    slabs_[i] = std::move(slab);
   }
   return {};
+}
+
+result<void> ChunkPool::adopt(std::uint64_t resume_at) {
+  if (auto refreshed = refresh(); !refreshed) return refreshed;
+  for (const auto& slab : slabs_) {
+    for (std::uint32_t c = 0; slab && c < slab->shape.count; ++c) {
+      const std::uint64_t state = slab->descriptors[c].state.load(std::memory_order_relaxed);
+      const bool unpublished = sent(state) && sent_position(state) >= resume_at;
+      if (loaned(state) || unpublished) slab->descriptors[c].state.store(kChunkFree, std::memory_order_relaxed);
+    }
+  }
+  return {};
+}
+
+void ChunkPool::give_back_loans_of(std::uint32_t loaner) noexcept {
+  const std::uint64_t loaned_by = (std::uint64_t{loaner} << 6) | kChunkLoaned;
+  for (const auto& slab : slabs_) {
+    for (std::uint32_t c = 0; slab && c < slab->shape.count; ++c) {
+      if (slab->descriptors[c].state.load(std::memory_order_relaxed) == loaned_by) {
+        slab->descriptors[c].state.store(kChunkFree, std::memory_order_release);
+      }
+    }
+  }
+}
+
+std::optional<std::uint64_t> ChunkPool::oldest_sent(std::size_t size) const noexcept {
+  const unsigned chunk_shift = chunk_shift_for(size);
+  std::optional<std::uint64_t> oldest;
+  for (const auto& slab : slabs_) {
+    for (std::uint32_t c = 0; slab && slab->shape.chunk_shift == chunk_shift && c < slab->shape.count; ++c) {
+      const std::uint64_t state = slab->descriptors[c].state.load(std::memory_order_relaxed);
+      if (sent(state) && (!oldest || sent_position(state) < *oldest)) oldest = sent_position(state);
+    }
+  }
+  return oldest;
 }
 
 ChunkDescriptor* ChunkPool::descriptor(const ChunkRef& ref) const noexcept {
   return &slabs_[ref.slab]->descriptors[ref.chunk];
 }
 
-result<std::optional<ChunkGrant>> ChunkPool::take_from(std::size_t index, std::uint64_t released) {
+result<std::optional<ChunkGrant>> ChunkPool::take_from(std::size_t index, std::uint64_t released,
+                                                       std::uint32_t loaner) {
   Slab& slab = *slabs_[index];
   for (std::uint32_t step = 0; step < slab.shape.count; ++step) {
     const std::uint32_t c = (slab.cursor + step) % slab.shape.count;
@@ -107,7 +150,7 @@ result<std::optional<ChunkGrant>> ChunkPool::take_from(std::size_t index, std::u
     // reference sees it changed once it looks after reading.
     const std::uint64_t generation = descriptor.generation.load(std::memory_order_relaxed) + 1;
     descriptor.generation.store(generation, std::memory_order_relaxed);
-    descriptor.state.store(kChunkLoaned, std::memory_order_relaxed);
+    descriptor.state.store((std::uint64_t{loaner} << 6) | kChunkLoaned, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);
     slab.cursor = (c + 1) % slab.shape.count;
     const std::size_t size = slab.shape.chunk_size();
@@ -164,11 +207,17 @@ result<bool> ChunkPool::add_slab(unsigned chunk_shift, std::uint64_t released) {
   if (!segment) return std::move(segment).error();
   (void)segment->prefault();  // the data path takes no page faults (best effort)
   slabs_[*index] = std::make_unique<Slab>(shape, std::move(*segment));
+  // Generations start from the slab's own, so a reference into an earlier
+  // slab at this index never matches a chunk of this one.
+  for (std::uint32_t c = 0; c < shape.count; ++c) {
+    slabs_[*index]->descriptors[c].generation.store(std::uint64_t{shape.generation} << 32, std::memory_order_relaxed);
+  }
   table_[*index].store(shape.encode(), std::memory_order_release);
   return true;
 }
 
-result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_t released, bool grow) {
+result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_t released, bool grow,
+                                                  std::uint32_t loaner) {
   if (!home_.supported()) {
     return error(errc::unsupported, home_.description, "loans need a posix or file segment (chunks are named after it)");
   }
@@ -185,7 +234,7 @@ result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_
   };
   for (std::size_t i = 0; i < kMaxSlabs; ++i) {
     if (!slabs_[i] || slabs_[i]->shape.chunk_shift != chunk_shift) continue;
-    auto taken = take_from(i, released);
+    auto taken = take_from(i, released, loaner);
     if (!taken) return std::move(taken).error();
     if (*taken) return granted(std::move(*taken));
   }
@@ -195,7 +244,7 @@ result<std::optional<ChunkGrant>> ChunkPool::take(std::size_t size, std::uint64_
   if (*grown) {
     for (std::size_t i = kMaxSlabs; i-- > 0;) {  // the newest slab of this size
       if (slabs_[i] && slabs_[i]->shape.chunk_shift == chunk_shift) {
-        auto taken = take_from(i, released);
+        auto taken = take_from(i, released, loaner);
         if (!taken) return std::move(taken).error();
         if (*taken) return granted(std::move(*taken));
       }
@@ -214,10 +263,10 @@ void ChunkPool::mark_sent(const ChunkRef& ref, std::uint64_t position) noexcept 
 }
 
 void ChunkPool::give_back(const ChunkRef& ref) noexcept {
-  ChunkDescriptor* loaned = descriptor(ref);
-  if (loaned->generation.load(std::memory_order_relaxed) == ref.generation &&
-      loaned->state.load(std::memory_order_relaxed) == kChunkLoaned) {
-    loaned->state.store(kChunkFree, std::memory_order_release);
+  ChunkDescriptor* lent = descriptor(ref);
+  if (lent->generation.load(std::memory_order_relaxed) == ref.generation &&
+      loaned(lent->state.load(std::memory_order_relaxed))) {
+    lent->state.store(kChunkFree, std::memory_order_release);
   }
 }
 
@@ -243,6 +292,13 @@ LoanUsage ChunkPool::usage(std::uint64_t released) const noexcept {
     }
   }
   return usage;
+}
+
+void destroy_slabs(const ChunkHome& home, const std::atomic<std::uint64_t>* table) noexcept {
+  for (std::size_t i = 0; i < kMaxSlabs; ++i) {
+    const auto shape = SlabShape::decode(table[i].load(std::memory_order_acquire));
+    if (shape.present()) (void)Segment::destroy(home.slab_name(i, shape.generation), home.kind);
+  }
 }
 
 // ---------------------------------------------------------------- reader
@@ -288,6 +344,17 @@ result<std::span<const std::byte>> ChunkReader::resolve(const ChunkRef& ref) {
   }
   return std::span<const std::byte>(data + shape.descriptor_bytes() + std::size_t{ref.chunk} * shape.chunk_size(),
                                     ref.size);
+}
+
+bool ChunkReader::reused(const ChunkRef& ref) const noexcept {
+  if (ref.slab >= kMaxSlabs || !mapped_[ref.slab]) return false;
+  const Mapped& mapped = *mapped_[ref.slab];
+  if (ref.chunk >= mapped.shape.count ||
+      table_[ref.slab].load(std::memory_order_acquire) != mapped.shape.encode()) {
+    return false;
+  }
+  const auto* descriptor = reinterpret_cast<const ChunkDescriptor*>(mapped.segment.data().data()) + ref.chunk;
+  return descriptor->generation.load(std::memory_order_acquire) != ref.generation;
 }
 
 bool ChunkReader::still_valid(const ChunkRef& ref) const noexcept {

@@ -20,6 +20,19 @@ void describe_role(ObjectRecord& record, const std::string& role, std::uint64_t 
 
 }  // namespace
 
+void describe_loans(ObjectRecord& record, const std::atomic<std::uint64_t>* slab_table, std::uint64_t limit) {
+  std::size_t slabs = 0, chunk_bytes = 0;
+  for (std::size_t i = 0; i < detail::kMaxSlabs; ++i) {
+    const auto shape = detail::SlabShape::decode(slab_table[i].load(std::memory_order_relaxed));
+    if (!shape.present() || !shape.valid()) continue;
+    ++slabs;
+    chunk_bytes += shape.count * shape.chunk_size();
+  }
+  record.details.emplace_back("loan_slabs", std::to_string(slabs));
+  record.details.emplace_back("loan_bytes", std::to_string(chunk_bytes));
+  record.details.emplace_back("loan_limit", std::to_string(limit));
+}
+
 void describe_messaging_object(ObjectRecord& record, std::span<const std::byte> data) {
   if (!record.info || record.info->object_type != ObjectType::channel) return;
   if (data.size() < detail::kChannelRingOffset) return;
@@ -33,16 +46,7 @@ void describe_messaging_object(ObjectRecord& record, std::span<const std::byte> 
   // The receiver may have skipped a wrap record the sender has not published yet.
   record.details.emplace_back("queued_bytes", std::to_string(tail >= head ? tail - head : 0));
   record.details.emplace_back("queued_messages", sent >= received ? std::to_string(sent - received) : "corrupt");
-  std::size_t slabs = 0, chunk_bytes = 0;
-  for (const auto& entry : control.slabs) {
-    const auto shape = detail::SlabShape::decode(entry.load(std::memory_order_relaxed));
-    if (!shape.present() || !shape.valid()) continue;
-    ++slabs;
-    chunk_bytes += shape.count * shape.chunk_size();
-  }
-  record.details.emplace_back("loan_slabs", std::to_string(slabs));
-  record.details.emplace_back("loan_bytes", std::to_string(chunk_bytes));
-  record.details.emplace_back("loan_limit", std::to_string(control.loan_limit));
+  describe_loans(record, control.slabs, control.loan_limit);
   describe_role(record, "sender", control.sender.load(std::memory_order_relaxed));
   describe_role(record, "receiver", control.receiver.load(std::memory_order_relaxed));
 }

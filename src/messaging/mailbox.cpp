@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -151,6 +152,10 @@ struct MappedLog {
   const std::byte* records = nullptr;
   std::uint64_t dev = 0;
   std::uint64_t ino = 0;
+  // Maps this sender's slabs as loaned messages name them (made at the
+  // first). Leases hold it too; see MailboxShared::resolve_chunk.
+  std::shared_ptr<ChunkReader> chunks;
+  std::array<std::uint32_t, kMaxSlabs> chunk_generations{};  // of the slabs `chunks` mapped (0: none)
 };
 
 struct OwnLog {
@@ -175,6 +180,7 @@ struct OwnLog {
   std::uint64_t reclaim_seen = 0;
   std::uint64_t finished_seen = 0;
   std::uint64_t finished_bytes_seen = 0;
+  std::shared_ptr<ChunkPool> chunks;  // this sender's loans; the table is in its log header
 };
 
 struct MailboxShared {
@@ -198,6 +204,8 @@ struct MailboxShared {
   std::uint32_t max_senders = 0;
   std::uint32_t descriptor_count = 0;
   std::uint64_t log_capacity = 0;
+  std::uint64_t loan_threshold = 0;
+  std::uint64_t loan_limit = 0;
   mode_t mode = 0;
 
   std::optional<OwnLog> own;
@@ -255,6 +263,18 @@ struct MailboxShared {
   void attach_receiver();
   void free_slot(std::uint32_t slot);
   void update_reclaim(std::uint32_t slot);
+  // How a leased message ends: finished (acked; or unreadable, and the
+  // caller reports why), or given back for redelivery.
+  enum class Settle : std::uint8_t { ack, nack };
+  // Takes the queue lock. Errors: busy (the lease was taken back).
+  result<void> settle(std::uint32_t index, std::uint64_t lease, Settle how);
+  // Where the chunks of log `log_id` live: files next to the log, made and
+  // read as it is (a sender's, whatever its uid).
+  ChunkHome chunk_home(std::uint64_t log_id) const {
+    return {log_path(dir, log_id), SegmentKind::file, Persistence::filesystem, log_mode(mode), description, true};
+  }
+  result<std::span<const std::byte>> resolve_chunk(std::uint32_t slot, const ChunkRef& ref,
+                                                   std::shared_ptr<ChunkReader>* reader);
   std::uint64_t indexed_messages(std::uint32_t slot, std::uint64_t* bytes) const;
   bool has_work() const;  // without the mutex: for waiting
   // Senders: slots at or past this were never claimed. It never shrinks
@@ -275,6 +295,11 @@ struct MailboxShared {
   }
 
   // ---- sending side
+  // This process's own log (a forked child registers anew).
+  result<void> ensure_sender() {
+    if (own && own->owner != ProcessId::current()) own.reset();
+    return own ? result<void>{} : register_sender();
+  }
   result<void> register_sender();
   std::uint64_t reclaim_position() const;
   // A log whose memory comes and goes with the messages in it: unbounded
@@ -513,6 +538,52 @@ void MailboxShared::finish(std::uint32_t index) {
   update_reclaim(d.slot);
 }
 
+// Ends a lease this process holds.
+result<void> MailboxShared::settle(std::uint32_t index, std::uint64_t lease, Settle how) {
+  if (auto locked = lock_queue(std::nullopt); !locked) return locked.error();
+  Descriptor* d = index < descriptor_count ? &descriptors[index] : nullptr;
+  if (d == nullptr || d->state != DescriptorState::leased || d->lease != lease ||
+      d->lessee != ProcessId::current().packed()) {
+    unlock_queue();
+    return error(errc::busy, description, "the lease was taken back (its message went to another receiver)");
+  }
+  if (how == Settle::nack) {
+    requeue_front(index);  // counts it out of the leased ones
+  } else {
+    subtract(queue->leased, 1);
+    finish(index);
+    add(queue->received, 1);
+  }
+  unlock_queue();
+  if (how == Settle::nack) {
+    notify_receivers();
+  } else {
+    notify_senders();
+  }
+  return {};
+}
+
+// The payload a loaned message of `slot` names, and the reader that mapped
+// it. A lease keeps the reader it read with, and with it the mapping; a
+// reader a lease holds maps no new generation of a slab it mapped (that
+// would unmap what the lease reads): a new reader does.
+result<std::span<const std::byte>> MailboxShared::resolve_chunk(std::uint32_t slot, const ChunkRef& ref,
+                                                                std::shared_ptr<ChunkReader>* reader) {
+  MappedLog& log = *logs[slot];
+  const std::uint32_t generation =
+      ref.slab < kMaxSlabs ? SlabShape::decode(log.header->slabs[ref.slab].load(std::memory_order_acquire)).generation : 0;
+  const bool remapped = ref.slab < kMaxSlabs && log.chunk_generations[ref.slab] != 0 &&
+                        log.chunk_generations[ref.slab] != generation;
+  if (!log.chunks || (remapped && log.chunks.use_count() > 1)) {
+    log.chunks = std::make_shared<ChunkReader>(chunk_home(log.log_id), log.header->slabs);
+    log.chunk_generations.fill(0);
+  }
+  auto payload = log.chunks->resolve(ref);
+  if (payload) log.chunk_generations[ref.slab] = generation;
+  *reader = log.chunks;
+  return payload;
+}
+
 // --------------------------------------------------------- senders' logs
 
 // Maps the log of every sender slot that names a new one (and retires logs
@@ -629,7 +700,18 @@ result<void> MailboxShared::bind_senders() {
 
 // The slot's sender is gone and everything it sent is finished: free it.
 void MailboxShared::retire_slot(std::uint32_t slot) {
-  // Unlinking first: a retirement cut short by a SIGKILL is then recognised
+  // Its slabs first, while the log names it: with them go the chunks it had
+  // loaned and not sent (nobody takes a dead sender's log over). Every file
+  // of the log's name, listed in its table or not: a sender killed between
+  // making a slab and entering it leaves one the table does not name.
+  const std::string prefix = log_path(dir, progress[slot].log_id).substr(dir.size() + 1) + ".chunks-";
+  if (DIR* listing = ::opendir(dir.c_str())) {
+    while (const dirent* entry = ::readdir(listing)) {
+      if (std::string_view(entry->d_name).starts_with(prefix)) (void)::unlinkat(::dirfd(listing), entry->d_name, 0);
+    }
+    ::closedir(listing);
+  }
+  // Unlinking the log next: a retirement cut short by a SIGKILL is then recognised
   // (the bound log is gone, its sender too) and finished by the next receiver.
   (void)::unlink(log_path(dir, progress[slot].log_id).c_str());  // only its owner or the mailbox's may (sticky)
   free_slot(slot);
@@ -677,9 +759,21 @@ result<void> MailboxShared::index_new_records() {
         p.scanned.store(scanned, std::memory_order_relaxed);
         continue;
       }
-      if (length > max_message || offset + log_record_size(length) > log_capacity) {
+      const bool loaned = (length & kLogChunkBit) != 0;
+      const std::uint64_t record_bytes = loaned ? sizeof(ChunkRef) : length;
+      if ((loaned ? length != (sizeof(ChunkRef) | kLogChunkBit) : length > max_message) ||
+          offset + log_record_size(record_bytes) > log_capacity) {
         return corrupt("sender slot " + std::to_string(slot) + ": a record of " + std::to_string(length) +
                        " bytes at offset " + std::to_string(offset));
+      }
+      // A loaned message counts its payload; the reference itself is checked when it is received.
+      std::uint64_t size = length;
+      if (loaned) {
+        std::memcpy(&size, record + kLogRecordHeader + offsetof(ChunkRef, size), 8);
+        if (size > loan_limit) {
+          return corrupt("sender slot " + std::to_string(slot) + ": a loaned message of " + std::to_string(size) +
+                         " bytes, beyond the loan limit");
+        }
       }
       std::uint64_t sequence = 0, packed = 0;
       std::memcpy(&sequence, record + 8, 8);
@@ -692,7 +786,8 @@ result<void> MailboxShared::index_new_records() {
       d.slot = slot;
       d.position = scanned;
       d.sequence = sequence;
-      d.length = length;
+      d.length = static_cast<std::uint32_t>(size);
+      d.flags = loaned ? kDescriptorChunk : 0;
       d.priority = static_cast<std::uint8_t>(std::min<unsigned>(level, kPriorityLevels - 1));
       d.level = (flags & kRecordUrgent) ? static_cast<std::uint8_t>(kUrgentLevel) : d.priority;
       d.deliveries = 0;
@@ -705,7 +800,7 @@ result<void> MailboxShared::index_new_records() {
       else descriptors[p.log_last].log_next = index;
       p.log_last = index;
       add(queue->queued, 1);
-      scanned += log_record_size(length);
+      scanned += log_record_size(record_bytes);
       p.scanned.store(scanned, std::memory_order_relaxed);
     }
   }
@@ -834,6 +929,7 @@ result<void> MailboxShared::register_sender() {
                      .dev = static_cast<std::uint64_t>(facts.st_dev),
                      .ino = static_cast<std::uint64_t>(facts.st_ino),
                      .owner = me});
+  own->chunks = std::make_shared<ChunkPool>(chunk_home(log_id), own->header->slabs, loan_limit);
   {
     auto& own_logs = OwnLogs::instance();
     std::lock_guard guard(own_logs.mutex);
@@ -974,6 +1070,8 @@ result<std::shared_ptr<MailboxShared>> adopt(std::string name, std::string dir, 
   shared->max_senders = control->max_senders;
   shared->descriptor_count = control->descriptors;
   shared->log_capacity = control->log_capacity;
+  shared->loan_threshold = control->loan_threshold;  // any value means something
+  shared->loan_limit = control->loan_limit;
   shared->mode = control->mode & 0777;
   if (shared->kind < detail::CapacityKind::rendezvous || shared->kind > detail::CapacityKind::unbounded ||
       shared->max_senders == 0 || shared->max_senders > detail::kMaxMailboxSenders ||
@@ -981,6 +1079,10 @@ result<std::shared_ptr<MailboxShared>> adopt(std::string name, std::string dir, 
       !std::has_single_bit(shared->log_capacity) || shared->log_capacity > (std::uint64_t{1} << 34) ||
       detail::log_record_size(shared->max_message) * 2 > shared->log_capacity) {
     return shared->corrupt("geometry out of bounds");
+  }
+  if (shared->loan_limit < (std::uint64_t{1} << detail::kMinChunkShift) ||
+      shared->loan_limit > detail::kMaxMailboxLoanLimit) {
+    return shared->corrupt("loan limit out of bounds");
   }
   shared->control = control;
   shared->control_segment.emplace(std::move(control_segment));
@@ -1048,6 +1150,10 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
                  "max_senders must be 1.." + std::to_string(detail::kMaxMailboxSenders));
   }
   if (options.mode & ~mode_t{0777}) return error(errc::invalid_argument, description, "mode has bits outside 0777");
+  if (options.loans.limit < (std::size_t{1} << detail::kMinChunkShift) ||
+      options.loans.limit > detail::kMaxMailboxLoanLimit) {
+    return error(errc::invalid_argument, description, "loans.limit must be 4 KiB .. 2 GiB");
+  }
   const bool filesystem = name.front() == '/';
   if (filesystem != (options.persistence == Persistence::filesystem) && options.persistence != Persistence::process) {
     return error(errc::invalid_argument, description,
@@ -1146,6 +1252,8 @@ result<Mailbox> Mailbox::create(std::string_view name, const MailboxOptions& opt
     control->descriptors = descriptor_count;
     control->mode = options.mode;
     control->label = detail::Label(name);
+    control->loan_threshold = options.loans.threshold;
+    control->loan_limit = options.loans.limit;
     new (&control->admission) SpinLock(name);
     for (std::uint32_t i = 0; i < max_senders; ++i) new (&control->slots[i]) detail::SenderSlot{};
   };
@@ -1271,25 +1379,53 @@ bool capacity_allows(MailboxShared& s, std::size_t size, std::uint64_t* held = n
 
 }  // namespace
 
+namespace {
+
+result<void> check_priority(const MailboxShared& s, const SendOptions& options) {
+  if (options.priority < Mailbox::kPriorities) return {};
+  return error(errc::invalid_argument, s.description,
+               "priority " + std::to_string(options.priority) + " is beyond 0.." +
+                   std::to_string(Mailbox::kPriorities - 1));
+}
+
+}  // namespace
+
 result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions options,
                                 std::optional<deadline> until, WaitStrategy strategy, bool wait) {
   MailboxShared& s = *shared_;
-  if (message.size() > s.max_message) {
+  const std::size_t size = message.size();
+  if (size > s.max_message && size > s.loan_limit) {
     return error(errc::invalid_argument, s.description,
-                 "a message of " + std::to_string(message.size()) + " bytes is larger than its maximum of " +
-                     std::to_string(s.max_message));
+                 "a message of " + std::to_string(size) + " bytes is larger than its maximum of " +
+                     std::to_string(s.max_message) + " (and than its loan limit of " + std::to_string(s.loan_limit) +
+                     " bytes)");
   }
-  if (options.priority >= kPriorities) {
-    return error(errc::invalid_argument, s.description,
-                 "priority " + std::to_string(options.priority) + " is beyond 0.." + std::to_string(kPriorities - 1));
+  if (size <= s.max_message && (size < s.loan_threshold || size > s.loan_limit)) {
+    return send_record(message, nullptr, options, until, strategy, wait);
   }
-  if (s.own && s.own->owner != ProcessId::current()) s.own.reset();  // a forked child registers anew
-  if (!s.own) {
-    if (auto registered = s.register_sender(); !registered) return registered.error();
+  // One copy into a chunk instead of one into the log and one out of it.
+  if (auto valid = check_priority(s, options); !valid) return valid.error();
+  auto loan = loan_impl(size, until, strategy, wait);
+  if (!loan) return std::move(loan).error();
+  if (!*loan) return false;
+  if (size != 0) std::memcpy((*loan)->data().data(), message.data(), size);
+  return send_record({}, &**loan, options, until, strategy, wait);
+}
+
+result<bool> Mailbox::send_record(std::span<const std::byte> message, Loan* loan, SendOptions options,
+                                  std::optional<deadline> until, WaitStrategy strategy, bool wait) {
+  MailboxShared& s = *shared_;
+  if (auto valid = check_priority(s, options); !valid) return valid.error();
+  if (auto registered = s.ensure_sender(); !registered) return registered.error();
+  if (loan && (!loan->pool_ || loan->pool_ != s.own->chunks)) {
+    return error(errc::invalid_argument, s.description, "a loan this sender did not make (or already sent)");
   }
+  // What the capacity counts, and what the record holds (a loan: its reference).
+  const std::size_t size = loan ? loan->size() : message.size();
+  const std::size_t record_bytes = loan ? sizeof(detail::ChunkRef) : message.size();
   detail::OwnLog& log = *s.own;
   const std::uint64_t mask = s.log_capacity - 1;
-  const std::uint64_t need = detail::log_record_size(message.size());
+  const std::uint64_t need = detail::log_record_size(record_bytes);
   const auto room_needed = [&] {
     const std::uint64_t to_end = s.log_capacity - (log.tail & mask);
     return need <= to_end ? need : to_end + need;
@@ -1300,7 +1436,7 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
   };
   std::uint64_t queued_before = 0;  // what the last look saw
   const auto fits = [&](bool fresh) {
-    return log_room(fresh) >= room_needed() && capacity_allows(s, message.size(), &queued_before, fresh);
+    return log_room(fresh) >= room_needed() && capacity_allows(s, size, &queued_before, fresh);
   };
   // What it saw last first (no line pulled from the receivers), then fresh.
   const auto can_go = [&] { return fits(false) || fits(true); };
@@ -1323,7 +1459,7 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
       auto& slot = s.control->slots[log.slot];
       // Only this sender writes its slot, and only under the lock that
       // every reader of it holds: plain adds.
-      MailboxShared::add(slot.admitted_bytes, message.size());
+      MailboxShared::add(slot.admitted_bytes, size);
       MailboxShared::add(slot.admitted, 1);
       if (queued_before + 1 > s.control->high_water.load(std::memory_order_relaxed)) {
         s.control->high_water.store(queued_before + 1, std::memory_order_relaxed);  // written under the lock only
@@ -1331,14 +1467,14 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
       (void)s.control->admission.unlock();
       break;
     }
-    const bool over_limit = s.kind == detail::CapacityKind::unbounded && !capacity_allows(s, message.size());
+    const bool over_limit = s.kind == detail::CapacityKind::unbounded && !capacity_allows(s, size);
     (void)s.control->admission.unlock();
     if (over_limit) {
       // Unbounded never makes a sender wait: past its limit is an error.
       const auto [messages, bytes] = outstanding(s);
       return error(errc::limit_reached, s.description,
                    "it holds " + std::to_string(messages) + " messages of " + std::to_string(bytes) +
-                       " bytes; " + std::to_string(message.size()) + " more would pass its memory limit of " +
+                       " bytes; " + std::to_string(size) + " more would pass its memory limit of " +
                        std::to_string(s.memory_limit) + " bytes");
     }
     if (!wait) return false;
@@ -1380,11 +1516,19 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
                                (std::uint64_t{options.urgent ? detail::kRecordUrgent : std::uint8_t{0}} << 56);
   std::memcpy(record + 8, &sequence, 8);
   std::memcpy(record + 16, &packed, 8);
-  if (!message.empty()) std::memcpy(record + detail::kLogRecordHeader, message.data(), message.size());
+  std::uint32_t length = static_cast<std::uint32_t>(record_bytes);
+  if (loan) {
+    std::memcpy(record + detail::kLogRecordHeader, &loan->ref_, sizeof(detail::ChunkRef));
+    // Marked before the record is published: the chunk is the receivers' from then on.
+    log.chunks->mark_sent(loan->ref_, log.tail);
+    length |= detail::kLogChunkBit;
+  } else if (!message.empty()) {
+    std::memcpy(record + detail::kLogRecordHeader, message.data(), message.size());
+  }
   std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(record))
-      .store((std::uint64_t{detail::log_record_tag(log.tail)} << 32) | message.size(), std::memory_order_release);
+      .store((std::uint64_t{detail::log_record_tag(log.tail)} << 32) | length, std::memory_order_release);
   log.tail += need;
-  log.bytes += message.size();
+  log.bytes += size;
   log.header->bytes.store(log.bytes, std::memory_order_relaxed);
   log.header->messages.store(sequence, std::memory_order_relaxed);
   log.header->published.store(log.tail, std::memory_order_release);
@@ -1393,6 +1537,7 @@ result<bool> Mailbox::send_impl(std::span<const std::byte> message, SendOptions 
   // WaitPoint's seq_cst write before the check for sleepers.
   s.control->sent.fetch_add(1, std::memory_order_seq_cst);
   s.control->data_ready.notify_all();
+  if (loan) loan->pool_.reset();  // sent: the chunk is freed by the receivers' progress, not by the Loan
 
   if (s.kind != detail::CapacityKind::rendezvous) return true;
   // Rendezvous: back only once a receiver took it.
@@ -1428,10 +1573,71 @@ result<void> Mailbox::send_until(std::span<const std::byte> message, deadline un
   return {};
 }
 
+// ------------------------------------------------------------------ loans
+
+result<std::optional<Loan>> Mailbox::loan_impl(std::size_t size, std::optional<deadline> until,
+                                               WaitStrategy strategy, bool wait) {
+  MailboxShared& s = *shared_;
+  if (auto registered = s.ensure_sender(); !registered) return registered.error();
+  detail::ChunkPool& pool = *s.own->chunks;
+  // The receivers' progress through this sender's log frees its chunks.
+  std::uint64_t released = s.reclaim_position();
+  for (;;) {
+    auto taken = pool.take(size, released);
+    if (!taken) return std::move(taken).error();
+    if (*taken) return std::optional<Loan>(Loan(s.own->chunks, **taken));
+    if (!wait) return std::optional<Loan>{};
+    const std::uint64_t seen = released;
+    const auto freed = [&] { return s.reclaim_position() != seen; };
+    const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
+    if (s.control->space_ready.wait(freed, strategy, slice) == wait_status::timed_out && until &&
+        steady_clock::now() >= *until) {
+      return error(errc::timed_out, s.description, "no chunk was freed within the timeout");
+    }
+    released = s.reclaim_position();
+  }
+}
+
+result<Loan> Mailbox::loan(std::size_t size, WaitStrategy strategy) {
+  auto loaned = loan_impl(size, std::nullopt, strategy, true);
+  if (!loaned) return std::move(loaned).error();
+  return std::move(**loaned);
+}
+
+result<std::optional<Loan>> Mailbox::try_loan(std::size_t size) { return loan_impl(size, std::nullopt, {}, false); }
+
+result<Loan> Mailbox::loan_until(std::size_t size, deadline until, WaitStrategy strategy) {
+  auto loaned = loan_impl(size, until, strategy, true);
+  if (!loaned) return std::move(loaned).error();
+  return std::move(**loaned);
+}
+
+result<void> Mailbox::send(Loan&& loan, SendOptions options, WaitStrategy strategy) {
+  auto sent = send_record({}, &loan, options, std::nullopt, strategy, true);
+  if (!sent) return std::move(sent).error();
+  return {};
+}
+
+result<bool> Mailbox::try_send(Loan&& loan, SendOptions options) {
+  return send_record({}, &loan, options, std::nullopt, {}, false);
+}
+
+result<void> Mailbox::send_until(Loan&& loan, deadline until, SendOptions options, WaitStrategy strategy) {
+  auto sent = send_record({}, &loan, options, until, strategy, true);
+  if (!sent) return std::move(sent).error();
+  return {};
+}
+
+result<LoanUsage> Mailbox::loan_usage() {
+  MailboxShared& s = *shared_;
+  // Not a sender (yet, or in this forked child): it holds no chunks.
+  if (!s.own || s.own->owner != ProcessId::current()) return LoanUsage{};
+  return s.own->chunks->usage(s.reclaim_position());
+}
+
 // --------------------------------------------------------------- receiving
 
-result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& request, std::uint32_t* descriptor,
-                                                     std::uint64_t* lease) {
+result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& request, Leased* leased_out) {
   MailboxShared& s = *shared_;
   const auto& [until, strategy, wait, leased, from] = request;
   if (!s.may_receive) return error(errc::permission_denied, s.description, "its mode does not let this user receive");
@@ -1481,19 +1687,25 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       Descriptor& d = s.descriptors[*head];
       const detail::MappedLog* log = d.slot < s.max_senders && s.logs[d.slot] ? &*s.logs[d.slot] : nullptr;
       const std::uint64_t offset = d.position & mask;
-      if (!log || d.length > s.max_message || offset + detail::log_record_size(d.length) > s.log_capacity) {
+      const bool loaned = (d.flags & detail::kDescriptorChunk) != 0;
+      const std::uint64_t record_bytes = loaned ? sizeof(detail::ChunkRef) : d.length;
+      if (!log || (!loaned && d.length > s.max_message) ||
+          offset + detail::log_record_size(record_bytes) > s.log_capacity) {
         return s.corrupt("a queued message points outside its sender's log");
       }
       const std::byte* record = log->records + offset;
       std::uint64_t commit = 0, sequence = 0;
       std::memcpy(&commit, record, 8);
       std::memcpy(&sequence, record + 8, 8);
-      if (commit != ((std::uint64_t{detail::log_record_tag(d.position)} << 32) | d.length) ||
-          sequence != d.sequence) {
+      const std::uint32_t length = loaned ? sizeof(detail::ChunkRef) | detail::kLogChunkBit : d.length;
+      detail::ChunkRef ref{};
+      if (loaned) std::memcpy(&ref, record + detail::kLogRecordHeader, sizeof ref);  // read once
+      if (commit != ((std::uint64_t{detail::log_record_tag(d.position)} << 32) | length) ||
+          sequence != d.sequence || (loaned && ref.size != d.length)) {
         return s.corrupt("a queued message's record was overwritten");
       }
       Message message;
-      message.bytes_.assign({record + detail::kLogRecordHeader, d.length});
+      if (!loaned) message.bytes_.assign({record + detail::kLogRecordHeader, d.length});
       const SlotProgress& p = s.progress[d.slot];
       message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid_attested != 0};
       message.priority_ = std::min<unsigned>(d.priority, kPriorities - 1);
@@ -1501,19 +1713,49 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       message.deliveries_ = ++d.deliveries;
       message.sequence_ = d.sequence;
       if (d.deliveries == 1) s.add(s.progress[d.slot].taken, 1);
-      if (leased) {
+      if (leased || loaned) {
+        // A loaned message is read outside the lock: under a lease, so that
+        // a receiver killed while reading leaves it to the next one.
         d.state = DescriptorState::leased;
         d.lessee = ProcessId::current().packed();
         d.lease = ++s.queue->lease_counter;
         s.add(s.queue->leased, 1);
-        *descriptor = *head;
-        *lease = d.lease;
       } else {
         s.finish(*head);
         s.add(s.queue->received, 1);
       }
+      const std::uint32_t index = *head;
+      const std::uint32_t slot = d.slot;
+      const std::uint64_t lease = d.lease;
       unlock.now();
       s.notify_senders();  // room, or a rendezvous sender's message was taken
+      if (loaned) {
+        std::shared_ptr<detail::ChunkReader> reader;
+        auto payload = s.resolve_chunk(slot, ref, &reader);
+        if (!payload) {
+          // A reference that does not hold (or a slab gone with its sender) is
+          // never readable: finished, as if received. Anything else may pass: redelivered.
+          const errc code = payload.error().code();
+          const bool unreadable = code == errc::corrupt || code == errc::not_found;
+          if (auto settled = s.settle(index, lease, unreadable ? MailboxShared::Settle::ack : MailboxShared::Settle::nack);
+              !settled) {
+            return settled.error();
+          }
+          return std::move(payload).error();
+        }
+        if (leased) {
+          message.bytes_.borrow(*payload);
+          *leased_out = {index, lease, std::move(reader), ref};
+          return std::optional<Message>(std::move(message));
+        }
+        message.bytes_.assign(*payload);  // the one copy out of the chunk
+        // Looked at after the copy: a chunk reused under it is never taken for the message.
+        const bool intact = reader->still_valid(ref);
+        if (auto settled = s.settle(index, lease, MailboxShared::Settle::ack); !settled) return settled.error();
+        if (!intact) return s.corrupt("a loaned message's chunk was reused while it was read");
+        return std::optional<Message>(std::move(message));
+      }
+      if (leased) *leased_out = {index, lease, nullptr, {}};
       return std::optional<Message>(std::move(message));
     }
     unlock.now();
@@ -1546,10 +1788,10 @@ std::optional<deadline> unless_forever(deadline until) {
 
 result<Message> Mailbox::receive(WaitStrategy strategy) { return receive_until(deadline::max(), strategy); }
 
-result<std::optional<Message>> Mailbox::try_receive() { return receive_impl({.wait = false}, nullptr, nullptr); }
+result<std::optional<Message>> Mailbox::try_receive() { return receive_impl({.wait = false}, nullptr); }
 
 result<Message> Mailbox::receive_until(deadline until, WaitStrategy strategy) {
-  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy}, nullptr, nullptr);
+  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy}, nullptr);
   if (!received) return std::move(received).error();
   return std::move(**received);
 }
@@ -1559,33 +1801,37 @@ result<Message> Mailbox::receive_from(pid_t sender, WaitStrategy strategy) {
 }
 
 result<std::optional<Message>> Mailbox::try_receive_from(pid_t sender) {
-  return receive_impl({.wait = false, .from = sender}, nullptr, nullptr);
+  return receive_impl({.wait = false, .from = sender}, nullptr);
 }
 
 result<Message> Mailbox::receive_from_until(pid_t sender, deadline until, WaitStrategy strategy) {
-  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy, .from = sender}, nullptr, nullptr);
+  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy, .from = sender}, nullptr);
   if (!received) return std::move(received).error();
   return std::move(**received);
 }
 
 result<Lease> Mailbox::receive_leased(WaitStrategy strategy) { return receive_leased_until(deadline::max(), strategy); }
 
+Lease Mailbox::make_lease(Message message, Leased leased) {
+  Lease lease(shared_, std::move(message), leased.descriptor, leased.lease);
+  lease.chunk_reader_ = std::move(leased.chunk_reader);
+  lease.chunk_ = leased.chunk;
+  return lease;
+}
+
 result<std::optional<Lease>> Mailbox::try_receive_leased() {
-  std::uint32_t descriptor = 0;
-  std::uint64_t lease = 0;
-  auto received = receive_impl({.wait = false, .leased = true}, &descriptor, &lease);
+  Leased leased;
+  auto received = receive_impl({.wait = false, .leased = true}, &leased);
   if (!received) return std::move(received).error();
   if (!*received) return std::optional<Lease>{};
-  return std::optional<Lease>(Lease(shared_, std::move(**received), descriptor, lease));
+  return std::optional<Lease>(make_lease(std::move(**received), std::move(leased)));
 }
 
 result<Lease> Mailbox::receive_leased_until(deadline until, WaitStrategy strategy) {
-  std::uint32_t descriptor = 0;
-  std::uint64_t lease = 0;
-  auto received =
-      receive_impl({.until = unless_forever(until), .strategy = strategy, .leased = true}, &descriptor, &lease);
+  Leased leased;
+  auto received = receive_impl({.until = unless_forever(until), .strategy = strategy, .leased = true}, &leased);
   if (!received) return std::move(received).error();
-  return Lease(shared_, std::move(**received), descriptor, lease);
+  return make_lease(std::move(**received), std::move(leased));
 }
 
 result<std::size_t> Mailbox::flush(unsigned below) {
@@ -1672,7 +1918,7 @@ Lease::Lease(std::shared_ptr<MailboxShared> shared, Message message, std::uint32
 
 Lease::Lease(Lease&& other) noexcept
     : shared_(std::move(other.shared_)), message_(std::move(other.message_)), descriptor_(other.descriptor_),
-      lease_(std::exchange(other.lease_, 0)) {}
+      lease_(std::exchange(other.lease_, 0)), chunk_reader_(std::move(other.chunk_reader_)), chunk_(other.chunk_) {}
 
 Lease& Lease::operator=(Lease&& other) noexcept {
   if (this != &other) {
@@ -1681,6 +1927,8 @@ Lease& Lease::operator=(Lease&& other) noexcept {
     message_ = std::move(other.message_);
     descriptor_ = other.descriptor_;
     lease_ = std::exchange(other.lease_, 0);
+    chunk_reader_ = std::move(other.chunk_reader_);
+    chunk_ = other.chunk_;
   }
   return *this;
 }
@@ -1696,28 +1944,16 @@ result<void> Lease::finish(bool acknowledged) {
   if (lease_ == 0 || !shared_) {
     return error(errc::invalid_argument, shared_ ? shared_->description : nullptr, "this lease was already acked or nacked");
   }
-  MailboxShared& s = *shared_;
   const std::uint64_t lease = std::exchange(lease_, 0);
-  if (auto locked = s.lock_queue(std::nullopt); !locked) return locked.error();
-  Descriptor* d = descriptor_ < s.descriptor_count ? &s.descriptors[descriptor_] : nullptr;
-  if (d == nullptr || d->state != DescriptorState::leased || d->lease != lease ||
-      d->lessee != ProcessId::current().packed()) {
-    s.unlock_queue();
-    return error(errc::busy, s.description, "the lease was taken back (its message went to another receiver)");
+  // Looked at after the reads: a chunk reused under them is reported, never taken for the message.
+  const bool intact = !chunk_reader_ || !acknowledged || chunk_reader_->still_valid(chunk_);
+  auto settled = shared_->settle(descriptor_, lease, acknowledged ? MailboxShared::Settle::ack : MailboxShared::Settle::nack);
+  if (chunk_reader_) {
+    message_.bytes_.borrow({});  // the chunk is not this lease's any more
+    chunk_reader_.reset();
   }
-  if (acknowledged) {
-    s.subtract(s.queue->leased, 1);
-    s.finish(descriptor_);
-    s.add(s.queue->received, 1);
-  } else {
-    s.requeue_front(descriptor_);  // counts it out of the leased ones
-  }
-  s.unlock_queue();
-  if (acknowledged) {
-    s.notify_senders();
-  } else {
-    s.notify_receivers();
-  }
+  if (!settled) return settled;
+  if (!intact) return shared_->corrupt("a loaned message's chunk was reused while it was leased");
   return {};
 }
 

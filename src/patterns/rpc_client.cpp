@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
 #include <random>
 #include <unordered_map>
 
+#include "ferry/messaging/channel.hpp"
 #include "ferry/patterns/rpc.hpp"
 #include "ferry/transport/framing.hpp"
 #include "rpc_registry.hpp"
@@ -47,8 +49,8 @@ class ClientCore {
   }
   virtual ~ClientCore() = default;
 
-  result<std::shared_ptr<PendingState>> start(std::string_view method, std::span<const std::byte> request,
-                                              std::optional<deadline> until, CallOptions options) {
+  // Whether a call may go out at all.
+  result<void> check_call(std::string_view method, std::span<const std::byte> request, std::optional<deadline> until) {
     if (method.empty() || method.size() > kMaxMethodName) {
       return error(errc::invalid_argument, description(),
                    "a method name has 1 to " + std::to_string(kMaxMethodName) + " bytes, not " + std::to_string(method.size()));
@@ -62,6 +64,12 @@ class ClientCore {
       counters_.timed_out.fetch_add(1, std::memory_order_relaxed);
       return error(errc::timed_out, description(), "the deadline of '" + std::string(method) + "' had passed");
     }
+    return {};
+  }
+
+  result<std::shared_ptr<PendingState>> start(std::string_view method, std::span<const std::byte> request,
+                                              std::optional<deadline> until, CallOptions options) {
+    if (auto checked = check_call(method, request, until); !checked) return std::move(checked).error();
     auto state = std::make_shared<PendingState>();
     state->method = method;
     state->idempotent = options.idempotent;
@@ -71,16 +79,7 @@ class ClientCore {
       state->id = ++last_id_;
       pending_.emplace(state->id, state);
     }
-    wire::Message message;
-    message.kind = wire::Kind::request;
-    message.flags = (options.idempotent ? wire::kIdempotent : 0) | (relative_deadlines() ? wire::kRelativeDeadline : 0);
-    message.call_id = state->id;
-    message.deadline_ns = wire::deadline_field(until, relative_deadlines());
-    message.client_key = client_key_;
-    message.method = state->method;
-    message.reply_to = reply_to();
-    message.payload = request;
-    state->request = wire::encode(message);
+    state->request = encode_request(state->id, state->method, request, until, options);
     if (auto sent = send_request(*state); !sent) {
       const std::scoped_lock lock(mutex_);
       pending_.erase(state->id);
@@ -167,14 +166,14 @@ class ClientCore {
   [[nodiscard]] ClientStats stats() const noexcept {
     const auto& c = counters_;
     return {c.calls.load(), c.replies.load(), c.timed_out.load(), c.cancelled.load(),
-            c.retries.load(), c.late_replies.load(), c.foreign_replies.load()};
+            c.retries.load(), c.late_replies.load(), c.foreign_replies.load(), c.lane_calls.load()};
   }
   [[nodiscard]] const Endpoint& endpoint() const noexcept { return endpoint_; }
 
  protected:
   struct Counters {
     std::atomic<std::uint64_t> calls{0}, replies{0}, timed_out{0}, cancelled{0}, retries{0}, late_replies{0},
-        foreign_replies{0};
+        foreign_replies{0}, lane_calls{0};
   };
 
   /// Sends a request or cancel (urgent: on the urgent lane), within `until`.
@@ -189,6 +188,35 @@ class ClientCore {
   [[nodiscard]] virtual std::string_view reply_to() const noexcept { return {}; }
 
   [[nodiscard]] std::string description() const { return "rpc client of " + endpoint_.to_string(); }
+
+
+ public:
+  /// shm: a synchronous call over this caller's own lane, if it has one
+  /// free: its outcome; or nothing, and the call goes the common way.
+  virtual std::optional<result<Bytes>> call_on_lane(std::string_view, std::span<const std::byte>,
+                                                    std::optional<deadline>, CallOptions) {
+    return std::nullopt;
+  }
+
+ protected:
+  std::uint64_t next_id() {
+    const std::scoped_lock lock(mutex_);
+    return ++last_id_;
+  }
+
+  Bytes encode_request(std::uint64_t id, std::string_view method, std::span<const std::byte> request,
+                       std::optional<deadline> until, CallOptions options) const {
+    wire::Message message;
+    message.kind = wire::Kind::request;
+    message.flags = (options.idempotent ? wire::kIdempotent : 0) | (relative_deadlines() ? wire::kRelativeDeadline : 0);
+    message.call_id = id;
+    message.deadline_ns = wire::deadline_field(until, relative_deadlines());
+    message.client_key = client_key_;
+    message.method = method;
+    message.reply_to = reply_to();
+    message.payload = request;
+    return wire::encode(message);
+  }
 
   // Under mutex_: the connection `failure` came from broke; its idempotent
   // calls go out again (by their waiters), the others fail with peer_gone.
@@ -271,7 +299,10 @@ class ShmClient final : public ClientCore {
             uid_t server_uid, registry::Registry registry)
       : ClientCore(std::move(endpoint), options), requests_(std::move(requests)), replies_(std::move(replies)),
         reply_name_(std::move(reply_name)), server_uid_(server_uid), registry_(std::move(registry)) {}
-  ~ShmClient() override { (void)Mailbox::destroy(reply_name_); }
+  ~ShmClient() override {
+    drop_lane();
+    (void)Mailbox::destroy(reply_name_);
+  }
 
   static result<std::shared_ptr<ClientCore>> make(const Endpoint& endpoint, const ClientOptions& options) {
     auto requests = Mailbox::open(endpoint.name, {.allow_foreign_owner = options.allow_foreign_owner});
@@ -331,12 +362,135 @@ class ShmClient final : public ClientCore {
   }
   [[nodiscard]] std::string_view reply_to() const noexcept override { return reply_name_; }
 
+  std::optional<result<Bytes>> call_on_lane(std::string_view method, std::span<const std::byte> request,
+                                            std::optional<deadline> until, CallOptions options) override {
+    if (!options_.lanes || server_uid_ != own_uid_) return std::nullopt;
+    const std::unique_lock lock(lane_mutex_, std::try_to_lock);
+    if (!lock.owns_lock()) return std::nullopt;  // another thread's call is on it
+    if (!lane_) {
+      offer_lane();
+      return std::nullopt;
+    }
+    if (!lane_->ready && !heard_hello()) return std::nullopt;
+    if (auto checked = check_call(method, request, until); !checked) return result<Bytes>(std::move(checked).error());
+    const std::uint64_t id = next_id();
+    counters_.calls.fetch_add(1, std::memory_order_relaxed);
+    counters_.lane_calls.fetch_add(1, std::memory_order_relaxed);
+    const Bytes bytes = encode_request(id, method, request, until, options);
+    auto sent = until ? lane_->requests.send_until(bytes, *until) : lane_->requests.send(bytes);
+    if (!sent && sent.error().code() == errc::timed_out) return timed_out(method);
+    if (!sent) return lane_broke(method, options);
+    for (;;) {
+      auto reply = until ? lane_->replies.peek_until(*until) : lane_->replies.peek();
+      if (!reply && reply.error().code() == errc::timed_out) return timed_out(method);  // its reply will be skipped
+      if (!reply) return lane_broke(method, options);
+      auto decoded = wire::decode(*reply);
+      if (!decoded || decoded->kind != wire::Kind::reply || decoded->client_key != client_key_) {
+        counters_.foreign_replies.fetch_add(1, std::memory_order_relaxed);
+      } else if (decoded->call_id != id) {
+        counters_.late_replies.fetch_add(1, std::memory_order_relaxed);  // of a call that timed out
+      } else {
+        counters_.replies.fetch_add(1, std::memory_order_relaxed);
+        result<Bytes> outcome = decoded->status == 0
+                                    ? result<Bytes>(Bytes(decoded->payload.begin(), decoded->payload.end()))
+                                    : result<Bytes>(wire::remote_error(*decoded, method, endpoint_.to_string()));
+        (void)lane_->replies.release();
+        return outcome;
+      }
+      (void)lane_->replies.release();
+    }
+  }
+
+  // The lane: two Channels of this caller's, offered to the servers through
+  // the mailbox; the server that takes it answers with a hello (call 0).
+  struct Lane {
+    std::string name;
+    ChannelSender requests;
+    ChannelReceiver replies;
+    bool ready = false;
+  };
+
+  // Under lane_mutex_. A lane that broke is replaced by a new offer; one
+  // that could not be offered is not tried again.
+  void offer_lane() {
+    if (lanes_unavailable_) return;
+    static std::atomic<std::uint64_t> lanes{0};
+    const std::string name =
+        endpoint_.name + ".lane." + std::to_string(::getpid()) + "." + std::to_string(lanes.fetch_add(1) + 1);
+    const std::size_t largest = options_.max_payload + wire::kMaxOverhead;
+    const ChannelOptions channel{.capacity = std::bit_ceil(2 * (largest + 64)),
+                                 .max_message = largest,
+                                 .persistence = Persistence::process,
+                                 .mode = 0600};
+    auto in = Channel::create(name + ".in", channel);
+    auto out = Channel::create(name + ".out", channel);
+    auto requests = in ? in->sender() : result<ChannelSender>(in.error());
+    auto replies = out ? out->receiver() : result<ChannelReceiver>(out.error());
+    wire::Message offer;
+    offer.kind = wire::Kind::lane;
+    offer.client_key = client_key_;
+    offer.reply_to = name;
+    if (requests && replies && send(wire::encode(offer), false, deadline_after(kCancelSendLimit))) {
+      lane_.emplace(Lane{name, std::move(*requests), std::move(*replies)});
+    } else {
+      lanes_unavailable_ = true;
+      (void)Channel::destroy(name + ".in");
+      (void)Channel::destroy(name + ".out");
+    }
+  }
+
+  // Under lane_mutex_: whether a server took the lane (its hello is there).
+  bool heard_hello() {
+    auto hello = lane_->replies.try_peek();
+    if (!hello || !*hello) return false;
+    auto decoded = wire::decode(**hello);
+    lane_->ready = decoded && decoded->kind == wire::Kind::reply && decoded->call_id == 0 &&
+                   decoded->client_key == client_key_;
+    (void)lane_->replies.release();
+    return lane_->ready;
+  }
+
+  result<Bytes> timed_out(std::string_view method) {
+    counters_.timed_out.fetch_add(1, std::memory_order_relaxed);
+    return error(errc::timed_out, description(), "no reply to '" + std::string(method) + "' by its deadline");
+  }
+
+  // Under lane_mutex_: the lane's server died or stopped during a call. A
+  // request it never took goes to the mailbox, as does an idempotent one;
+  // another may have run, and fails as over the mailbox (remote peer_gone).
+  std::optional<result<Bytes>> lane_broke(std::string_view method, CallOptions options) {
+    const bool taken = lane_->requests.drained();
+    drop_lane();
+    if (!taken) return std::nullopt;
+    if (options.idempotent) {
+      counters_.retries.fetch_add(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+    wire::Message reply;
+    reply.kind = wire::Kind::reply;
+    reply.status = static_cast<std::uint8_t>(errc::peer_gone);
+    const std::string_view text = "the server running the call died; not idempotent, so not run again";
+    reply.payload = std::as_bytes(std::span(text));
+    return result<Bytes>(wire::remote_error(reply, method, endpoint_.to_string()));
+  }
+
+  void drop_lane() {
+    if (!lane_) return;
+    (void)Channel::destroy(lane_->name + ".in");
+    (void)Channel::destroy(lane_->name + ".out");
+    lane_.reset();
+  }
+
+  std::mutex lane_mutex_;
+  std::optional<Lane> lane_;
+  bool lanes_unavailable_ = false;
   std::mutex send_mutex_;
   std::atomic<steady_clock::rep> alive_seen_{std::numeric_limits<steady_clock::rep>::min() / 2};  // never
   Mailbox requests_;
   Mailbox replies_;
   std::string reply_name_;
   uid_t server_uid_;
+  uid_t own_uid_ = ::geteuid();
   registry::Registry registry_;
 };
 
@@ -469,7 +623,9 @@ result<Bytes> Client::call(std::string_view method, std::span<const std::byte> r
 
 result<Bytes> Client::call_until(std::string_view method, std::span<const std::byte> request, deadline until,
                                  CallOptions options) {
-  auto state = core_->start(method, request, until == deadline::max() ? std::nullopt : std::optional(until), options);
+  const auto limit = until == deadline::max() ? std::nullopt : std::optional(until);
+  if (auto direct = core_->call_on_lane(method, request, limit, options)) return std::move(*direct);
+  auto state = core_->start(method, request, limit, options);
   if (!state) return std::move(state).error();
   return core_->outcome(**state);
 }

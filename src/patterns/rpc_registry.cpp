@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
+#include <string>
 
 #include "ferry/os/process.hpp"
 
@@ -13,6 +16,33 @@ namespace {
 
 constexpr std::uint64_t kFilling = 1;  // a call slot claimed, its fields not yet written
 constexpr int kJoinAttempts = 8;       // create/open races with a process-persistent segment going away
+
+// The Servers of this process listed in each registry (by segment name):
+// they share the process's slot, which goes with the last of them.
+class ListedServers {
+ public:
+  void add(const std::string& registry) {
+    const std::scoped_lock lock(mutex_);
+    ++count_[registry];
+  }
+  // True when it was the last.
+  bool release(const std::string& registry) {
+    const std::scoped_lock lock(mutex_);
+    const auto found = count_.find(registry);
+    if (found == count_.end() || --found->second > 0) return found == count_.end();
+    count_.erase(found);
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, int> count_;
+};
+
+ListedServers& listed_servers() {
+  static ListedServers listed;
+  return listed;
+}
 
 bool taken_by_live(std::uint64_t owner) noexcept {
   return owner == kFilling || (owner != 0 && ProcessId::from_packed(owner).alive());
@@ -85,6 +115,7 @@ result<void> Registry::add_server() {
     std::uint64_t owner = slot.process.load();
     if (owner == me) {  // another Server of this process listed it already
       server_slot_ = i;
+      listed_servers().add(segment_.name());
       return {};
     }
   }
@@ -95,6 +126,7 @@ result<void> Registry::add_server() {
     slot.started_ns.store(wall_clock_ns());
     slot.handled.store(0);
     server_slot_ = i;
+    listed_servers().add(segment_.name());
     return {};
   }
   return error(errc::limit_reached, *segment_.description(), std::to_string(kServers) + " servers serve it already");
@@ -102,8 +134,11 @@ result<void> Registry::add_server() {
 
 void Registry::remove_server() noexcept {
   if (!server_slot_) return;
-  std::uint64_t me = ProcessId::current().packed();
-  (void)layout()->servers[*server_slot_].process.compare_exchange_strong(me, 0);
+  // The slot is this process's: it goes with the last of its Servers here.
+  if (listed_servers().release(segment_.name())) {
+    std::uint64_t me = ProcessId::current().packed();
+    (void)layout()->servers[*server_slot_].process.compare_exchange_strong(me, 0);
+  }
   server_slot_.reset();
 }
 
@@ -160,7 +195,12 @@ void Registry::cancel(const CallKey& key) noexcept {
 }
 
 bool Registry::cancel_recorded(const CallKey& key) const noexcept {
-  return std::any_of(std::begin(layout()->cancels), std::end(layout()->cancels), [&](const CancelSlot& entry) {
+  // Entries fill in order: only the first `cancel_cursor` were ever written
+  // (none, usually). A cancel counted after this load finds the call
+  // published instead (cancel() looks at the calls after its entry).
+  const Layout* registry = layout();
+  const std::size_t written = std::min<std::uint64_t>(registry->header.cancel_cursor.load(), kCancels);
+  return std::any_of(registry->cancels, registry->cancels + written, [&](const CancelSlot& entry) {
     return entry.call_id.load() == key.call_id && entry.client_key.load() == key.client_key &&
            entry.caller_uid.load() == key.caller_uid;
   });

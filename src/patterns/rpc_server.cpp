@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "ferry/messaging/channel.hpp"
 #include "ferry/patterns/rpc.hpp"
 #include "ferry/transport/framing.hpp"
 #include "rpc_registry.hpp"
@@ -23,7 +24,7 @@ constexpr auto kStopCheck = std::chrono::milliseconds(50);
 
 struct Counters {
   std::atomic<std::uint64_t> received{0}, handled{0}, failed{0}, unknown_method{0}, expired{0}, cancels{0},
-      cancelled{0}, rerun{0}, abandoned{0}, malformed{0}, oversized{0}, rejected{0}, replies_dropped{0};
+      cancelled{0}, rerun{0}, abandoned{0}, malformed{0}, oversized{0}, rejected{0}, replies_dropped{0}, lanes{0};
 };
 
 class Server::Impl {
@@ -60,7 +61,7 @@ class Server::Impl {
     const Counters& c = counters_;
     return {c.received.load(), c.handled.load(), c.failed.load(), c.unknown_method.load(), c.expired.load(),
             c.cancels.load(), c.cancelled.load(), c.rerun.load(), c.abandoned.load(), c.malformed.load(),
-            c.oversized.load(), c.rejected.load(), c.replies_dropped.load()};
+            c.oversized.load(), c.rejected.load(), c.replies_dropped.load(), c.lanes.load()};
   }
   [[nodiscard]] const Endpoint& endpoint() const noexcept { return endpoint_; }
 
@@ -187,7 +188,14 @@ class ShmServer final : public Server::Impl {
     }
     return {};
   }
-  void halted() noexcept override { registry_.remove_server(); }
+  void halted() noexcept override {
+    {
+      const std::scoped_lock lock(lanes_mutex_);
+      for (Lane& lane : lanes_) lane.thread.join();  // each sees stopping_ within kStopCheck
+      lanes_.clear();
+    }
+    registry_.remove_server();
+  }
 
   void work(Mailbox& requests) {
     ReplyMailboxes replies(endpoint_.name + ".reply.");
@@ -213,6 +221,10 @@ class ShmServer final : public Server::Impl {
     if (request->kind == wire::Kind::cancel) {
       counters_.cancels.fetch_add(1, std::memory_order_relaxed);
       registry_.cancel(key);
+      return;
+    }
+    if (request->kind == wire::Kind::lane) {
+      take_lane(*request, caller);
       return;
     }
     Mailbox* reply_box = replies.open(request->reply_to, caller.uid);
@@ -247,21 +259,103 @@ class ShmServer final : public Server::Impl {
     }
     const auto until = wire::deadline_of(*request, steady_clock::now());
     if (expired(until)) return;
-    const auto slot = registry_.publish_call(key, caller.pid, request->method);
-    if (registry_.cancel_recorded(key)) {
+    if (auto answer = run_listed(*request, caller, until, lease.delivery_count(), true)) reply(*answer);
+  }
+
+  // Runs `request`, listed in the registry while it runs (ferry stat, and
+  // cancels find it there); nothing if it was cancelled before it started
+  // (a lane's calls are synchronous: no one can cancel them).
+  std::optional<Bytes> run_listed(const wire::Message& request, const SenderIdentity& caller,
+                                  const std::optional<deadline>& until, std::uint32_t deliveries, bool cancellable) {
+    const registry::CallKey key{request.client_key, request.call_id, caller.uid};
+    const auto slot = registry_.publish_call(key, caller.pid, request.method);
+    std::optional<Bytes> answer;
+    if (cancellable && registry_.cancel_recorded(key)) {
       counters_.cancelled.fetch_add(1, std::memory_order_relaxed);
     } else {
-      const CallContext context(request->method, caller, until, lease.delivery_count(),
+      const CallContext context(request.method, caller, until, deliveries,
                                 slot ? &registry_.cancelled_flag(*slot) : &kNeverCancelled);
-      const Bytes answer = run(*request, context);
+      answer = run(request, context);
       registry_.count_handled();
-      reply(answer);
     }
     if (slot) registry_.retire_call(*slot);
+    return answer;
   }
+
+  // A caller's offer of its own lane (rpc.hpp): taken if the lane is one of
+  // this endpoint's, its caller runs as this server's user, and this server
+  // has room; otherwise the caller keeps to the mailbox.
+  void take_lane(const wire::Message& offer, const SenderIdentity& caller) {
+    const std::string prefix = endpoint_.name + ".lane.";
+    if (caller.uid != ::geteuid() || !offer.reply_to.starts_with(prefix) || offer.reply_to.size() == prefix.size()) {
+      counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    const std::scoped_lock lock(lanes_mutex_);
+    lanes_.remove_if([](Lane& lane) {
+      if (!lane.done) return false;
+      lane.thread.join();
+      return true;
+    });
+    if (lanes_.size() >= options_.max_lanes) return;
+    const std::string name(offer.reply_to);
+    auto in = Channel::open(name + ".in");
+    auto out = Channel::open(name + ".out");
+    if (!in || !out) return;
+    auto requests = in->receiver();
+    auto replies = out->sender();
+    if (!requests || !replies) return;  // taken by another server already
+    counters_.lanes.fetch_add(1, std::memory_order_relaxed);
+    Lane& lane = lanes_.emplace_back();
+    lane.thread = std::thread([this, &lane, caller, client_key = offer.client_key, requests = std::move(*requests),
+                               replies = std::move(*replies)]() mutable {
+      serve_lane(requests, replies, caller, client_key);
+      lane.done = true;
+    });
+  }
+
+  // One caller's calls, one at a time, until it leaves or the server stops.
+  // A request is taken (released) before it runs: one the caller sees
+  // untaken was never run, and it can go to the mailbox instead.
+  void serve_lane(ChannelReceiver& requests, ChannelSender& replies, const SenderIdentity& caller,
+                  std::uint64_t client_key) {
+    wire::Message hello;  // a reply to call 0: the caller may use the lane from now on
+    hello.kind = wire::Kind::reply;
+    hello.client_key = client_key;
+    if (!replies.send(wire::encode(hello))) return;
+    std::vector<std::byte> buffer(options_.max_payload + wire::kMaxOverhead);
+    while (!stopping_.load(std::memory_order_relaxed)) {
+      auto taken = requests.receive_until(buffer, deadline_after(kStopCheck));
+      if (!taken) {
+        if (taken.error().code() == errc::timed_out) continue;
+        return;  // the caller left (peer_gone), or sent what no request can be
+      }
+      auto request = wire::decode(std::span(buffer).first(*taken));
+      if (!request || request->kind != wire::Kind::request || request->client_key != client_key) {
+        counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      counters_.received.fetch_add(1, std::memory_order_relaxed);
+      const auto until = wire::deadline_of(*request, steady_clock::now());
+      if (expired(until)) continue;
+      const auto answer = run_listed(*request, caller, until, 1, false);
+      if (!answer) continue;
+      if (auto sent = replies.send_until(*answer, deadline_after(options_.reply_timeout)); !sent) {
+        counters_.replies_dropped.fetch_add(1, std::memory_order_relaxed);
+        if (sent.error().code() != errc::timed_out) return;
+      }
+    }
+  }
+
+  struct Lane {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
 
   Mailbox requests_;  // held from create() on: a process-persistent mailbox lives while someone has it open
   registry::Registry registry_;
+  std::mutex lanes_mutex_;
+  std::list<Lane> lanes_;
 };
 
 // ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ result<Message> decode(std::span<const std::byte> bytes) {
   }
   Message message;
   const auto kind = get(bytes, kKindAt, 1);
-  if (kind < 1 || kind > 3) return corrupt("unknown kind " + std::to_string(kind));
+  if (kind < 1 || kind > 4) return corrupt("unknown kind " + std::to_string(kind));
   message.kind = static_cast<Kind>(kind);
   message.flags = static_cast<std::uint8_t>(get(bytes, kFlagsAt, 1));
   if ((message.flags & ~kKnownFlags) != 0) return corrupt("unknown flags");
@@ -96,7 +96,8 @@ result<Message> decode(std::span<const std::byte> bytes) {
   const std::size_t reply_to_length = get(bytes, kReplyToLengthAt, 2);
   const std::size_t payload_length = get(bytes, kPayloadLengthAt, 4);
   if (method_length > kMaxMethodName || reply_to_length > kMaxReplyTo) return corrupt("method or reply-to too long");
-  if ((message.kind == Kind::reply) != (method_length == 0)) return corrupt("a reply has no method, a request one");
+  const bool methodless = message.kind == Kind::reply || message.kind == Kind::lane;
+  if (methodless != (method_length == 0)) return corrupt("a reply or lane offer has no method, a request one");
   // Each length is at most 2^32, so the sum cannot overflow.
   if (kHeaderSize + method_length + reply_to_length + payload_length != bytes.size()) {
     return corrupt("lengths add up to " + std::to_string(kHeaderSize + method_length + reply_to_length + payload_length) +

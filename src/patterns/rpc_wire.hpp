@@ -22,7 +22,9 @@ inline constexpr std::size_t kMaxReplyTo = 255;
 /// What a message adds to its payload at most.
 inline constexpr std::size_t kMaxOverhead = kHeaderSize + kMaxMethodName + kMaxReplyTo;
 
-enum class Kind : std::uint8_t { request = 1, cancel = 2, reply = 3 };
+// lane: a caller offers a server its own pair of Channels (shm; reply-to
+// names them); no method, no payload.
+enum class Kind : std::uint8_t { request = 1, cancel = 2, reply = 3, lane = 4 };
 
 inline constexpr std::uint8_t kIdempotent = 0x01;
 inline constexpr std::uint8_t kRelativeDeadline = 0x02;

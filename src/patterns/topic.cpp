@@ -5,6 +5,7 @@
 #include <new>
 #include <thread>
 
+#include "ferry/messaging/inspect.hpp"
 #include "ferry/os/process.hpp"
 #include "ferry/patterns/detail/topic_layout.hpp"
 
@@ -19,6 +20,8 @@ struct TopicGeometry {
   std::uint32_t max_message;
   std::uint32_t history;
   TopicPolicy policy;
+  std::uint64_t loan_limit;
+  std::uint64_t loan_threshold;
 };
 
 struct TopicShared {
@@ -33,6 +36,10 @@ struct TopicShared {
     return slots + (sequence % geometry.capacity) * geometry.slot_size;
   }
   bool blocks() const noexcept { return geometry.policy == TopicPolicy::block; }
+  ChunkHome chunk_home() const {
+    const SegmentInfo info = segment.info();
+    return {segment.name(), info.kind, info.persistence, info.mode, description};
+  }
 };
 
 namespace {
@@ -105,6 +112,8 @@ result<TopicGeometry> read_geometry(std::span<const std::byte> data,
   const std::uint64_t slots_offset = control.slots_offset;
   const std::uint32_t subscriber_entries = control.subscriber_entries;
   const std::uint32_t publisher_entries = control.publisher_entries;
+  const std::uint64_t loan_limit = control.loan_limit;
+  const std::uint64_t loan_threshold = control.loan_threshold;
   if (magic != kTopicMagic) return error(errc::corrupt, description, "not a topic (bad magic)");
   if (version != kTopicLayoutVersion) {
     return error(errc::version_mismatch, description,
@@ -120,7 +129,11 @@ result<TopicGeometry> read_geometry(std::span<const std::byte> data,
       (data.size() - kTopicSlotsOffset) / slot_size < capacity) {
     return error(errc::corrupt, description, "ring geometry out of bounds");
   }
-  return TopicGeometry{capacity, slot_size, max_message, history, static_cast<TopicPolicy>(policy)};
+  if (loan_limit < (std::uint64_t{1} << kMinChunkShift) || loan_limit > (std::uint64_t{1} << kMaxChunkShift)) {
+    return error(errc::corrupt, description, "loan limit out of bounds");
+  }
+  return TopicGeometry{capacity,   slot_size,  max_message, history, static_cast<TopicPolicy>(policy),
+                       loan_limit, loan_threshold};
 }
 
 result<std::shared_ptr<TopicShared>> adopt(Segment segment, bool read_only) {
@@ -276,6 +289,10 @@ result<Topic> Topic::create(std::string_view name, const TopicOptions& options) 
                  "history (" + std::to_string(options.history) + ") is beyond the capacity (" +
                      std::to_string(options.capacity) + ")");
   }
+  if (options.loans.limit < (std::size_t{1} << detail::kMinChunkShift) ||
+      options.loans.limit > (std::size_t{1} << detail::kMaxChunkShift)) {
+    return error(errc::invalid_argument, description, "loans.limit must be 4 KiB .. 1 TiB");
+  }
   const std::uint64_t slot_size = detail::topic_slot_size(options.max_message);
   if (slot_size * options.capacity > detail::kMaxTopicBytes) {
     return error(errc::invalid_argument, description, "capacity x max_message is beyond 1 TiB");
@@ -299,6 +316,8 @@ result<Topic> Topic::create(std::string_view name, const TopicOptions& options) 
     control->slots_offset = detail::kTopicSlotsOffset;
     control->subscriber_entries = detail::kTopicSubscribers;
     control->publisher_entries = detail::kTopicPublishers;
+    control->loan_limit = options.loans.limit;
+    control->loan_threshold = options.loans.threshold;
     control->label = detail::Label(name);
   };
   auto segment = Segment::create(name, segment_options);
@@ -318,6 +337,10 @@ result<Topic> Topic::open(std::string_view name, OpenOptions options) {
 }
 
 result<void> Topic::destroy(std::string_view name, SegmentKind kind, int sysv_project_id) {
+  // The slab table names the chunks' segments; a topic that cannot be read has none we could find.
+  if (auto topic = open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id})) {
+    detail::destroy_slabs(topic->shared_->chunk_home(), topic->shared_->control->slabs);
+  }
   return Segment::destroy(name, kind, sysv_project_id);
 }
 
@@ -352,8 +375,91 @@ struct TopicPublisher::State {
   std::uint64_t slowest_seen = 0;
   std::uint64_t changes_seen = UINT64_MAX;
   steady_clock::time_point last_liveness_check{};
+  steady_clock::time_point last_chunk_sweep{};
+  std::shared_ptr<detail::ChunkPool> chunks;  // made at the first loan
 
   TopicControl& control() const noexcept { return *shared->control; }
+
+  // Under the publish lock: the pool, its mappings as the slab table says.
+  result<void> ready_pool() {
+    if (chunks) return chunks->refresh();
+    auto pool = std::make_shared<detail::ChunkPool>(shared->chunk_home(), control().slabs,
+                                                    shared->geometry.loan_limit);
+    if (auto refreshed = pool->refresh(); !refreshed) return refreshed;
+    pool->give_back_loans_of(static_cast<std::uint32_t>(entry_index));  // a dead predecessor's in this entry
+    chunks = std::move(pool);
+    return {};
+  }
+
+  // The oldest message whose chunk a subscriber (or, `with_history`, the
+  // history) may still read: chunks of messages before it are free.
+  std::uint64_t held_from(std::uint64_t written, bool with_history) const noexcept {
+    std::uint64_t from = with_history ? written - std::min<std::uint64_t>(shared->geometry.history, written) : written;
+    for (const auto& entry : control().subscribers) {
+      if (entry.owner.load(std::memory_order_seq_cst) == 0) continue;
+      const std::uint64_t cursor = entry.cursor.load(std::memory_order_seq_cst);
+      if (cursor <= written) from = std::min(from, cursor);  // beyond: has_room reports it
+    }
+    return from;
+  }
+
+  // Under the publish lock, when the pool has no chunk within its limit (at
+  // most once per interval: it asks /proc), and when asked for its usage:
+  // frees what dead publishers loaned and the entries of dead subscribers.
+  void sweep_dead(bool throttled) {
+    const auto now = steady_clock::now();
+    if (throttled && now - last_chunk_sweep < detail::kLivenessInterval) return;
+    last_chunk_sweep = now;
+    for (std::uint32_t i = 0; i < detail::kTopicPublishers; ++i) {
+      const std::uint64_t owner = control().publishers[i].owner.load(std::memory_order_seq_cst);
+      if (owner != 0 && detail::packed_alive_or_zero(owner) == 0) chunks->give_back_loans_of(i);
+    }
+    free_dead_subscribers();
+  }
+
+  // Frees the entries of dead subscribers (they hold chunks back). No lock needed.
+  void free_dead_subscribers() const {
+    for (auto& entry : control().subscribers) {
+      std::uint64_t owner = entry.owner.load(std::memory_order_seq_cst);
+      if (owner != 0 && detail::packed_alive_or_zero(owner) == 0) {
+        entry.owner.compare_exchange_strong(owner, 0, std::memory_order_seq_cst);
+      }
+    }
+  }
+
+  // Under the publish lock: a chunk of `size` bytes, by the rules of
+  // detail/topic_layout.hpp. Empty: subscribers hold them all (wait for one).
+  result<std::optional<detail::ChunkGrant>> take_chunk(std::size_t size) {
+    if (auto ready = ready_pool(); !ready) return std::move(ready).error();
+    const auto loaner = static_cast<std::uint32_t>(entry_index);
+    const std::uint64_t written = control().written.load(std::memory_order_relaxed);
+    const auto free_below = [](std::uint64_t sequence) { return sequence * detail::kTopicChunkStep; };
+    auto taken = chunks->take(size, free_below(held_from(written, true)), true, loaner);
+    const auto done = [&] { return taken ? taken->has_value() : taken.error().code() != errc::limit_reached; };
+    if (done()) return taken;
+    sweep_dead(true);
+    taken = chunks->take(size, free_below(held_from(written, true)), true, loaner);
+    if (done()) return taken;
+    // The history gives up what no live subscriber still has to read.
+    auto without_history = chunks->take(size, free_below(held_from(written, false)), false, loaner);
+    if (!without_history || *without_history) return without_history;
+    if (!shared->blocks()) {
+      // drop_oldest: the oldest message's chunk, whoever has not read it yet.
+      if (const auto oldest = chunks->oldest_sent(size)) {
+        auto dropped = chunks->take(size, *oldest + detail::kTopicChunkStep, false, loaner);
+        if (!dropped || *dropped) return dropped;
+      }
+    }
+    return taken;
+  }
+
+  result<bool> publish_slot(std::span<const std::byte> content, const detail::ChunkRef* chunk,
+                            std::optional<deadline> until, WaitStrategy strategy, bool wait);
+
+  // Whether a subscriber moved on since `seen` (for waiting for chunks, without the lock).
+  bool subscribers_moved(std::uint64_t seen) const noexcept {
+    return held_from(control().written.load(std::memory_order_seq_cst), false) != seen;
+  }
 
   // Whether message `sequence` may be written now (block): the slowest live
   // subscriber is less than a ring behind. Under the publish lock.
@@ -394,26 +500,16 @@ struct TopicPublisher::State {
   // Frees the entries of dead subscribers that hold publishers back.
   void free_dead_blockers() {
     last_liveness_check = steady_clock::now();
-    const std::uint64_t capacity = shared->geometry.capacity;
-    const std::uint64_t written = control().written.load(std::memory_order_seq_cst);
-    for (auto& entry : control().subscribers) {
-      std::uint64_t owner = entry.owner.load(std::memory_order_seq_cst);
-      if (owner == 0) continue;
-      const std::uint64_t cursor = entry.cursor.load(std::memory_order_seq_cst);
-      if (cursor > written || written - cursor < capacity) continue;
-      if (!ProcessId::from_packed(owner).alive()) {
-        entry.owner.compare_exchange_strong(owner, 0, std::memory_order_seq_cst);
-      }
-    }
+    free_dead_subscribers();
   }
 
-  void write_slot(std::uint64_t sequence, std::span<const std::byte> message) const noexcept {
+  void write_slot(std::uint64_t sequence, std::span<const std::byte> message, std::uint32_t form) const noexcept {
     std::byte* slot = shared->slot(sequence);
     auto stamp = stamp_of(slot);
     stamp.store(stamp_writing(sequence), std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);  // the seqlock's "being written" before the bytes
     detail::length_of(slot).store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
-    detail::form_of(slot).store(detail::kSlotInline, std::memory_order_relaxed);
+    detail::form_of(slot).store(form, std::memory_order_relaxed);
     if (!shared->blocks()) {
       detail::store_words(detail::payload_of(slot), message);
     } else if (!message.empty()) {
@@ -463,57 +559,77 @@ result<TopicPublisher> Topic::publisher() {
 
 std::size_t TopicPublisher::max_message() const noexcept { return state_->shared->geometry.max_message; }
 
-result<bool> TopicPublisher::publish_impl(std::span<const std::byte> message, std::optional<deadline> until,
-                                          WaitStrategy strategy, bool wait) {
-  State& s = *state_;
-  const TopicShared& shared = *s.shared;
-  TopicControl& control = s.control();
-  if (message.size() > shared.geometry.max_message) {
-    return error(errc::invalid_argument, shared.description,
-                 "a message of " + std::to_string(message.size()) + " bytes is larger than its maximum of " +
-                     std::to_string(shared.geometry.max_message));
-  }
+// Publishes one slot: `content` is the message, or (form chunk) the
+// reference to its chunk, which is marked sent in the same locked turn.
+result<bool> TopicPublisher::State::publish_slot(std::span<const std::byte> content, const detail::ChunkRef* chunk,
+                                                 std::optional<deadline> until, WaitStrategy strategy, bool wait) {
+  const TopicShared& topic = *shared;
+  TopicControl& control = this->control();
   bool looked_for_dead = false;
   for (;;) {
-    if (auto locked = detail::lock_topic(shared, until, strategy); !locked) return std::move(locked).error();
+    if (auto locked = detail::lock_topic(topic, until, strategy); !locked) return std::move(locked).error();
     const std::uint64_t sequence = control.written.load(std::memory_order_relaxed);
     // The slot holds an older message, or `sequence` (half-)written by a
     // publisher that died before advancing `written`: anything newer means
     // `written` went back.
-    if (stamp_of(shared.slot(sequence)).load(std::memory_order_relaxed) > stamp_written(sequence)) {
-      detail::unlock_topic(shared);
-      return detail::corrupt(shared, "the write cursor (" + std::to_string(sequence) + ") is behind the ring");
+    if (stamp_of(topic.slot(sequence)).load(std::memory_order_relaxed) > stamp_written(sequence)) {
+      detail::unlock_topic(topic);
+      return detail::corrupt(topic, "the write cursor (" + std::to_string(sequence) + ") is behind the ring");
     }
-    if (shared.blocks()) {
-      auto room = s.has_room(sequence);
-      if (!room || !*room) detail::unlock_topic(shared);
+    if (topic.blocks()) {
+      auto room = has_room(sequence);
+      if (!room || !*room) detail::unlock_topic(topic);
       if (!room) return std::move(room).error();
       if (!*room) {
         if (!wait) {
           // try_publish: a dead subscriber must not keep the ring full for
           // good, but /proc is asked at most once per interval.
-          if (looked_for_dead || steady_clock::now() - s.last_liveness_check < detail::kLivenessInterval) {
+          if (looked_for_dead || steady_clock::now() - last_liveness_check < detail::kLivenessInterval) {
             return false;
           }
-          s.free_dead_blockers();
+          free_dead_blockers();
           looked_for_dead = true;
           continue;
         }
         auto waited = detail::wait_in_slices(
-            shared, control.space_ready, [&] { return s.room_likely(); }, [&] { s.free_dead_blockers(); }, strategy,
+            topic, control.space_ready, [&] { return room_likely(); }, [&] { free_dead_blockers(); }, strategy,
             until);
         if (!waited) return std::move(waited).error();
         continue;
       }
     }
-    s.write_slot(sequence, message);
+    write_slot(sequence, content, chunk ? detail::kSlotChunk : detail::kSlotInline);
+    // Marked before `written` moves: a publisher dying between leaves it to
+    // be freed once subscribers pass `sequence`, which the next one rewrites.
+    if (chunk) chunks->mark_sent(*chunk, sequence * detail::kTopicChunkStep);
     // seq_cst: WaitPoint's contract for the write that makes "data ready" true.
     control.written.store(sequence + 1, std::memory_order_seq_cst);
-    control.publishers[s.entry_index].published.store(++s.published, std::memory_order_relaxed);
-    detail::unlock_topic(shared);
+    control.publishers[entry_index].published.store(++published, std::memory_order_relaxed);
+    detail::unlock_topic(topic);
     control.data_ready.notify_all();  // no system call unless a subscriber sleeps
     return true;
   }
+}
+
+result<bool> TopicPublisher::publish_impl(std::span<const std::byte> message, std::optional<deadline> until,
+                                          WaitStrategy strategy, bool wait) {
+  State& s = *state_;
+  const TopicShared& shared = *s.shared;
+  const bool loans = shared.chunk_home().supported();
+  if (message.size() > shared.geometry.max_message && !loans) {
+    return error(errc::invalid_argument, shared.description,
+                 "a message of " + std::to_string(message.size()) + " bytes is larger than its maximum of " +
+                     std::to_string(shared.geometry.max_message));
+  }
+  if (message.size() > shared.geometry.max_message || (loans && message.size() >= shared.geometry.loan_threshold)) {
+    // One copy into a chunk, shared by every subscriber.
+    auto loan = loan_impl(message.size(), until, strategy, wait);
+    if (!loan) return std::move(loan).error();
+    if (!*loan) return false;
+    if (!message.empty()) std::memcpy((*loan)->data().data(), message.data(), message.size());
+    return publish_loan(**loan, until, strategy, wait);
+  }
+  return s.publish_slot(message, nullptr, until, strategy, wait);
 }
 
 result<void> TopicPublisher::publish(std::span<const std::byte> message, WaitStrategy strategy) {
@@ -535,6 +651,86 @@ result<void> TopicPublisher::publish_until(std::span<const std::byte> message, d
   return {};
 }
 
+// ------------------------------------------------------------------ loans
+
+result<std::optional<Loan>> TopicPublisher::loan_impl(std::size_t size, std::optional<deadline> until,
+                                                      WaitStrategy strategy, bool wait) {
+  State& s = *state_;
+  const TopicShared& shared = *s.shared;
+  for (;;) {
+    if (auto locked = detail::lock_topic(shared, until, strategy); !locked) return std::move(locked).error();
+    auto taken = s.take_chunk(size);
+    const std::uint64_t seen = s.held_from(s.control().written.load(std::memory_order_relaxed), false);
+    detail::unlock_topic(shared);
+    if (!taken) return std::move(taken).error();
+    if (*taken) return std::optional<Loan>(Loan(s.chunks, **taken));
+    if (!wait) return std::optional<Loan>{};
+    // Subscribers hold the chunks the limit allows (block): wait for one to
+    // move on, and look again at least every interval whatever happened.
+    const deadline slice = std::min(until.value_or(deadline::max()), deadline_after(detail::kLivenessInterval));
+    auto waited = detail::wait_in_slices(
+        shared, s.control().space_ready, [&] { return s.subscribers_moved(seen); },
+        [&] { s.free_dead_subscribers(); }, strategy, slice);
+    if (!waited && (waited.error().code() != errc::timed_out || (until && steady_clock::now() >= *until))) {
+      return std::move(waited).error();
+    }
+    s.free_dead_subscribers();
+  }
+}
+
+result<Loan> TopicPublisher::loan(std::size_t size, WaitStrategy strategy) {
+  auto loaned = loan_impl(size, std::nullopt, strategy, true);
+  if (!loaned) return std::move(loaned).error();
+  return std::move(**loaned);
+}
+
+result<std::optional<Loan>> TopicPublisher::try_loan(std::size_t size) {
+  return loan_impl(size, std::nullopt, {}, false);
+}
+
+result<Loan> TopicPublisher::loan_until(std::size_t size, deadline until, WaitStrategy strategy) {
+  auto loaned = loan_impl(size, until, strategy, true);
+  if (!loaned) return std::move(loaned).error();
+  return std::move(**loaned);
+}
+
+result<bool> TopicPublisher::publish_loan(Loan& loan, std::optional<deadline> until, WaitStrategy strategy,
+                                          bool wait) {
+  State& s = *state_;
+  if (!loan.pool_ || loan.pool_ != s.chunks) {
+    return error(errc::invalid_argument, s.shared->description, "a loan this publisher did not make (or already sent)");
+  }
+  auto published = s.publish_slot(std::as_bytes(std::span(&loan.ref_, 1)), &loan.ref_, until, strategy, wait);
+  if (published && *published) loan.pool_.reset();  // the subscribers' now
+  return published;
+}
+
+result<void> TopicPublisher::publish(Loan&& loan, WaitStrategy strategy) {
+  if (auto published = publish_loan(loan, std::nullopt, strategy, true); !published) {
+    return std::move(published).error();
+  }
+  return {};
+}
+
+result<bool> TopicPublisher::try_publish(Loan&& loan) { return publish_loan(loan, std::nullopt, {}, false); }
+
+result<void> TopicPublisher::publish_until(Loan&& loan, deadline until, WaitStrategy strategy) {
+  if (auto published = publish_loan(loan, until, strategy, true); !published) return std::move(published).error();
+  return {};
+}
+
+result<LoanUsage> TopicPublisher::loan_usage() {
+  State& s = *state_;
+  if (auto locked = detail::lock_topic(*s.shared, std::nullopt, {}); !locked) return std::move(locked).error();
+  auto ready = s.ready_pool();
+  if (ready) s.sweep_dead(false);
+  const std::uint64_t written = s.control().written.load(std::memory_order_relaxed);
+  const LoanUsage usage = ready ? s.chunks->usage(s.held_from(written, true) * detail::kTopicChunkStep) : LoanUsage{};
+  detail::unlock_topic(*s.shared);
+  if (!ready) return std::move(ready).error();
+  return usage;
+}
+
 // -------------------------------------------------------------- subscriber
 
 struct TopicSubscriber::State {
@@ -547,9 +743,55 @@ struct TopicSubscriber::State {
   std::uint64_t lost = 0;
   std::uint64_t unreported_lost = 0;  // since the last delivery
   std::uint64_t received = 0;
+  // Messages before it were history when this subscriber came: their chunks
+  // may have been given up (lost, not corrupt, even under block).
+  std::uint64_t history_end = 0;
+  std::optional<detail::ChunkReader> chunks;  // made at the first chunk
+  std::vector<std::byte> scratch;             // peek's copy of a ring slot under drop_oldest
+  bool peeked = false;
+  std::optional<detail::ChunkRef> peeked_chunk;
 
   TopicControl& control() const noexcept { return *shared->control; }
   detail::TopicSubscriberEntry& my_entry() const noexcept { return control().subscribers[entry_index]; }
+
+  bool may_lose(std::uint64_t sequence) const noexcept { return !shared->blocks() || sequence < history_end; }
+
+  void store_cursor() noexcept {
+    auto& entry = my_entry();
+    if (shared->blocks()) {
+      // seq_cst: WaitPoint's contract for a publisher waiting for room.
+      entry.cursor.store(cursor, std::memory_order_seq_cst);
+      control().space_ready.notify_all();  // no system call unless a publisher sleeps
+    } else {
+      entry.cursor.store(cursor, std::memory_order_release);
+    }
+  }
+  // The message at the cursor was read.
+  void advance() noexcept {
+    ++cursor;
+    ++received;
+    unreported_lost = 0;
+    my_entry().received.store(received, std::memory_order_relaxed);
+    store_cursor();
+  }
+  // The messages up to `next` are gone before this subscriber read them.
+  void lose_until(std::uint64_t next) noexcept {
+    lost += next - cursor;
+    unreported_lost += next - cursor;
+    cursor = next;
+    my_entry().lost.store(lost, std::memory_order_relaxed);
+    store_cursor();
+  }
+
+  struct Found {
+    std::span<const std::byte> bytes;  // in the ring, the chunk, `scratch` or the caller's buffer
+    std::optional<detail::ChunkRef> chunk;
+  };
+  // The message at the cursor, copied into `buffer`; or, to `peek`, seen
+  // where it is (a slot under drop_oldest, which a publisher may overwrite,
+  // is copied into `scratch`). Waits, skips what was lost, checks every field.
+  result<std::optional<Found>> next(std::span<std::byte> buffer, bool peek, std::optional<deadline> until,
+                                    WaitStrategy strategy, bool wait);
 };
 
 TopicSubscriber::TopicSubscriber(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
@@ -606,6 +848,7 @@ result<TopicSubscriber> Topic::subscribe(SubscribeOptions options) {
       state->entry_index = i;
       state->me = me;
       state->cursor = start;
+      state->history_end = written;
       return TopicSubscriber(std::move(state));
     }
   }
@@ -620,17 +863,20 @@ std::size_t TopicSubscriber::max_message() const noexcept { return state_->share
 
 namespace {
 
-enum class SlotRead : std::uint8_t { whole, too_small, lapped, unwritten, bad_length, bad_form };
+enum class SlotRead : std::uint8_t { whole, chunk, too_small, lapped, unwritten, bad_length, bad_form };
 
 struct SlotCopy {
   SlotRead outcome;
   std::uint32_t length = 0;
   std::uint32_t form = 0;
+  detail::ChunkRef ref{};
 };
 
-// Copies message `sequence` into `buffer`, seqlock-style: the copy counts
-// only if the slot's stamp says `sequence` whole before and after it.
-SlotCopy copy_slot(const TopicShared& shared, std::uint64_t sequence, std::span<std::byte> buffer) noexcept {
+// Reads message `sequence` seqlock-style: what was read counts only if the
+// slot's stamp says `sequence` whole before and after. An inline payload is
+// copied into `into` unless `in_place`; a chunk reference is always copied.
+SlotCopy read_slot(const TopicShared& shared, std::uint64_t sequence, std::span<std::byte> into,
+                   bool in_place) noexcept {
   std::byte* slot = shared.slot(sequence);
   auto stamp = stamp_of(slot);
   const std::uint64_t before = stamp.load(std::memory_order_acquire);
@@ -639,103 +885,172 @@ SlotCopy copy_slot(const TopicShared& shared, std::uint64_t sequence, std::span<
   }
   const std::uint32_t length = detail::length_of(slot).load(std::memory_order_relaxed);
   const std::uint32_t form = detail::form_of(slot).load(std::memory_order_relaxed);
-  if (form == detail::kSlotInline && length <= shared.geometry.max_message && length <= buffer.size() &&
-      length != 0) {
+  detail::ChunkRef ref{};
+  if (form == detail::kSlotChunk && length == sizeof ref) {
+    detail::load_words(reinterpret_cast<std::byte*>(&ref), detail::payload_of(slot), sizeof ref);
+  } else if (form == detail::kSlotInline && !in_place && length <= shared.geometry.max_message &&
+             length <= into.size() && length != 0) {
     if (shared.blocks()) {
-      std::memcpy(buffer.data(), detail::payload_of(slot), length);
+      std::memcpy(into.data(), detail::payload_of(slot), length);
     } else {
-      detail::load_words(buffer.data(), detail::payload_of(slot), length);
+      detail::load_words(into.data(), detail::payload_of(slot), length);
     }
   }
   std::atomic_thread_fence(std::memory_order_acquire);  // the bytes before the second look at the stamp
   if (stamp.load(std::memory_order_relaxed) != before) return {SlotRead::lapped};
+  if (form == detail::kSlotChunk) {
+    return {length == sizeof ref ? SlotRead::chunk : SlotRead::bad_length, length, form, ref};
+  }
   if (form != detail::kSlotInline) return {SlotRead::bad_form, length, form};
   if (length > shared.geometry.max_message) return {SlotRead::bad_length, length};
-  if (length > buffer.size()) return {SlotRead::too_small, length};
+  if (!in_place && length > into.size()) return {SlotRead::too_small, length};
   return {SlotRead::whole, length};
 }
 
 }  // namespace
 
-result<std::optional<TopicDelivery>> TopicSubscriber::receive_impl(std::span<std::byte> buffer,
-                                                                    std::optional<deadline> until,
-                                                                    WaitStrategy strategy, bool wait) {
-  State& s = *state_;
-  const TopicShared& shared = *s.shared;
-  TopicControl& control = s.control();
-  const std::uint64_t capacity = shared.geometry.capacity;
+result<std::optional<TopicSubscriber::State::Found>> TopicSubscriber::State::next(std::span<std::byte> buffer,
+                                                                                   bool peek,
+                                                                                   std::optional<deadline> until,
+                                                                                   WaitStrategy strategy, bool wait) {
+  const TopicShared& topic = *shared;
+  TopicControl& control = this->control();
+  const std::uint64_t capacity = topic.geometry.capacity;
+  const bool in_place = peek && topic.blocks();
+  if (peek && !in_place) {
+    scratch.resize(topic.geometry.max_message);
+    buffer = scratch;
+  }
   for (;;) {
     // seq_cst: WaitPoint's contract (this is the condition a sleeper re-checks).
     const std::uint64_t written = control.written.load(std::memory_order_seq_cst);
-    if (written < s.cursor) {
-      return detail::corrupt(shared, "the write cursor went back from beyond " + std::to_string(s.cursor) + " to " +
+    if (written < cursor) {
+      return detail::corrupt(topic, "the write cursor went back from beyond " + std::to_string(cursor) + " to " +
                                          std::to_string(written));
     }
-    if (written == s.cursor) {
-      if (!wait) return std::optional<TopicDelivery>{};
+    if (written == cursor) {
+      if (!wait) return std::optional<Found>{};
       auto waited = detail::wait_in_slices(
-          shared, control.data_ready,
-          [&] { return control.written.load(std::memory_order_seq_cst) != s.cursor; }, [] {}, strategy, until);
+          topic, control.data_ready, [&] { return control.written.load(std::memory_order_seq_cst) != cursor; },
+          [] {}, strategy, until);
       if (!waited) return std::move(waited).error();
       continue;
     }
-    const SlotCopy copy = copy_slot(shared, s.cursor, buffer);
+    const SlotCopy copy = read_slot(topic, cursor, buffer, in_place);
+    const std::string message = "message " + std::to_string(cursor);
     switch (copy.outcome) {
       case SlotRead::whole: {
-        const TopicDelivery delivery{copy.length, s.cursor, s.unreported_lost};
-        ++s.cursor;
-        ++s.received;
-        s.unreported_lost = 0;
-        auto& entry = s.my_entry();
-        entry.received.store(s.received, std::memory_order_relaxed);
-        if (shared.blocks()) {
-          // seq_cst: WaitPoint's contract for a publisher waiting for room.
-          entry.cursor.store(s.cursor, std::memory_order_seq_cst);
-          control.space_ready.notify_all();  // no system call unless a publisher sleeps
-        } else {
-          entry.cursor.store(s.cursor, std::memory_order_release);
+        std::span<const std::byte> bytes = in_place ? std::span<const std::byte>(detail::payload_of(topic.slot(cursor)), copy.length)
+                                                    : std::span<const std::byte>(buffer.first(copy.length));
+        return std::optional<Found>(Found{bytes, std::nullopt});
+      }
+      case SlotRead::chunk: {
+        if (!chunks) chunks.emplace(topic.chunk_home(), control.slabs);
+        auto payload = chunks->resolve(copy.ref);
+        if (!payload) {
+          if (chunks->reused(copy.ref) && may_lose(cursor)) {
+            lose_until(cursor + 1);  // its chunk went to a newer message
+            continue;
+          }
+          return std::move(payload).error();
         }
-        return std::optional<TopicDelivery>(delivery);
+        if (peek) return std::optional<Found>(Found{*payload, copy.ref});
+        if (payload->size() > buffer.size()) {
+          return error(errc::invalid_argument, topic.description,
+                       "a message of " + std::to_string(payload->size()) + " bytes does not fit a buffer of " +
+                           std::to_string(buffer.size()) + " bytes (it stays in the topic)");
+        }
+        if (!payload->empty()) std::memcpy(buffer.data(), payload->data(), payload->size());
+        if (!chunks->still_valid(copy.ref)) {
+          if (!may_lose(cursor)) return detail::corrupt(topic, message + ": its chunk changed while it was read");
+          lose_until(cursor + 1);
+          continue;
+        }
+        return std::optional<Found>(Found{buffer.first(payload->size()), copy.ref});
       }
       case SlotRead::too_small:
-        return error(errc::invalid_argument, shared.description,
+        return error(errc::invalid_argument, topic.description,
                      "a message of " + std::to_string(copy.length) + " bytes does not fit a buffer of " +
                          std::to_string(buffer.size()) + " bytes (it stays in the topic)");
       case SlotRead::lapped: {
-        if (shared.blocks()) {
-          return detail::corrupt(shared, "message " + std::to_string(s.cursor) +
-                                             " was overwritten before this subscriber read it");
-        }
+        if (topic.blocks()) return detail::corrupt(topic, message + " was overwritten before this subscriber read it");
         // Every message below written - capacity has been overwritten (the
         // one at it may be being overwritten: then the next look says so).
         // Only those are skipped, so `lost` is exact.
         const std::uint64_t now_written = control.written.load(std::memory_order_seq_cst);
-        if (now_written <= s.cursor) {
-          return detail::corrupt(shared, "message " + std::to_string(s.cursor) + " was overwritten, but only " +
-                                             std::to_string(now_written) + " were published");
+        if (now_written <= cursor) {
+          return detail::corrupt(topic, message + " was overwritten, but only " + std::to_string(now_written) +
+                                             " were published");
         }
         const std::uint64_t oldest = now_written > capacity ? now_written - capacity : 0;
-        const std::uint64_t next = std::max(s.cursor + 1, oldest);
-        s.lost += next - s.cursor;
-        s.unreported_lost += next - s.cursor;
-        s.cursor = next;
-        auto& entry = s.my_entry();
-        entry.lost.store(s.lost, std::memory_order_relaxed);
-        entry.cursor.store(s.cursor, std::memory_order_release);
+        lose_until(std::max(cursor + 1, oldest));
         continue;
       }
       case SlotRead::unwritten:
-        return detail::corrupt(shared, "message " + std::to_string(s.cursor) +
-                                           " is not in its slot, though the write cursor is past it");
+        return detail::corrupt(topic, message + " is not in its slot, though the write cursor is past it");
       case SlotRead::bad_length:
-        return detail::corrupt(shared, "message " + std::to_string(s.cursor) + " claims " +
-                                           std::to_string(copy.length) + " bytes, more than its maximum of " +
-                                           std::to_string(shared.geometry.max_message));
+        return detail::corrupt(topic, message + " claims " + std::to_string(copy.length) +
+                                           " bytes, more than its maximum of " +
+                                           std::to_string(topic.geometry.max_message));
       case SlotRead::bad_form:
-        return detail::corrupt(shared, "message " + std::to_string(s.cursor) + " has a form this ferry does not know (" +
-                                           std::to_string(copy.form) + ")");
+        return detail::corrupt(topic, message + " has a form this ferry does not know (" + std::to_string(copy.form) +
+                                           ")");
     }
   }
+}
+
+result<std::optional<TopicDelivery>> TopicSubscriber::receive_impl(std::span<std::byte> buffer,
+                                                                    std::optional<deadline> until,
+                                                                    WaitStrategy strategy, bool wait) {
+  State& s = *state_;
+  s.peeked = false;  // a receive after a peek takes the peeked message
+  auto found = s.next(buffer, false, until, strategy, wait);
+  if (!found) return std::move(found).error();
+  if (!*found) return std::optional<TopicDelivery>{};
+  const TopicDelivery delivery{(*found)->bytes.size(), s.cursor, s.unreported_lost};
+  s.advance();
+  return std::optional<TopicDelivery>(delivery);
+}
+
+result<std::optional<TopicView>> TopicSubscriber::peek_impl(std::optional<deadline> until, WaitStrategy strategy,
+                                                           bool wait) {
+  State& s = *state_;
+  auto found = s.next({}, true, until, strategy, wait);
+  if (!found) return std::move(found).error();
+  if (!*found) return std::optional<TopicView>{};
+  s.peeked = true;
+  s.peeked_chunk = (*found)->chunk;
+  return std::optional<TopicView>(TopicView{(*found)->bytes, s.cursor, s.unreported_lost});
+}
+
+result<TopicView> TopicSubscriber::peek(WaitStrategy strategy) {
+  auto peeked = peek_impl(std::nullopt, strategy, true);
+  if (!peeked) return std::move(peeked).error();
+  return **peeked;
+}
+
+result<std::optional<TopicView>> TopicSubscriber::try_peek() { return peek_impl(std::nullopt, {}, false); }
+
+result<TopicView> TopicSubscriber::peek_until(deadline until, WaitStrategy strategy) {
+  auto peeked = peek_impl(until, strategy, true);
+  if (!peeked) return std::move(peeked).error();
+  return **peeked;
+}
+
+result<bool> TopicSubscriber::release() {
+  State& s = *state_;
+  if (!s.peeked) return error(errc::invalid_argument, s.shared->description, "release() without a peeked message");
+  s.peeked = false;
+  s.unreported_lost = 0;  // the peek reported them
+  if (s.peeked_chunk && !s.chunks->still_valid(*s.peeked_chunk)) {
+    if (!s.may_lose(s.cursor)) {
+      return detail::corrupt(*s.shared, "message " + std::to_string(s.cursor) + ": its chunk changed while it was read");
+    }
+    s.lose_until(s.cursor + 1);
+    return false;
+  }
+  s.advance();
+  return true;
 }
 
 result<TopicDelivery> TopicSubscriber::receive(std::span<std::byte> buffer, WaitStrategy strategy) {
@@ -786,6 +1101,7 @@ void describe_topic_object(ObjectRecord& record, std::span<const std::byte> data
   record.details.emplace_back("subscribers", std::to_string(stats.subscribers.size()));
   record.details.emplace_back("max_lag", std::to_string(max_lag));
   record.details.emplace_back("lost", std::to_string(lost));
+  describe_loans(record, reinterpret_cast<const TopicControl*>(data.data())->slabs, geometry->loan_limit);
   // One key per subscriber (a process may hold several): its pid, lag and losses.
   for (std::size_t i = 0; i < stats.subscribers.size(); ++i) {
     const auto& subscriber = stats.subscribers[i];

@@ -14,6 +14,7 @@
 
 #include "ferry/ferry.hpp"
 #include "ferry_test.hpp"
+#include "loan_payload.hpp"
 
 namespace {
 
@@ -35,38 +36,6 @@ struct ChannelName {
 // A payload names its origin and sequence in its first 16 bytes (when it has
 // them) and every byte after depends on both: a torn, stale or recycled
 // payload fails the check.
-std::byte pattern_byte(std::uint64_t origin, std::uint64_t sequence, std::size_t i) {
-  return static_cast<std::byte>((origin * 977 + sequence * 131 + i * 7 + (i >> 9)) & 0xff);
-}
-
-void write_payload(std::span<std::byte> bytes, std::uint64_t origin, std::uint64_t sequence) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = pattern_byte(origin, sequence, i);
-  if (bytes.size() >= 16) {
-    std::memcpy(bytes.data(), &origin, 8);
-    std::memcpy(bytes.data() + 8, &sequence, 8);
-  }
-}
-
-struct Checked {
-  bool intact = false;
-  std::uint64_t origin = 0;
-  std::uint64_t sequence = 0;
-};
-
-Checked check_payload(std::span<const std::byte> bytes) {
-  Checked checked;
-  if (bytes.size() < 16) return checked;
-  std::memcpy(&checked.origin, bytes.data(), 8);
-  std::memcpy(&checked.sequence, bytes.data() + 8, 8);
-  for (std::size_t i = 16; i < bytes.size(); ++i) {
-    if (bytes[i] != pattern_byte(checked.origin, checked.sequence, i)) return checked;
-  }
-  checked.intact = true;
-  return checked;
-}
-
-std::size_t random_size(std::mt19937_64& random, std::size_t largest) { return 16 + random() % (largest - 15); }
-
 TEST(LoansAcrossProcesses, PayloadsOfRandomSizesArriveIntactByLoanAndByAutomaticSend) {
   ChannelName n;
   auto channel = Channel::create(n.name, {.capacity = 1 << 16, .max_message = 1024, .loans = {.limit = 32 << 20}});
@@ -80,15 +49,15 @@ TEST(LoansAcrossProcesses, PayloadsOfRandomSizesArriveIntactByLoanAndByAutomatic
     std::mt19937_64 random(11);
     std::vector<std::byte> copy;
     for (std::uint64_t sequence = 0; sequence < count; ++sequence) {
-      const std::size_t size = random_size(random, 1 << 20);
+      const std::size_t size = ferry::test::random_payload_size(random, 1 << 20);
       if (sequence % 2 == 0) {
         auto loan = tx->loan(size);
         FERRY_CHILD_CHECK(loan);
-        write_payload(loan->data(), 1, sequence);
+        ferry::test::write_payload(loan->data(), 1, sequence);
         FERRY_CHILD_CHECK(tx->send(std::move(*loan)));
       } else {
         copy.resize(size);
-        write_payload(copy, 1, sequence);
+        ferry::test::write_payload(copy, 1, sequence);
         FERRY_CHILD_CHECK(tx->send(std::span<const std::byte>(copy)));
       }
     }
@@ -98,8 +67,8 @@ TEST(LoansAcrossProcesses, PayloadsOfRandomSizesArriveIntactByLoanAndByAutomatic
   for (std::uint64_t expected = 0; expected < count; ++expected) {
     auto message = rx->peek_until(ferry::deadline_after(kWatchdog));
     ASSERT_TRUE(message) << message.error().message();
-    ASSERT_EQ(message->size(), random_size(random, 1 << 20));
-    const auto checked = check_payload(*message);
+    ASSERT_EQ(message->size(), ferry::test::random_payload_size(random, 1 << 20));
+    const auto checked = ferry::test::check_payload(*message);
     ASSERT_TRUE(checked.intact) << expected;
     ASSERT_EQ(checked.sequence, expected);
     ASSERT_TRUE(rx->release());
@@ -130,9 +99,9 @@ TEST(LoanCrash, SendersKilledMidLoanLeaveNoChunkHeldAndNoTornPayload) {
       connected.signal();
       std::mt19937_64 sizes(origin);
       for (std::uint64_t sequence = 0;; ++sequence) {
-        auto loan = tx->loan(random_size(sizes, 256 << 10));
+        auto loan = tx->loan(ferry::test::random_payload_size(sizes, 256 << 10));
         FERRY_CHILD_CHECK(loan);
-        write_payload(loan->data(), origin, sequence);
+        ferry::test::write_payload(loan->data(), origin, sequence);
         FERRY_CHILD_CHECK(tx->send(std::move(*loan)));
       }
     });
@@ -152,7 +121,7 @@ TEST(LoanCrash, SendersKilledMidLoanLeaveNoChunkHeldAndNoTornPayload) {
         ASSERT_TRUE(killed);
         break;
       }
-      const auto checked = check_payload(*message);
+      const auto checked = ferry::test::check_payload(*message);
       ASSERT_TRUE(checked.intact) << "origin " << origin << " message " << expected;
       ASSERT_EQ(checked.origin, origin);
       ASSERT_EQ(checked.sequence, expected);
@@ -191,7 +160,7 @@ TEST(LoanCrash, ReceiversKilledMidReadAreReplacedAndTheirChunksComeBack) {
     FERRY_CHILD_CHECK(tx);
     std::mt19937_64 sizes(3);
     for (std::int64_t sequence = 0; sequence < count; ++sequence) {
-      const std::size_t size = random_size(sizes, 64 << 10);
+      const std::size_t size = ferry::test::random_payload_size(sizes, 64 << 10);
       for (;;) {  // peer_gone while a receiver is dead holding chunks: retry for the next one
         auto loan = tx->loan(size, WaitStrategy::block());
         if (!loan) {
@@ -199,7 +168,7 @@ TEST(LoanCrash, ReceiversKilledMidReadAreReplacedAndTheirChunksComeBack) {
           std::this_thread::sleep_for(1ms);
           continue;
         }
-        write_payload(loan->data(), 9, static_cast<std::uint64_t>(sequence));
+        ferry::test::write_payload(loan->data(), 9, static_cast<std::uint64_t>(sequence));
         if (tx->send(std::move(*loan), WaitStrategy::block())) break;
         std::this_thread::sleep_for(1ms);
       }
@@ -224,7 +193,7 @@ TEST(LoanCrash, ReceiversKilledMidReadAreReplacedAndTheirChunksComeBack) {
         FERRY_CHILD_CHECK(next);
         message = *next;
       }
-      const auto checked = check_payload(message);
+      const auto checked = ferry::test::check_payload(message);
       if (!checked.intact || checked.origin != 9) progress->damaged = true;
       const auto sequence = static_cast<std::int64_t>(checked.sequence);
       const std::int64_t done = progress->done.load();

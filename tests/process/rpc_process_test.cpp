@@ -79,7 +79,7 @@ class RpcProcessTest : public ::testing::TestWithParam<std::string> {
     for (Child& server : servers_) EXPECT_EQ(server.wait_for(kWatchdog), 0);
   }
 
-  friend void kill_mid_request(RpcProcessTest& test, bool idempotent);
+  friend void kill_mid_request(RpcProcessTest& test, bool idempotent, bool on_lane);
 
   RpcEndpoint endpoint_{GetParam()};
   std::optional<ferry::Listener> listener_;
@@ -138,15 +138,24 @@ TEST_P(RpcProcessTest, EightCallersTwoServersEveryReplyMatchesEveryRequestHandle
 // A server dies holding a call: peer_gone, or for an idempotent call its
 // rerun on the other server; never a hang. The first "hang" blocks its
 // server until SIGKILL; later ones answer with their server's pid.
-void kill_mid_request(RpcProcessTest& test, bool idempotent);
+// `on_lane`: the call is synchronous and goes over the caller's own lane
+// (shm), which a server took before the call.
+void kill_mid_request(RpcProcessTest& test, bool idempotent, bool on_lane);
 
-TEST_P(RpcProcessTest, KilledServerFailsANonIdempotentCallWithPeerGone) { kill_mid_request(*this, false); }
+TEST_P(RpcProcessTest, KilledServerFailsANonIdempotentCallWithPeerGone) { kill_mid_request(*this, false, false); }
 
-TEST_P(RpcProcessTest, KilledServerRunsAnIdempotentCallOnTheOther) { kill_mid_request(*this, true); }
+TEST_P(RpcProcessTest, KilledServerRunsAnIdempotentCallOnTheOther) { kill_mid_request(*this, true, false); }
 
-void kill_mid_request(RpcProcessTest& test, bool idempotent) {
+class RpcLaneProcessTest : public RpcProcessTest {};
+
+TEST_P(RpcLaneProcessTest, KilledLaneServerFailsANonIdempotentCallWithPeerGone) { kill_mid_request(*this, false, true); }
+
+TEST_P(RpcLaneProcessTest, KilledLaneServerRunsAnIdempotentCallOnTheOther) { kill_mid_request(*this, true, true); }
+
+void kill_mid_request(RpcProcessTest& test, bool idempotent, bool on_lane) {
   Shared& shared = *test.shared_;
   test.start_servers([&shared](ferry::rpc::Server& server, int) {
+    (void)server.add("ping", [](const CallContext&, std::span<const std::byte>) { return ferry::result<Bytes>(Bytes{}); });
     (void)server.add("hang", [&shared](const CallContext&, std::span<const std::byte>) -> ferry::result<Bytes> {
       if (shared.blocked_once.exchange(1) == 0) {
         shared.blocked_pid = ::getpid();
@@ -159,15 +168,31 @@ void kill_mid_request(RpcProcessTest& test, bool idempotent) {
   });
   auto client = ferry::rpc::Client::connect(test.endpoint_.text());
   ASSERT_TRUE(client) << client.error().message();
-  auto call = (*client)->call_async("hang", {}, ferry::deadline_after(kWatchdog), {.idempotent = idempotent});
-  ASSERT_TRUE(call) << call.error().message();
+  for (int i = 0; on_lane && i < 2000 && (*client)->stats().lane_calls == 0; ++i) {
+    ASSERT_TRUE((*client)->call("ping", {}));
+    std::this_thread::sleep_for(1ms);
+  }
+  if (on_lane) {
+    ASSERT_GT((*client)->stats().lane_calls, 0u) << "no server took the lane";
+  }
+  std::optional<ferry::result<Bytes>> synchronous;
+  std::optional<ferry::rpc::PendingCall> call;
+  std::thread caller;
+  if (on_lane) {
+    caller = std::thread([&] { synchronous = (*client)->call_for("hang", {}, kWatchdog, {.idempotent = idempotent}); });
+  } else {
+    auto started = (*client)->call_async("hang", {}, ferry::deadline_after(kWatchdog), {.idempotent = idempotent});
+    ASSERT_TRUE(started) << started.error().message();
+    call.emplace(std::move(*started));
+  }
   ASSERT_TRUE(eventually([&] { return shared.blocked_pid.load() != 0; }));
   const pid_t victim = shared.blocked_pid.load();
   const std::size_t killed = test.servers_[0].pid() == victim ? 0 : 1;
   ASSERT_EQ(test.servers_[killed].pid(), victim);
   test.servers_[killed].kill(SIGKILL);
   EXPECT_EQ(test.servers_[killed].wait_for(kWatchdog), 128 + SIGKILL);
-  auto outcome = call->get();
+  if (on_lane) caller.join();
+  auto outcome = on_lane ? std::move(*synchronous) : call->get();
   if (idempotent) {
     ASSERT_TRUE(outcome) << outcome.error().message();
     EXPECT_NE(ferry::test::text_of(*outcome), "ran in " + std::to_string(victim));
@@ -183,6 +208,8 @@ void kill_mid_request(RpcProcessTest& test, bool idempotent) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, RpcProcessTest, ::testing::ValuesIn(ferry::test::rpc_schemes()),
+                         [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
+INSTANTIATE_TEST_SUITE_P(Shm, RpcLaneProcessTest, ::testing::Values(std::string("shm")),
                          [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
 
 // The handler sees the caller's uid as the kernel attests it (shm, unix; tcp cannot).

@@ -11,6 +11,7 @@
 #include "ferry/ferry.hpp"
 #include "ferry/messaging/detail/channel_layout.hpp"
 #include "ferry_test.hpp"
+#include "loan_payload.hpp"
 
 namespace {
 
@@ -24,17 +25,6 @@ using ferry::detail::ChunkDescriptor;
 using ferry::detail::SlabShape;
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
-
-void fill(std::span<std::byte> bytes, std::uint64_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>((seed * 131 + i * 7 + (i >> 12)) & 0xff);
-}
-
-bool holds_pattern(std::span<const std::byte> bytes, std::uint64_t seed) {
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (bytes[i] != static_cast<std::byte>((seed * 131 + i * 7 + (i >> 12)) & 0xff)) return false;
-  }
-  return true;
-}
 
 struct Fixture {
   explicit Fixture(ChannelOptions options = {}, ferry::SegmentKind kind = ferry::SegmentKind::posix)
@@ -80,23 +70,23 @@ TEST(ChannelLoan, PayloadsFromOneByteTo64MiBArriveExactByLoanAndByAutomaticSend)
     auto loan = f.tx->loan(size);
     ASSERT_TRUE(loan) << loan.error().message();
     ASSERT_EQ(loan->size(), size);
-    fill(loan->data(), seed);
+    ferry::test::fill_pattern(loan->data(), seed);
     ASSERT_TRUE(f.tx->send(std::move(*loan)));
     auto message = f.rx->peek();
     ASSERT_TRUE(message) << message.error().message();
     ASSERT_EQ(message->size(), size);
-    EXPECT_TRUE(holds_pattern(*message, seed)) << size;
+    EXPECT_TRUE(ferry::test::holds_pattern(*message, seed)) << size;
     ASSERT_TRUE(f.rx->release());
     ++seed;
 
     std::vector<std::byte> payload(size);
-    fill(payload, seed);
+    ferry::test::fill_pattern(payload, seed);
     ASSERT_TRUE(f.tx->send(std::span<const std::byte>(payload)));  // larger than max_message from 1025 B on
     std::vector<std::byte> received(size);
     auto got = f.rx->receive(received);
     ASSERT_TRUE(got) << got.error().message();
     ASSERT_EQ(*got, size);
-    EXPECT_TRUE(holds_pattern(received, seed)) << size;
+    EXPECT_TRUE(ferry::test::holds_pattern(received, seed)) << size;
     ++seed;
   }
   auto usage = f.tx->loan_usage();
@@ -124,7 +114,7 @@ TEST(ChannelLoan, AutomaticSendCopiesBelowTheThresholdAndLoansFromIt) {
 TEST(ChannelLoan, ABufferTooSmallForALoanedMessageLeavesItInTheChannel) {
   Fixture f;
   std::vector<std::byte> payload(100'000);
-  fill(payload, 5);
+  ferry::test::fill_pattern(payload, 5);
   ASSERT_TRUE(f.tx->send(std::span<const std::byte>(payload)));
   std::vector<std::byte> small(1000);
   auto refused = f.rx->receive(small);
@@ -188,10 +178,10 @@ TEST(ChannelLoan, ASizeOfAnotherClassRemovesAWhollyFreeSlabToStayWithinTheLimit)
   for (const std::size_t size : {std::size_t{1} << 20, std::size_t{4} << 20, std::size_t{64} << 10}) {
     auto loan = f.tx->loan(size);
     ASSERT_TRUE(loan) << size << ": " << loan.error().message();
-    fill(loan->data(), size);
+    ferry::test::fill_pattern(loan->data(), size);
     ASSERT_TRUE(f.tx->send(std::move(*loan)));
     ASSERT_EQ(*f.rx->receive(buffer), size);
-    EXPECT_TRUE(holds_pattern(std::span(buffer).first(size), size));
+    EXPECT_TRUE(ferry::test::holds_pattern(std::span(buffer).first(size), size));
     auto usage = f.tx->loan_usage();
     EXPECT_LE(usage->bytes, 4 * kMiB);
     EXPECT_EQ(usage->slabs, 1u);
@@ -205,7 +195,7 @@ TEST(ChannelLoan, ALoanNeedsANamedSegmentAndRingMessagesStillWorkWithout) {
     ASSERT_FALSE(loan);
     EXPECT_EQ(loan.error().code(), errc::unsupported) << loan.error().message();
     std::vector<std::byte> payload(60'000);
-    fill(payload, 3);
+    ferry::test::fill_pattern(payload, 3);
     ASSERT_TRUE(f.tx->send(std::span<const std::byte>(payload))) << "above the threshold, inline where loans cannot go";
     std::vector<std::byte> received(payload.size());
     ASSERT_EQ(*f.rx->receive(received), payload.size());

@@ -245,7 +245,8 @@ TEST_P(RpcTest, LateRepliesAreDiscardedAndCounted) {
                         }},
                        {"quick", [](const CallContext&, std::span<const std::byte>) { return empty_reply(); }}});
   ASSERT_TRUE(server);
-  auto client = connect();
+  // Over the mailbox: lanes (their own test) would take the calls from its second one on.
+  auto client = connect({.lanes = false});
   ASSERT_TRUE(client);
   for (auto budget = std::chrono::milliseconds(20); client->stats().late_replies == 0; budget *= 2) {
     ASSERT_LT(budget, std::chrono::milliseconds(100000));
@@ -481,6 +482,98 @@ TEST_P(RpcTest, MalformedRequestsFromARawClientDoNotStopTheServer) {
   ASSERT_TRUE(reply) << reply.error().message();
   EXPECT_EQ(text_of(*reply), "still here");
 }
+
+// shm lanes: a caller's own pair of Channels to one server (rpc.hpp).
+class RpcLaneTest : public RpcTest {
+ protected:
+  // Calls until the server took the lane (its hello came): the first call offers it.
+  static void wait_for_lane(ferry::rpc::Client& client) {
+    for (int i = 0; i < 2000 && client.stats().lane_calls == 0; ++i) {
+      ASSERT_TRUE(client.call("ping", {}));
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_GT(client.stats().lane_calls, 0u) << "no server took the lane";
+  }
+};
+
+TEST_P(RpcLaneTest, SynchronousCallsTakeTheCallersOwnLaneAndKeepItsIdentity) {
+  std::atomic<pid_t> caller_pid{0};
+  auto server = serve({{"ping", [](const CallContext&, std::span<const std::byte>) { return empty_reply(); }},
+                       {"echo", ferry::test::echo()},
+                       {"who", [&](const CallContext& call, std::span<const std::byte>) {
+                          caller_pid = call.caller() ? call.caller()->pid : 0;
+                          return empty_reply();
+                        }}});
+  ASSERT_TRUE(server);
+  auto client = connect();
+  wait_for_lane(*client);
+  ASSERT_FALSE(HasFatalFailure());
+  const auto before = client->stats();
+  const std::uint64_t calls = ferry::test::scaled(1000);
+  for (std::uint64_t i = 0; i < calls; ++i) {
+    const std::string text = "call " + std::to_string(i) + std::string(i % 300, 'x');
+    auto reply = client->call("echo", std::as_bytes(std::span(text)));
+    ASSERT_TRUE(reply) << reply.error().message();
+    ASSERT_EQ(ferry::test::text_of(*reply), text);
+  }
+  EXPECT_EQ(client->stats().lane_calls - before.lane_calls, calls);
+  EXPECT_EQ(server->stats().lanes, 1u);
+  ASSERT_TRUE(client->call("who", {}));
+  EXPECT_EQ(caller_pid.load(), ::getpid()) << "the identity the mailbox attested for the offer";
+  // Errors cross the lane as over the mailbox.
+  auto unknown = client->call("nope", {});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code(), errc::not_found);
+  EXPECT_TRUE(ferry::rpc::is_remote(unknown.error()));
+  // Asynchronous calls keep to the mailbox.
+  auto pending = client->call_async("echo", {});
+  ASSERT_TRUE(pending);
+  ASSERT_TRUE(pending->get());
+  EXPECT_EQ(client->stats().lane_calls - before.lane_calls, calls + 2);
+}
+
+TEST_P(RpcLaneTest, ALateReplyOnTheLaneIsSkippedAndCounted) {
+  auto server = serve({{"ping", [](const CallContext&, std::span<const std::byte>) { return empty_reply(); }},
+                       {"slow", [](const CallContext&, std::span<const std::byte>) {
+                          std::this_thread::sleep_for(50ms);
+                          return empty_reply();
+                        }}});
+  ASSERT_TRUE(server);
+  auto client = connect();
+  wait_for_lane(*client);
+  ASSERT_FALSE(HasFatalFailure());
+  auto late = client->call_for("slow", {}, 5ms);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code(), errc::timed_out);
+  ASSERT_TRUE(client->call("ping", {}));
+  EXPECT_EQ(client->stats().late_replies, 1u);
+  EXPECT_EQ(client->stats().timed_out, 1u);
+}
+
+TEST_P(RpcLaneTest, AServerThatStopsLeavesTheCallItNeverTookToTheMailbox) {
+  const auto ping = [](const CallContext&, std::span<const std::byte>) { return empty_reply(); };
+  auto first = serve({{"ping", ping}});
+  ASSERT_TRUE(first);
+  auto client = connect();
+  wait_for_lane(*client);
+  ASSERT_FALSE(HasFatalFailure());
+  auto second = serve({{"ping", ping}});
+  ASSERT_TRUE(second);
+  first->stop();  // its lane ends; the next call's request is never taken there
+  const auto handled_before = second->stats().handled;
+  auto reply = client->call_for("ping", {}, kWatchdog);
+  ASSERT_TRUE(reply) << reply.error().message();
+  EXPECT_EQ(second->stats().handled, handled_before + 1) << "the mailbox gave it to the other server";
+  // The next call offers a new lane, which the other server takes.
+  const auto lane_calls = client->stats().lane_calls;
+  ASSERT_TRUE(client->call("ping", {}));
+  EXPECT_EQ(client->stats().lane_calls, lane_calls) << "a broken lane is not used again";
+  wait_for_lane(*client);
+  EXPECT_EQ(second->stats().lanes, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shm, RpcLaneTest, ::testing::Values(std::string("shm")),
+                         [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });
 
 INSTANTIATE_TEST_SUITE_P(Transports, RpcTest, ::testing::ValuesIn(ferry::test::rpc_schemes()),
                          [](const ::testing::TestParamInfo<std::string>& param) { return param.param; });

@@ -289,14 +289,16 @@ TEST(Topic, TryAndTimedForms) {
 }
 
 TEST(Topic, SizesAreCheckedAndATooSmallBufferLeavesTheMessage) {
-  Fixture f({.capacity = 4, .max_message = 100});
+  // Larger than max_message travels in a chunk (topic_loan_test.cpp), up to the loan limit.
+  Fixture f({.capacity = 4, .max_message = 100, .loans = {.limit = 4096}});
   auto subscriber = f.topic->subscribe();
   auto publisher = f.topic->publisher();
-  auto large = publisher->publish(pattern(101, 0));
+  auto large = publisher->publish(pattern(4097, 0));
   ASSERT_FALSE(large);
   EXPECT_EQ(large.error().code(), errc::invalid_argument);
-  EXPECT_NE(large.error().message().find("101 bytes is larger than its maximum of 100"), std::string::npos);
-  EXPECT_EQ(publisher->try_publish(pattern(101, 0)).error().code(), errc::invalid_argument);
+  EXPECT_NE(large.error().message().find("4097 bytes is larger than the chunk limit of 4096"), std::string::npos)
+      << large.error().message();
+  EXPECT_EQ(publisher->try_publish(pattern(4097, 0)).error().code(), errc::invalid_argument);
 
   ASSERT_TRUE(publisher->publish(pattern(100, 7)));
   std::vector<std::byte> small(99), enough(100);
@@ -554,8 +556,8 @@ TEST(Topic, HostileSegmentGivesCorruptNeverACrashOrHang) {
         << "length beyond max_message";
     EXPECT_EQ(receive_after(policy,
                             [](Fixture& f) {
-                              const std::uint32_t loan = 1;
-                              std::memcpy(f.raw_slot(1) + 12, &loan, 4);
+                              const std::uint32_t unknown = 7;
+                              std::memcpy(f.raw_slot(1) + 12, &unknown, 4);
                             }),
               errc::corrupt)
         << "a form this ferry does not know";

@@ -160,6 +160,9 @@ class ChannelSender {
   result<void> commit(std::size_t used, Publish when = Publish::now);
   /// Publishes every message committed with Publish::later, with one store.
   void publish() noexcept;
+  /// Whether the receiver has taken (released) every message published so
+  /// far: false means some were never read, by a receiver alive or dead.
+  [[nodiscard]] bool drained() noexcept;
 
   [[nodiscard]] std::size_t max_message() const noexcept;
 

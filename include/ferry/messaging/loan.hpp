@@ -82,6 +82,8 @@ class Loan {
 
  private:
   friend class ChannelSender;
+  friend class Mailbox;
+  friend class TopicPublisher;
   Loan(std::shared_ptr<detail::ChunkPool> pool, const detail::ChunkGrant& grant) noexcept
       : pool_(std::move(pool)), ref_(grant.ref), bytes_(grant.bytes) {}
   void drop() noexcept {

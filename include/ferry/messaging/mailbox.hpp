@@ -17,11 +17,20 @@
 // Capacity: rendezvous (send returns once a receiver took the message),
 // bounded(count, max_message), unbounded(memory_limit, max_message). A full
 // mailbox makes send wait (or try_send return false); a message larger than
-// the maximum is invalid_argument naming both sizes.
+// both max_message and the loan limit is invalid_argument naming the sizes.
 //
 // Leases: receive_leased() hands out a message that stays in the mailbox
 // until ack(); nack(), dropping the Lease, or the death of the receiving
 // process make it available again. receive() is a lease acknowledged at once.
+//
+// Loans (zero copy, see loan.hpp): loan() hands out a chunk of shared memory
+// that send(Loan&&) passes by reference; send(bytes) copies a message into a
+// chunk when it is larger than max_message or at least loans.threshold.
+// Messages up to loans.limit then fit. A Lease of a loaned message reads it
+// in place, until ack or nack; receive() copies it out once. Each sender has
+// its own pool of chunks; a chunk is free again once its message is
+// finished (acked, received or flushed). For the capacity a loaned message
+// counts its payload bytes, as a copied one does.
 //
 // Access: the mode (default 0600) works as for POSIX mq: read permission is
 // receiving, write permission is sending. Each sender writes into a file of
@@ -51,6 +60,7 @@
 #include <utility>
 #include <vector>
 
+#include "ferry/messaging/loan.hpp"
 #include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
 #include "ferry/os/process.hpp"  // SenderIdentity
@@ -86,6 +96,9 @@ struct MailboxOptions {
   mode_t mode = 0600;
   /// How many processes may send at once (each holds a slot while it lives).
   std::uint32_t max_senders = 32;
+  /// Chunks for large messages, per sender; the limit (4 KiB .. 2 GiB) is
+  /// also the largest message.
+  LoanOptions loans;
 };
 
 struct MailboxOpenOptions {
@@ -122,6 +135,7 @@ class MessageBytes {
   ~MessageBytes() = default;
 
   void assign(std::span<const std::byte> bytes) {
+    borrowed_ = nullptr;
     if (bytes.size() > kInline) {
       heap_ = std::make_unique_for_overwrite<std::byte[]>(bytes.size());
     } else {
@@ -130,17 +144,27 @@ class MessageBytes {
     if (!bytes.empty()) std::memcpy(storage(), bytes.data(), bytes.size());
     size_ = bytes.size();
   }
-  [[nodiscard]] std::span<const std::byte> view() const noexcept { return {heap_ ? heap_.get() : inline_, size_}; }
+  /// Refers to `bytes` without copying (a leased chunk, read in place).
+  void borrow(std::span<const std::byte> bytes) noexcept {
+    heap_.reset();
+    borrowed_ = bytes.data();
+    size_ = bytes.size();
+  }
+  [[nodiscard]] std::span<const std::byte> view() const noexcept {
+    return {borrowed_ ? borrowed_ : heap_ ? heap_.get() : inline_, size_};
+  }
 
  private:
   std::byte* storage() noexcept { return heap_ ? heap_.get() : inline_; }
   void take(MessageBytes& other) noexcept {
     heap_ = std::move(other.heap_);
+    borrowed_ = std::exchange(other.borrowed_, nullptr);
     size_ = std::exchange(other.size_, 0);
-    if (!heap_ && size_ != 0) std::memcpy(inline_, other.inline_, size_);
+    if (!heap_ && !borrowed_ && size_ != 0) std::memcpy(inline_, other.inline_, size_);
   }
 
   std::size_t size_ = 0;
+  const std::byte* borrowed_ = nullptr;
   std::unique_ptr<std::byte[]> heap_;
   std::byte inline_[kInline];
 };
@@ -163,6 +187,7 @@ class Message {
  private:
   friend class Mailbox;
   friend class MailboxSet;
+  friend class Lease;
   detail::MessageBytes bytes_;
   SenderIdentity sender_;
   unsigned priority_ = 0;
@@ -185,13 +210,17 @@ class Lease {
   Lease& operator=(Lease&&) noexcept;
   ~Lease();
 
+  /// A loaned message's data() spans its chunk in place, until ack or nack
+  /// (empty after); copying the Message copies the bytes.
   [[nodiscard]] const Message& message() const noexcept { return message_; }
   [[nodiscard]] std::span<const std::byte> data() const noexcept { return message_.data(); }
   [[nodiscard]] const SenderIdentity& sender() const noexcept { return message_.sender(); }
   [[nodiscard]] std::uint32_t delivery_count() const noexcept { return message_.delivery_count(); }
 
   /// Removes the message for good. Errors: invalid_argument (already acked
-  /// or nacked), busy (the lease was taken back: this process was thought dead).
+  /// or nacked), busy (the lease was taken back: this process was thought
+  /// dead), corrupt (a loaned message's chunk was reused while leased: what
+  /// was read is not the message; it is removed all the same).
   result<void> ack();
   /// Gives the message back for the next receiver.
   result<void> nack();
@@ -206,6 +235,9 @@ class Lease {
   Message message_;
   std::uint32_t descriptor_ = 0;
   std::uint64_t lease_ = 0;
+  // A loaned message: the reader whose mapping message_ borrows, and the chunk.
+  std::shared_ptr<detail::ChunkReader> chunk_reader_;
+  detail::ChunkRef chunk_{};
 };
 
 /// What a mailbox holds and has done, read without disturbing traffic.
@@ -274,6 +306,33 @@ class Mailbox {
     return send_until(message, deadline_after(timeout), options, strategy);
   }
 
+  /// A writable chunk of `size` bytes for send(Loan&&), waiting while this
+  /// sender's chunks are all loaned or in messages not yet finished.
+  /// Errors: invalid_argument (larger than loans.limit), limit_reached
+  /// (this sender's own unsent loans hold what the limit allows),
+  /// permission_denied, no_space, corrupt.
+  result<Loan> loan(std::size_t size, WaitStrategy strategy = {});
+  /// As loan, without waiting: empty when no chunk is free.
+  result<std::optional<Loan>> try_loan(std::size_t size);
+  /// As loan; errors also timed_out.
+  result<Loan> loan_until(std::size_t size, deadline until, WaitStrategy strategy = {});
+  result<Loan> loan_for(std::size_t size, steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return loan_until(size, deadline_after(timeout), strategy);
+  }
+  /// Sends a loan made by this Mailbox by reference, as send(bytes) sends
+  /// bytes. Until it is sent (a false try_send, an error other than a
+  /// rendezvous timed_out) the loan stays the caller's.
+  /// Errors: those of send; invalid_argument (a loan of another sender).
+  result<void> send(Loan&& loan, SendOptions options = {}, WaitStrategy strategy = {});
+  result<bool> try_send(Loan&& loan, SendOptions options = {});
+  result<void> send_until(Loan&& loan, deadline until, SendOptions options = {}, WaitStrategy strategy = {});
+  result<void> send_for(Loan&& loan, steady_clock::duration timeout, SendOptions options = {},
+                        WaitStrategy strategy = {}) {
+    return send_until(std::move(loan), deadline_after(timeout), options, strategy);
+  }
+  /// What this sender's chunks occupy (as ChannelSender::loan_usage).
+  result<LoanUsage> loan_usage();
+
   /// The next message (highest priority first). Errors: permission_denied
   /// (the mode does not allow receiving), corrupt.
   result<Message> receive(WaitStrategy strategy = {});
@@ -325,6 +384,11 @@ class Mailbox {
   explicit Mailbox(std::shared_ptr<detail::MailboxShared> shared) noexcept : shared_(std::move(shared)) {}
   result<bool> send_impl(std::span<const std::byte> message, SendOptions options, std::optional<deadline> until,
                          WaitStrategy strategy, bool wait);
+  // Sends `payload` copied into the log, or the loan `loan` by reference (payload empty).
+  result<bool> send_record(std::span<const std::byte> payload, Loan* loan, SendOptions options,
+                           std::optional<deadline> until, WaitStrategy strategy, bool wait);
+  result<std::optional<Loan>> loan_impl(std::size_t size, std::optional<deadline> until, WaitStrategy strategy,
+                                        bool wait);
   struct ReceiveRequest {
     std::optional<deadline> until;
     WaitStrategy strategy;
@@ -332,8 +396,15 @@ class Mailbox {
     bool leased = false;
     std::optional<pid_t> from;  // only messages of this sender process
   };
-  result<std::optional<Message>> receive_impl(const ReceiveRequest& request, std::uint32_t* descriptor,
-                                              std::uint64_t* lease);
+  // What a leased receive hands to its Lease.
+  struct Leased {
+    std::uint32_t descriptor = 0;
+    std::uint64_t lease = 0;
+    std::shared_ptr<detail::ChunkReader> chunk_reader;  // a loaned message, read in place
+    detail::ChunkRef chunk{};
+  };
+  result<std::optional<Message>> receive_impl(const ReceiveRequest& request, Leased* leased);
+  Lease make_lease(Message message, Leased leased);
 
   std::shared_ptr<detail::MailboxShared> shared_;
 };

@@ -51,6 +51,18 @@
 //      which every server checks before running a request and which a
 //      running handler's cancelled() reads. The registry also lists the
 //      servers and the calls in flight with their start times (ferry stat).
+//      Lanes: a caller that calls from one thread at a time, to a server run
+//      by its own user, offers at its first call a lane: two Channels
+//      ("NAME.lane.<pid>.<n>.in" and ".out", process persistence, mode 0600)
+//      that one server takes, serving them on a thread of its own
+//      (ServerOptions::max_lanes). From the server's hello on, that caller's
+//      synchronous calls go over the lane: Channel round trips, no mailbox,
+//      no lease. Other threads' calls, asynchronous ones and cancels keep to
+//      the mailbox. The caller's identity is the one the mailbox attested for
+//      the offer (the request channel's sender role is held by that process).
+//      A server that dies or stops ends the lane: a request it never took
+//      (the channel says so) goes to the mailbox, one it took fails with
+//      peer_gone unless idempotent (then the mailbox runs it again).
 //   unix://PATH, tcp://HOST:PORT  one connection per Client carries requests
 //      out and replies back (framed, many calls in flight, replies in any
 //      order). Several servers share one listener: processes that inherited
@@ -90,7 +102,8 @@
 //   +--------+--------+--------+--------+--------+--------+--------+--------+
 //   | method | reply-to (shm: the reply mailbox's name) | payload           |
 //   +-----------------------------------------------------------------------+
-//   kind: 1 request, 2 cancel, 3 reply.  flags: bit 0 idempotent, bit 1 the
+//   kind: 1 request, 2 cancel, 3 reply, 4 lane (shm: reply-to names a
+//   caller's own pair of Channels, below).  flags: bit 0 idempotent, bit 1 the
 //   deadline is relative (tcp).  status (replies): 0 success, else the errc
 //   of the remote error, whose message is the payload.  A reply carries no
 //   method. A message is rejected (counted, and a stream's connection
@@ -188,6 +201,9 @@ struct ServerOptions {
   std::size_t max_queued = 65536;
   /// unix, tcp: connections served at once; more are closed.
   std::size_t max_connections = 256;
+  /// shm: callers this process serves on lanes of their own (a thread
+  /// each); the offers of more are left for other servers or declined.
+  std::size_t max_lanes = 16;
 };
 
 struct ServerStats {
@@ -204,6 +220,7 @@ struct ServerStats {
   std::uint64_t oversized = 0;  ///< larger than max_payload (streams: connection closed)
   std::uint64_t rejected = 0;   ///< answered limit_reached (queue full) or connections over the limit
   std::uint64_t replies_dropped = 0;  ///< the caller was gone or did not take its reply
+  std::uint64_t lanes = 0;            ///< shm: callers taken on lanes of their own, ever
 };
 
 class Server {
@@ -261,6 +278,8 @@ struct ClientOptions {
   std::size_t reply_capacity = 64;
   /// shm: call a server run by another user (its mailbox is then opened although foreign-owned).
   bool allow_foreign_owner = false;
+  /// shm: offer a server of the same user a lane of this caller's own (see above).
+  bool lanes = true;
 };
 
 struct CallOptions {
@@ -276,6 +295,7 @@ struct ClientStats {
   std::uint64_t retries = 0;       ///< idempotent calls sent again after their server died
   std::uint64_t late_replies = 0;  ///< replies to calls that had ended (timed out, cancelled): discarded
   std::uint64_t foreign_replies = 0;  ///< shm: replies not from the server's uid, or malformed: discarded
+  std::uint64_t lane_calls = 0;       ///< shm: calls that went over this caller's own lane
 };
 
 namespace detail {

@@ -28,6 +28,25 @@
 //                missed is reported with its next message (TopicDelivery::lost)
 //                and counted (TopicSubscriber::lost(), stats()). Never silent.
 //
+// Loans (zero-copy, as on a Channel; see ferry/messaging/loan.hpp):
+//
+//   auto loan = publisher->loan(64 << 20);      // a chunk of shared memory
+//   fill(loan->data());
+//   publisher->publish(std::move(*loan));       // every subscriber gets a reference
+//
+//   auto view = subscriber->peek();             // read in place
+//   use(view->data);
+//   subscriber->release();                      // true: intact (see below)
+//
+// publish(bytes) copies a message larger than max_message (or of at least
+// loans.threshold bytes) into a chunk by itself. A chunk returns to the pool
+// once every live subscriber read past its message and it left the history.
+// Under drop_oldest a publisher short of chunks takes the oldest message's
+// chunk: a subscriber that had not read that message counts it lost, and one
+// reading it in place learns at release() (false: discard what you read).
+// The topic's history holds loaned messages only as far as the pool's limit
+// allows; a late subscriber counts the ones given up as lost.
+//
 // History: the topic keeps its last `history` messages for late subscribers;
 // subscribe({.history = n}) starts at the last n of them (fewer if fewer
 // were published).
@@ -52,6 +71,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ferry/messaging/loan.hpp"
 #include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
 #include "ferry/os/registry.hpp"
@@ -77,6 +97,9 @@ struct TopicOptions {
   std::optional<Persistence> persistence;
   mode_t mode = 0600;
   int sysv_project_id = 1;
+  /// Chunks for loans and for messages larger than max_message (posix and
+  /// file topics only).
+  LoanOptions loans;
 };
 
 struct SubscribeOptions {
@@ -89,6 +112,14 @@ struct TopicDelivery {
   std::size_t size = 0;        ///< bytes copied into the caller's buffer
   std::uint64_t sequence = 0;  ///< its place in the topic's publish order, from 0
   std::uint64_t lost = 0;      ///< messages overwritten unread since the previous receive (drop_oldest)
+};
+
+/// A message read in place (TopicSubscriber::peek), valid until release()
+/// or the next peek.
+struct TopicView {
+  std::span<const std::byte> data;
+  std::uint64_t sequence = 0;
+  std::uint64_t lost = 0;  ///< as TopicDelivery::lost
 };
 
 /// A snapshot of a topic for inspection (`ferry stat`), not for synchronisation.
@@ -164,9 +195,11 @@ class TopicPublisher {
   TopicPublisher& operator=(TopicPublisher&&) noexcept;
   ~TopicPublisher();  ///< leaves the publisher table
 
-  /// Copies `message` into the ring and publishes it; under `block`, waits
-  /// while the slowest live subscriber is `capacity` messages behind.
-  /// Errors: invalid_argument (larger than max_message), corrupt.
+  /// Copies `message` into the ring (into a chunk when larger than
+  /// max_message or at least loans.threshold) and publishes it; under
+  /// `block`, waits while the slowest live subscriber is `capacity` messages
+  /// behind. Errors: invalid_argument (larger than max_message on a topic
+  /// without loans, or than the loan limit), limit_reached, corrupt.
   result<void> publish(std::span<const std::byte> message, WaitStrategy strategy = {});
   /// As publish, without waiting for subscribers: false if the ring is full for one.
   result<bool> try_publish(std::span<const std::byte> message);
@@ -177,6 +210,27 @@ class TopicPublisher {
     return publish_until(message, deadline_after(timeout), strategy);
   }
 
+  /// A writable chunk of `size` bytes; waits (block) for subscribers to
+  /// release one when the pool is at its limit. Errors: invalid_argument
+  /// (larger than the limit), limit_reached (unsent loans hold the limit),
+  /// unsupported (a System V or memfd topic), corrupt.
+  result<Loan> loan(std::size_t size, WaitStrategy strategy = {});
+  /// As loan, without waiting: empty if no chunk is free now.
+  result<std::optional<Loan>> try_loan(std::size_t size);
+  /// As loan; errors also timed_out.
+  result<Loan> loan_until(std::size_t size, deadline until, WaitStrategy strategy = {});
+  result<Loan> loan_for(std::size_t size, steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return loan_until(size, deadline_after(timeout), strategy);
+  }
+  /// Publishes a loan by reference, as publish(bytes) does a copy.
+  /// Errors: invalid_argument (a loan of another publisher), corrupt.
+  result<void> publish(Loan&& loan, WaitStrategy strategy = {});
+  result<bool> try_publish(Loan&& loan);
+  result<void> publish_until(Loan&& loan, deadline until, WaitStrategy strategy = {});
+  /// The topic's chunks: slabs, bytes, and how many are in use (loaned, or
+  /// held for a subscriber or the history).
+  result<LoanUsage> loan_usage();
+
   [[nodiscard]] std::size_t max_message() const noexcept;
 
  private:
@@ -185,6 +239,9 @@ class TopicPublisher {
   explicit TopicPublisher(std::unique_ptr<State> state) noexcept;
   result<bool> publish_impl(std::span<const std::byte> message, std::optional<deadline> until,
                             WaitStrategy strategy, bool wait);
+  result<std::optional<Loan>> loan_impl(std::size_t size, std::optional<deadline> until, WaitStrategy strategy,
+                                        bool wait);
+  result<bool> publish_loan(Loan& loan, std::optional<deadline> until, WaitStrategy strategy, bool wait);
   std::unique_ptr<State> state_;
 };
 
@@ -206,6 +263,21 @@ class TopicSubscriber {
     return receive_until(buffer, deadline_after(timeout), strategy);
   }
 
+  /// The next message, in place: in the ring or in its chunk (a copy of
+  /// its own under drop_oldest for one in the ring, which a publisher may
+  /// overwrite). The same message again until release(). Errors: corrupt.
+  result<TopicView> peek(WaitStrategy strategy = {});
+  result<std::optional<TopicView>> try_peek();
+  result<TopicView> peek_until(deadline until, WaitStrategy strategy = {});
+  result<TopicView> peek_for(steady_clock::duration timeout, WaitStrategy strategy = {}) {
+    return peek_until(deadline_after(timeout), strategy);
+  }
+  /// Done with the peeked message. True: it stayed intact while held; false
+  /// (drop_oldest only): its chunk was taken for a newer message meanwhile,
+  /// so what was read must be discarded, and it counts as lost.
+  /// Errors: invalid_argument (nothing peeked).
+  result<bool> release();
+
   /// Messages this subscriber lost (overwritten before it read them), in all.
   [[nodiscard]] std::uint64_t lost() const noexcept;
   /// The sequence of the next message it will read.
@@ -218,6 +290,7 @@ class TopicSubscriber {
   explicit TopicSubscriber(std::unique_ptr<State> state) noexcept;
   result<std::optional<TopicDelivery>> receive_impl(std::span<std::byte> buffer, std::optional<deadline> until,
                                                     WaitStrategy strategy, bool wait);
+  result<std::optional<TopicView>> peek_impl(std::optional<deadline> until, WaitStrategy strategy, bool wait);
   std::unique_ptr<State> state_;
 };
 

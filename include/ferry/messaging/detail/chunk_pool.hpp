@@ -15,11 +15,14 @@
 //   offset descriptor_bytes chunk 0, chunk 1, ... (each 1 << chunk_shift bytes)
 //
 //   descriptor:  generation (64)  bumped each time the chunk is loaned
-//                state (64)       0 free · 1 loaned · position | 2: sent in the
-//                                 record at that ring position (a multiple of 64)
+//                state (64)       0 free · loaner << 6 | 1: loaned (loaner: the
+//                                 publisher entry on a Topic, 0 elsewhere) ·
+//                                 position | 2: sent in the record at that
+//                                 position (a multiple of 64)
 //
-// Only the sender writes slabs, descriptors and the table, so no atomic
-// read-modify-write is needed anywhere. A chunk sent in the record at
+// Only the sender writes slabs, descriptors and the table (on a Topic, the
+// holder of the publish lock), so no atomic read-modify-write is needed
+// anywhere. A chunk sent in the record at
 // position p is free again once the receiver released that record (its
 // `head` passed p): the ring positions, not reference counts, say what is in
 // use, so a receiver killed while reading holds nothing that its successor,
@@ -106,6 +109,7 @@ struct ChunkHome {
   std::optional<Persistence> persistence;
   mode_t mode = 0600;
   std::shared_ptr<const std::string> description;  ///< the object, for errors
+  bool foreign_owners = false;  ///< slabs may belong to another uid (a Mailbox's senders)
 
   [[nodiscard]] std::string slab_name(std::size_t slab, std::uint32_t generation) const;
   [[nodiscard]] bool supported() const noexcept { return kind == SegmentKind::posix || kind == SegmentKind::file; }
@@ -129,6 +133,13 @@ class ChunkPool {
   /// Maps the slabs a predecessor made and frees what it held but never
   /// published: chunks loaned, and chunks of records at or past `resume_at`.
   result<void> adopt(std::uint64_t resume_at);
+  /// Maps and unmaps slabs to match the table, which other writers (taking
+  /// turns under a lock) may have changed. Errors: corrupt.
+  result<void> refresh();
+  /// Frees the chunks `loaner` loaned and never sent (it died).
+  void give_back_loans_of(std::uint32_t loaner) noexcept;
+  /// The position of the oldest sent chunk that could serve `size` bytes.
+  [[nodiscard]] std::optional<std::uint64_t> oldest_sent(std::size_t size) const noexcept;
 
   /// A free chunk of at least `size` bytes, growing the pool if the limit
   /// allows. Chunks sent in records before `released` count as free. Empty:
@@ -137,7 +148,8 @@ class ChunkPool {
   /// (a first try with a `released` that may be stale).
   /// Errors: invalid_argument (larger than the limit), limit_reached (this
   /// sender's own unsent loans hold what the limit allows), corrupt, no_space.
-  result<std::optional<ChunkGrant>> take(std::size_t size, std::uint64_t released, bool grow = true);
+  result<std::optional<ChunkGrant>> take(std::size_t size, std::uint64_t released, bool grow = true,
+                                         std::uint32_t loaner = 0);
   /// The chunk travels in the record at ring `position` (before it is published).
   void mark_sent(const ChunkRef& ref, std::uint64_t position) noexcept;
   /// A loan dropped unsent.
@@ -152,7 +164,8 @@ class ChunkPool {
  private:
   struct Slab;
   ChunkDescriptor* descriptor(const ChunkRef& ref) const noexcept;
-  result<std::optional<ChunkGrant>> take_from(std::size_t slab, std::uint64_t released);
+  result<std::optional<ChunkGrant>> take_from(std::size_t slab, std::uint64_t released, std::uint32_t loaner);
+  result<void> map(std::size_t slab, const SlabShape& shape);
   result<bool> add_slab(unsigned chunk_shift, std::uint64_t released);
   void remove_slab(std::size_t slab) noexcept;
   /// Whether a chunk was sent in a record the receiver has not released.
@@ -163,6 +176,9 @@ class ChunkPool {
   std::size_t limit_;
   std::vector<std::unique_ptr<Slab>> slabs_;  // kMaxSlabs entries, null where none
 };
+
+/// Removes the slab segments a table names (the object is being destroyed).
+void destroy_slabs(const ChunkHome& home, const std::atomic<std::uint64_t>* table) noexcept;
 
 /// The receiver's side: maps slabs as references name them.
 class ChunkReader {
@@ -178,6 +194,9 @@ class ChunkReader {
   result<std::span<const std::byte>> resolve(const ChunkRef& ref);
   /// Whether the chunk still carries the reference's generation (after reading).
   [[nodiscard]] bool still_valid(const ChunkRef& ref) const noexcept;
+  /// After resolve failed: whether only because the chunk was loaned again
+  /// since the reference was made (the slab is the one the table names).
+  [[nodiscard]] bool reused(const ChunkRef& ref) const noexcept;
 
  private:
   struct Mapped;

@@ -15,6 +15,9 @@
 //                file's owner is the sender's uid and its POSIX record lock
 //                names the sender's pid (F_GETLK): identity the kernel
 //                attests, never a field a sender fills in.
+//   sender.<n>.chunks-<slab>-<generation>
+//                that sender's loan chunks (below): written by it only,
+//                with its log's owner and mode.
 //
 // The directory is sticky and setgid: a participant can create its own
 // files, cannot remove another's, and every file shares the mailbox's group,
@@ -40,6 +43,18 @@
 //      | priority u8 | flags u8 (urgent)
 //  24  payload ...
 //
+// A loaned message (see loan.hpp) is a record whose length has kLogChunkBit
+// set and whose payload is a ChunkRef (24 bytes) naming a chunk in one of
+// this sender's slabs: files "sender.<n>.chunks-<slab>-<generation>" next to
+// the log, listed in the log header's slab table. The chunk sent in the
+// record at log position p is free again once the slot's `reclaim` passed p,
+// i.e. once that record is finished (acked, received, flushed): the
+// ChunkPool's `released` is `reclaim`. A dead sender's log is never taken
+// over: the receiver that retires it removes its slabs first, and with them
+// whatever the sender had loaned and not sent. bytes_before, the capacity
+// counters and Descriptor::length count a loaned message's payload bytes,
+// as for a message copied into the log.
+//
 // After a receiver dies holding the queue lock, the next one rebuilds the
 // lists from the descriptors and recomputes the counters from what cannot be
 // half-written: descriptor states, `scanned`, and the logs themselves (the
@@ -50,6 +65,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ferry/messaging/detail/chunk_pool.hpp"
 #include "ferry/sync/label.hpp"
 #include "ferry/sync/spin_lock.hpp"
 #include "ferry/sync/wait.hpp"
@@ -59,7 +75,7 @@ namespace ferry::detail {
 inline constexpr std::uint64_t kMailboxMagic = 0x584F'424C'4941'4D46ull;  // "FMAILBOX"
 inline constexpr std::uint64_t kQueueMagic = 0x4555'4555'5158'424Dull;    // "MBXQUEUE"
 inline constexpr std::uint64_t kSenderLogMagic = 0x474F'4C44'4E45'534Dull;  // "MSENDLOG"
-inline constexpr std::uint32_t kMailboxLayoutVersion = 3;
+inline constexpr std::uint32_t kMailboxLayoutVersion = 4;
 
 inline constexpr unsigned kPriorityLevels = 32;           // 0 (lowest) .. 31
 inline constexpr unsigned kUrgentLevel = kPriorityLevels;  // above every priority
@@ -68,7 +84,12 @@ inline constexpr std::uint8_t kRecordUrgent = 1;
 
 inline constexpr std::size_t kLogRecordAlignment = 64;
 inline constexpr std::size_t kLogRecordHeader = 24;
-inline constexpr std::uint32_t kLogWrapBit = 0x8000'0000u;
+inline constexpr std::uint32_t kLogWrapBit = 0x8000'0000u;   // in the tag
+inline constexpr std::uint32_t kLogChunkBit = 0x8000'0000u;  // in the length: a ChunkRef record
+// A loaned message's size is a Descriptor::length (32 bits): limits above
+// this are refused at create.
+inline constexpr std::uint64_t kMaxMailboxLoanLimit = std::uint64_t{1} << 31;
+inline constexpr std::uint8_t kDescriptorChunk = 1;  // Descriptor::flags: the record holds a ChunkRef
 inline constexpr std::uint32_t kMaxMailboxSenders = 1024;
 inline constexpr std::uint32_t kNoDescriptor = UINT32_MAX;
 inline constexpr std::uint32_t kReceiverEntries = 64;  // receivers `stats()` can name
@@ -101,6 +122,8 @@ struct MailboxControl {
   // Slots below this were ever claimed (it only grows): loops over senders
   // stop here instead of at max_senders. Readers never let it shrink.
   std::atomic<std::uint32_t> slot_limit;
+  std::uint64_t loan_threshold;   // send(bytes) loans from this size (LoanOptions)
+  std::uint64_t loan_limit;       // bytes of chunks per sender, and the largest message
 
   // Admission: senders, under `admission`. What a mailbox holds is the sum
   // over slots of admitted minus the queue's finished (both counted per
@@ -119,6 +142,8 @@ struct MailboxControl {
 
 static_assert(offsetof(MailboxControl, label) == 56);
 static_assert(offsetof(MailboxControl, slot_limit) == 88);
+static_assert(offsetof(MailboxControl, loan_threshold) == 96);
+static_assert(offsetof(MailboxControl, loan_limit) == 104);
 static_assert(offsetof(MailboxControl, admission) == 128);
 static_assert(offsetof(MailboxControl, slots) % 64 == 0);
 
@@ -136,12 +161,12 @@ struct Descriptor {
   DescriptorState state;      // u8
   std::uint8_t level;         // its list: the priority, or kUrgentLevel
   std::uint8_t priority;      // as sent (an urgent message keeps it)
-  std::uint8_t reserved;
+  std::uint8_t flags;         // kDescriptorChunk
   std::uint32_t slot;
   std::uint64_t position;     // of the record in its sender's log
   std::uint64_t sequence;     // the sender's message number
   std::uint64_t order;        // place on its level's list (rebuilt from it after a crash)
-  std::uint32_t length;
+  std::uint32_t length;       // payload bytes (a loaned message's too)
   std::uint32_t deliveries;   // times leased
   std::uint32_t next;         // on its level's list, or the free list
   std::uint32_t log_next;     // its sender's records, oldest first
@@ -238,9 +263,14 @@ struct SenderLogHeader {
   alignas(64) std::atomic<std::uint64_t> published;  // log position after the last published record
   std::atomic<std::uint64_t> messages;               // published, ever
   std::atomic<std::uint64_t> bytes;                  // payload bytes published, ever
+  // The slab table of this sender's chunks (chunk_pool.hpp), written by it only.
+  alignas(64) std::atomic<std::uint64_t> slabs[kMaxSlabs];
 };
-inline constexpr std::size_t kSenderLogRecords = 128;  // records start here
-static_assert(sizeof(SenderLogHeader) <= kSenderLogRecords);
+inline constexpr std::size_t kSenderLogRecords = 1024;  // records start here
+static_assert(offsetof(SenderLogHeader, published) == 64);
+static_assert(offsetof(SenderLogHeader, slabs) == 128);
+static_assert(sizeof(SenderLogHeader) == 640);
+static_assert(sizeof(SenderLogHeader) <= kSenderLogRecords && kSenderLogRecords % kLogRecordAlignment == 0);
 
 constexpr std::uint64_t log_record_size(std::uint64_t payload) noexcept {
   return (kLogRecordHeader + payload + kLogRecordAlignment - 1) & ~std::uint64_t{kLogRecordAlignment - 1};

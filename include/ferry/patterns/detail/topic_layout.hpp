@@ -14,7 +14,9 @@
 //                               (and subscribe(), which reads `written`)
 //     448  7..22  publishers    publishers[64]: {owner, published}, 16 bytes each
 //    1472 23..86  subscribers   subscribers[64]: one line each (TopicSubscriberEntry)
-//    5568         publishers    slots: `capacity` slots of `slot_size` bytes
+//    5568     87  creator       loan_limit, loan_threshold (loans.hpp)
+//    5632 88..95  publishers    slabs[64]: the chunk pool's slab table (chunk_pool.hpp)
+//    6144         publishers    slots: `capacity` slots of `slot_size` bytes
 //
 // Message `s` (0, 1, 2, ...) lives in slot s % capacity. A slot:
 //
@@ -27,14 +29,29 @@
 // +---------------------------------------------------------------+
 // |                     length (payload bytes)                    |
 // +---------------------------------------------------------------+
-// |               form: 0 = the payload is inline                 |
+// |        form: 0 = the payload is inline, 1 = a chunk            |
 // +---------------------------------------------------------------+
 // |           payload ... (max_message bytes, padded to 64)       |
 // +---------------------------------------------------------------+
 //
-// `form` leaves room for a slot that carries a reference to a shared chunk
-// (zero-copy loans) instead of the bytes: a reader refuses a form it does
-// not know (errc::corrupt), so a topic of a newer layout is never misread.
+// A slot of form 1 holds a ChunkRef (24 bytes; a slot's payload has room
+// for at least 48) naming a loaned chunk: the message is the chunk's bytes.
+// A reader refuses a form it does not know (errc::corrupt).
+//
+// Chunks: one pool for the topic, written by whoever holds publish_lock.
+// Message s sent in a chunk is marked sent at position 64 * s. Its chunk is
+// free once every live subscriber's cursor passed s and s left the history
+// (written - history > s). When the pool has no room within its limit:
+//   block        history gives up its oldest chunks (a late subscriber then
+//                counts those messages lost), then the publisher waits for
+//                subscribers as for ring room;
+//   drop_oldest  the chunk of the oldest sent message is taken; a subscriber
+//                that had not read it finds its generation changed and counts
+//                the message lost. A subscriber reading a chunk in place
+//                (peek) checks the generation again at release().
+// A chunk loaned and never sent is tagged with its publisher's entry: the
+// entry's next owner, or a publisher short of chunks that finds the owner
+// dead, frees it.
 //
 // Publishing (under publish_lock): stamp := 2s+1, release fence, length,
 // form, payload, stamp := 2s+2 (release), written := s+1 (seq_cst,
@@ -68,6 +85,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ferry/messaging/detail/chunk_pool.hpp"
 #include "ferry/sync/label.hpp"
 #include "ferry/sync/mutex.hpp"
 #include "ferry/sync/wait.hpp"
@@ -75,7 +93,7 @@
 namespace ferry::detail {
 
 inline constexpr std::uint64_t kTopicMagic = 0x504F'5459'5252'4546ull;  // "FERRYTOP"
-inline constexpr std::uint32_t kTopicLayoutVersion = 1;
+inline constexpr std::uint32_t kTopicLayoutVersion = 2;
 inline constexpr std::uint32_t kTopicSubscribers = 64;
 inline constexpr std::uint32_t kTopicPublishers = 64;
 inline constexpr std::size_t kTopicSlotHeader = 16;
@@ -84,6 +102,8 @@ inline constexpr std::uint64_t kMaxTopicCapacity = std::uint64_t{1} << 24;  // s
 inline constexpr std::uint64_t kMaxTopicMessage = std::uint64_t{1} << 30;   // bytes
 inline constexpr std::uint64_t kMaxTopicBytes = std::uint64_t{1} << 40;     // all slots
 inline constexpr std::uint32_t kSlotInline = 0;                              // `form`
+inline constexpr std::uint32_t kSlotChunk = 1;
+inline constexpr std::uint64_t kTopicChunkStep = 64;  // message s: pool position s * 64
 
 enum class TopicPolicy : std::uint32_t { block = 0, drop_oldest = 1 };
 
@@ -124,6 +144,10 @@ struct TopicControl {
   alignas(64) Mutex publish_lock;
   TopicPublisherEntry publishers[kTopicPublishers];
   TopicSubscriberEntry subscribers[kTopicSubscribers];
+
+  alignas(64) std::uint64_t loan_limit;
+  std::uint64_t loan_threshold;
+  alignas(64) std::atomic<std::uint64_t> slabs[kMaxSlabs];
 };
 
 inline constexpr std::size_t kTopicSlotsOffset = sizeof(TopicControl);
@@ -146,7 +170,10 @@ static_assert(offsetof(TopicControl, space_ready) == 256);
 static_assert(offsetof(TopicControl, publish_lock) == 320);
 static_assert(offsetof(TopicControl, publishers) == 448);
 static_assert(offsetof(TopicControl, subscribers) == 1472);
-static_assert(kTopicSlotsOffset == 5568);
+static_assert(offsetof(TopicControl, loan_limit) == 5568);
+static_assert(offsetof(TopicControl, slabs) == 5632);
+static_assert(kTopicSlotsOffset == 6144);
+static_assert(sizeof(ChunkRef) <= kTopicSlotAlignment - kTopicSlotHeader, "a chunk reference fits the smallest slot");
 static_assert(kTopicSlotsOffset % kTopicSlotAlignment == 0);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
