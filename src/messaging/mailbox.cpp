@@ -250,6 +250,12 @@ struct MailboxShared {
     control->data_ready.notify_all();
   }
   void repair_queue();
+  // A step on one descriptor that changes counters no repair can rebuild:
+  // journaled, so that a holder killed midway leaves it to be finished or
+  // undone (QueueJournal).
+  void begin_step(QueueStep step, std::uint32_t index) noexcept;
+  void end_step() noexcept;
+  void replay_step();
   result<void> bind_senders();
   result<void> index_new_records();
   void check_leases(bool force);
@@ -354,6 +360,7 @@ std::uint64_t MailboxShared::indexed_messages(std::uint32_t slot, std::uint64_t*
 // After a receiver died holding the queue lock: the lists and counters may be
 // half-updated. Rebuild them from the descriptors' states and the logs.
 void MailboxShared::repair_queue() {
+  replay_step();
   // Descriptors of records at or past `scanned` were being indexed: drop them.
   for (std::uint32_t i = 0; i < pool_size(); ++i) {
     Descriptor& d = descriptors[i];
@@ -417,6 +424,59 @@ void MailboxShared::repair_queue() {
     }
     update_reclaim(slot);
   }
+}
+
+void MailboxShared::begin_step(QueueStep step, std::uint32_t index) noexcept {
+  QueueJournal& journal = queue->journal;
+  const Descriptor& d = descriptors[index];
+  journal.index = index;
+  journal.deliveries = d.deliveries;
+  journal.taken = d.slot < max_senders ? progress[d.slot].taken.load(std::memory_order_relaxed) : 0;
+  journal.received = queue->received.load(std::memory_order_relaxed);
+  journal.redelivered = queue->redelivered.load(std::memory_order_relaxed);
+  journal.flushed = queue->flushed.load(std::memory_order_relaxed);
+  // Store order is what a repair after a kill sees: the journal whole before
+  // its mark, the mark before the step's writes.
+  std::atomic_thread_fence(std::memory_order_release);
+  journal.step = step;
+  std::atomic_thread_fence(std::memory_order_release);
+}
+
+void MailboxShared::end_step() noexcept {
+  std::atomic_thread_fence(std::memory_order_release);
+  queue->journal.step = QueueStep::none;
+}
+
+// The counters as the interrupted step left them or would have: the
+// descriptor's state says whether it got that far.
+void MailboxShared::replay_step() {
+  const QueueJournal& journal = queue->journal;
+  if (journal.step == QueueStep::none) return;
+  if (journal.index < descriptor_count) {
+    const Descriptor& d = descriptors[journal.index];
+    const bool finished = d.state == DescriptorState::done || d.state == DescriptorState::free;
+    std::uint64_t received = journal.received, redelivered = journal.redelivered, flushed = journal.flushed;
+    switch (journal.step) {
+      case QueueStep::deliver:
+        if (d.slot < max_senders) {
+          const bool first = journal.deliveries == 0 && d.deliveries > 0;
+          progress[d.slot].taken.store(journal.taken + (first ? 1 : 0), std::memory_order_relaxed);
+        }
+        if (finished) ++received;
+        break;
+      case QueueStep::redeliver:
+        if (d.state == DescriptorState::queued) ++redelivered;
+        break;
+      case QueueStep::flush:
+        if (finished) ++flushed;
+        break;
+      case QueueStep::none: break;
+    }
+    queue->received.store(received, std::memory_order_relaxed);
+    queue->redelivered.store(redelivered, std::memory_order_relaxed);
+    queue->flushed.store(flushed, std::memory_order_relaxed);
+  }
+  end_step();
 }
 
 // --------------------------------------------------------------- lists
@@ -501,12 +561,14 @@ std::optional<std::uint32_t> MailboxShared::take_head(std::optional<pid_t> sende
 }
 
 void MailboxShared::requeue_front(std::uint32_t index) {
+  begin_step(QueueStep::redeliver, index);
   descriptors[index].state = DescriptorState::queued;
   descriptors[index].lessee = 0;
   push_level(index, true);
   add(queue->queued, 1);
   subtract(queue->leased, 1);
   add(queue->redelivered, 1);
+  end_step();
 }
 
 // The sender may reuse its log below the oldest record not yet freed.
@@ -550,9 +612,11 @@ result<void> MailboxShared::settle(std::uint32_t index, std::uint64_t lease, Set
   if (how == Settle::nack) {
     requeue_front(index);  // counts it out of the leased ones
   } else {
+    begin_step(QueueStep::deliver, index);
     subtract(queue->leased, 1);
     finish(index);
     add(queue->received, 1);
+    end_step();
   }
   unlock_queue();
   if (how == Settle::nack) {
@@ -1706,6 +1770,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       }
       Message message;
       if (!loaned) message.bytes_.assign({record + detail::kLogRecordHeader, d.length});
+      s.begin_step(detail::QueueStep::deliver, *head);
       const SlotProgress& p = s.progress[d.slot];
       message.sender_ = SenderIdentity{p.uid, p.gid, p.pid, p.pid_attested != 0};
       message.priority_ = std::min<unsigned>(d.priority, kPriorities - 1);
@@ -1724,6 +1789,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
         s.finish(*head);
         s.add(s.queue->received, 1);
       }
+      s.end_step();
       const std::uint32_t index = *head;
       const std::uint32_t slot = d.slot;
       const std::uint64_t lease = d.lease;
@@ -1850,11 +1916,13 @@ result<std::size_t> Mailbox::flush(unsigned below) {
         if (list.first == kNoDescriptor) list.last = kNoDescriptor;
         s.subtract(s.queue->depth[level], 1);
         s.subtract(s.queue->queued, 1);
+        s.begin_step(detail::QueueStep::flush, index);
         s.finish(index);
+        s.add(s.queue->flushed, 1);
+        s.end_step();
         ++flushed;
       }
     }
-    s.add(s.queue->flushed, flushed);
   }
   s.unlock_queue();
   if (!indexed) return indexed.error();

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -313,6 +314,110 @@ TEST(Mailbox, HostileQueueGivesCorruptNeverACrash) {
     EXPECT_EQ(second.error().code(), errc::corrupt) << second.error().message();
   }
 }
+
+// A receiver killed inside a step on the queue (between a message's new
+// state and its counter): the next lock holder finishes or undoes the step
+// from the journal, so the counters keep adding up and nothing is lost. The
+// holder is a real process killed with the lock held, leaving the state a
+// kill at that instruction would.
+enum class KilledAt { after_ack, before_ack, after_redelivery, after_flush };
+
+class MailboxStepKilled : public testing::TestWithParam<KilledAt> {};
+
+TEST_P(MailboxStepKilled, TheNextReceiverCompletesTheCounters) {
+  using ferry::detail::DescriptorState;
+  using ferry::detail::QueueStep;
+  const KilledAt at = GetParam();
+  Fixture f({.capacity = Capacity::bounded(8, 64)});
+  ASSERT_TRUE(f.box->send(bytes("a")));
+  ASSERT_TRUE(f.box->send(bytes("b")));
+  auto lease = f.box->receive_leased();  // "a"
+  ASSERT_TRUE(lease) << lease.error().message();
+  ferry::test::Child holder = ferry::test::Child::spawn([&] {
+    auto raw = ferry::Segment::open("/dev/shm/ferry." + f.name + "/queue", {.kind = ferry::SegmentKind::file});
+    FERRY_CHILD_CHECK(raw);
+    auto* queue = reinterpret_cast<ferry::detail::MailboxQueue*>(raw->data().data());
+    auto* descriptors = reinterpret_cast<ferry::detail::Descriptor*>(
+        raw->data().data() + ferry::detail::queue_descriptors_offset(queue->max_senders));
+    FERRY_CHILD_CHECK(queue->lock.lock());
+    std::uint32_t leased = 0, queued = 0;
+    for (std::uint32_t i = 0; i < queue->pool_used; ++i) {
+      if (descriptors[i].state == DescriptorState::leased) leased = i;
+      if (descriptors[i].state == DescriptorState::queued) queued = i;
+    }
+    const std::uint32_t index = at == KilledAt::after_flush ? queued : leased;
+    auto& journal = queue->journal;
+    journal.index = index;
+    journal.deliveries = descriptors[index].deliveries;
+    const auto* progress = reinterpret_cast<ferry::detail::SlotProgress*>(raw->data().data() +
+                                                                          ferry::detail::queue_slots_offset());
+    journal.taken = progress[descriptors[index].slot].taken.load();
+    journal.received = queue->received.load();
+    journal.redelivered = queue->redelivered.load();
+    journal.flushed = queue->flushed.load();
+    journal.step = at == KilledAt::after_redelivery ? QueueStep::redeliver
+                   : at == KilledAt::after_flush    ? QueueStep::flush
+                                                    : QueueStep::deliver;
+    switch (at) {
+      case KilledAt::after_ack:
+      case KilledAt::after_flush:
+        descriptors[index].state = DescriptorState::done;
+        break;
+      case KilledAt::after_redelivery:
+        descriptors[index].state = DescriptorState::queued;
+        break;
+      case KilledAt::before_ack:
+        break;
+    }
+    ::raise(SIGKILL);
+    return 1;
+  });
+  EXPECT_EQ(holder.wait(), 128 + SIGKILL);
+  ASSERT_TRUE(f.box->flush(0)) << "takes the lock over from the dead holder";
+  const auto stats = f.box->stats();
+  EXPECT_EQ(stats.unsorted, 0u) << "every message sent is counted somewhere";
+  EXPECT_EQ(stats.received + stats.flushed + stats.leased + stats.queued, 2u);
+  switch (at) {
+    case KilledAt::after_ack:
+      EXPECT_EQ(stats.received, 1u);
+      EXPECT_EQ(stats.queued, 1u);
+      EXPECT_EQ(lease->ack().error().code(), errc::busy) << "the message is gone";
+      break;
+    case KilledAt::before_ack:
+      EXPECT_EQ(stats.leased, 1u);
+      EXPECT_TRUE(lease->ack()) << "the lease still holds";
+      EXPECT_EQ(f.box->stats().received, 1u);
+      break;
+    case KilledAt::after_redelivery:
+      EXPECT_EQ(stats.redelivered, 1u);
+      EXPECT_EQ(stats.queued, 2u);
+      EXPECT_EQ(lease->ack().error().code(), errc::busy) << "the message went back to the queue";
+      break;
+    case KilledAt::after_flush:
+      EXPECT_EQ(stats.flushed, 1u);
+      EXPECT_EQ(stats.leased, 1u);
+      EXPECT_TRUE(lease->ack());
+      break;
+  }
+  // The queue works on: what is left is received, and the counters close.
+  while (f.box->stats().queued > 0) ASSERT_TRUE(f.box->receive_for(std::chrono::seconds(5)));
+  const auto after = f.box->stats();
+  EXPECT_EQ(after.unsorted + after.leased + after.queued, 0u);
+  EXPECT_EQ(after.received + after.flushed, 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Mailbox, MailboxStepKilled,
+                         testing::Values(KilledAt::after_ack, KilledAt::before_ack, KilledAt::after_redelivery,
+                                         KilledAt::after_flush),
+                         [](const testing::TestParamInfo<KilledAt>& case_info) {
+                           switch (case_info.param) {
+                             case KilledAt::after_ack: return "AfterAck";
+                             case KilledAt::before_ack: return "BeforeAck";
+                             case KilledAt::after_redelivery: return "AfterRedelivery";
+                             case KilledAt::after_flush: return "AfterFlush";
+                           }
+                           return "";
+                         });
 
 }  // namespace
 

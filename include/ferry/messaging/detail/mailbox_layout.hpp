@@ -205,6 +205,29 @@ struct LevelList {
   std::uint32_t last;
 };
 
+// The step the queue lock's holder is taking on one descriptor, with the
+// counters as they were before it. The lists and per-slot counts are rebuilt
+// from the descriptors after a holder's death; these counters cannot be, so
+// the repair finishes or undoes the step from the descriptor's state.
+enum class QueueStep : std::uint32_t {
+  none = 0,
+  deliver = 1,    // handed to a receiver (deliveries, taken), finished if received or acked
+  redeliver = 2,  // a lease given back to the front of its level
+  flush = 3,      // finished unread
+};
+
+struct QueueJournal {
+  QueueStep step;
+  std::uint32_t index;       // the descriptor
+  std::uint32_t deliveries;  // its deliveries before the step
+  std::uint32_t reserved;
+  std::uint64_t taken;       // its slot's progress.taken before the step
+  std::uint64_t received;    // MailboxQueue's, before the step
+  std::uint64_t redelivered;
+  std::uint64_t flushed;
+};
+static_assert(sizeof(QueueJournal) == 48);
+
 struct MailboxQueue {
   std::uint64_t magic;
   std::uint32_t layout_version;
@@ -220,6 +243,7 @@ struct MailboxQueue {
   // look finds the list empty. A clear bit never hides a message, so the
   // highest message is found without looking at every level.
   std::uint64_t nonempty_levels;
+  QueueJournal journal;          // written by the lock's holder only
 
   SpinLock lock;
 
