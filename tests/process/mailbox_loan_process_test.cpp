@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -50,30 +52,32 @@ struct Name {
 // byte after depends on both: a torn, stale or recycled payload fails the check.
 // Receives (plain or leased, alternately, or leased only) until `stop()`;
 // every payload is checked and its (origin, sequence) handed to `record`
-// (under a lease: before the ack).
+// (under a lease: before the ack). Errors: the mailbox's, or corrupt when
+// `record` refused a payload.
 template <class Stop, class Record>
-bool receive_checked(Mailbox& box, std::uint64_t& turn, bool leased_only, Stop&& stop, Record&& record) {
+ferry::result<void> receive_checked(Mailbox& box, std::uint64_t& turn, bool leased_only, Stop&& stop, Record&& record) {
+  const auto refused = [] { return ferry::error(errc::corrupt, "the test's ledger", "a payload failed its check"); };
   while (!stop()) {
     if (++turn % 2 == 0 && !leased_only) {
       auto message = box.receive_for(100ms);
       if (!message) {
-        if (message.error().code() != errc::timed_out) return false;
+        if (message.error().code() != errc::timed_out) return message.error();
         continue;
       }
       const auto checked = ferry::test::check_payload(message->data());
-      if (!record(checked, message->delivery_count())) return false;
+      if (!record(checked, message->delivery_count())) return refused();
     } else {
       auto lease = box.receive_leased_for(100ms);
       if (!lease) {
-        if (lease.error().code() != errc::timed_out) return false;
+        if (lease.error().code() != errc::timed_out) return lease.error();
         continue;
       }
       const auto checked = ferry::test::check_payload(lease->data());  // in place
-      if (!record(checked, lease->delivery_count())) return false;
-      if (!lease->ack()) return false;
+      if (!record(checked, lease->delivery_count())) return refused();
+      if (auto acked = lease->ack(); !acked) return acked.error();
     }
   }
-  return true;
+  return {};
 }
 
 // Waits until receivers retired every log whose sender is gone: its slabs go with it.
@@ -116,7 +120,7 @@ TEST(MailboxLoanProcess, SendersSendRandomSizesToTwoReceiversEveryPayloadByteExa
       FERRY_CHILD_CHECK(opened);
       std::uint64_t last[kSenders] = {};
       std::uint64_t turn = static_cast<std::uint64_t>(r);
-      const bool ok = receive_checked(
+      const auto ok = receive_checked(
           *opened, turn, false, [&] { return ledger->received.load() >= total; },
           [&](const ferry::test::CheckedPayload& d, std::uint32_t) {
             if (!d.intact || d.origin >= kSenders || d.sequence == 0 || d.sequence > per_sender) {
@@ -218,7 +222,7 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
     const auto kill_at = ferry::steady_clock::now() + std::chrono::microseconds(500 + random() % 20000);
     std::uint64_t expected = 1;
     // Killed once it sent something, at a random moment after.
-    bool ok = receive_checked(
+    const auto ok = receive_checked(
         *box, turn, false,
         [&] {
           const auto now = ferry::steady_clock::now();
@@ -232,7 +236,7 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
           ++received;
           return d.intact;
         });
-    ASSERT_TRUE(ok);
+    ASSERT_TRUE(ok) << ok.error().message();
     ASSERT_GT(expected, 1u) << "sender " << origin << " never sent";
     sender.kill(SIGKILL);
     ASSERT_EQ(sender.wait_for(kWatchdog), 128 + SIGKILL);
@@ -271,11 +275,20 @@ TEST(MailboxLoanCrash, SendersKilledMidLoanLeaveNoChunkBehindAndNoTornPayload) {
 
 struct KillLedger {
   std::atomic<std::uint64_t> seen[kMaxPerSender / 64 + 1];
-  std::atomic<std::uint64_t> distinct;
   std::atomic<std::uint64_t> redelivered;
   std::atomic<std::uint64_t> damaged;
   std::atomic<std::uint64_t> duplicates;
   std::atomic<std::uint64_t> deliveries;  // leases taken and checked, redeliveries included
+  std::atomic<std::uint64_t> failures;    // receivers that got an error
+  char last_failure[256];
+  char last_damage[256];
+  // Messages seen: counted from the bits, as a receiver may be killed
+  // between setting its bit and any count of its own.
+  std::uint64_t distinct() const {
+    std::uint64_t n = 0;
+    for (const auto& word : seen) n += static_cast<std::uint64_t>(std::popcount(word.load()));
+    return n;
+  }
 };
 
 TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteExact) {
@@ -300,7 +313,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     const auto give_up = ferry::deadline_after(kWatchdog);
     for (;;) {
       const auto stats = opened->stats();
-      if (stats.queued + stats.unsorted + stats.leased == 0 && ledger->distinct.load() == count) break;
+      if (stats.queued + stats.unsorted + stats.leased == 0 && ledger->distinct() == count) break;
       FERRY_CHILD_CHECK(ferry::steady_clock::now() < give_up);
       std::this_thread::sleep_for(1ms);
     }
@@ -314,11 +327,15 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     std::uint64_t turn = 0;
     // Leased only: a receiver killed after its ack must not take a message
     // out of the ledger's sight (the mailbox is done with it then).
-    const bool ok = receive_checked(
-        *opened, turn, true, [&] { return ledger->distinct.load() >= count; },
+    const auto ok = receive_checked(
+        *opened, turn, true, [&] { return ledger->distinct() >= count; },
         [&](const ferry::test::CheckedPayload& d, std::uint32_t deliveries) {
           if (!d.intact || d.origin != 7 || d.sequence == 0 || d.sequence > count) {
             ledger->damaged.fetch_add(1);
+            std::snprintf(ledger->last_damage, sizeof ledger->last_damage,
+                          "intact %d, origin %llu, sequence %llu, delivery %u", d.intact ? 1 : 0,
+                          static_cast<unsigned long long>(d.origin), static_cast<unsigned long long>(d.sequence),
+                          deliveries);
             return true;
           }
           if (deliveries > 1) ledger->redelivered.fetch_add(1);
@@ -327,11 +344,24 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
           const bool was = ledger->seen[bit / 64].fetch_or(std::uint64_t{1} << (bit % 64)) & (std::uint64_t{1} << (bit % 64));
           // Seen before: only by a receiver killed before its ack went through.
           if (was && deliveries == 1) ledger->duplicates.fetch_add(1);
-          if (!was) ledger->distinct.fetch_add(1);
           return true;
         });
+    if (!ok) {
+      ledger->failures.fetch_add(1);
+      std::snprintf(ledger->last_failure, sizeof ledger->last_failure, "%s", ok.error().message().c_str());
+    }
     FERRY_CHILD_CHECK(ok);
     return 0;
+  };
+  const auto describe = [&] {
+    const auto stats = box->stats();
+    return std::to_string(ledger->distinct()) + " of " + std::to_string(count) + " messages seen; " +
+           std::to_string(stats.queued) + " queued, " + std::to_string(stats.unsorted) + " unsorted, " +
+           std::to_string(stats.leased) + " leased, " + std::to_string(stats.sent) + " sent, " +
+           std::to_string(stats.received) + " received, " + std::to_string(stats.redelivered) + " redelivered; " +
+           std::to_string(ledger->failures.load()) + " receivers failed (last: " + ledger->last_failure + "); " +
+           std::to_string(ledger->damaged.load()) + " damaged (last: " + ledger->last_damage + "), " +
+           std::to_string(ledger->duplicates.load()) + " duplicates";
   };
   std::mt19937 random(8);
   int receivers = 0;
@@ -342,9 +372,8 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
   const std::size_t kill_rounds = ferry::test::scaled(150);
   const auto give_up = ferry::deadline_after(std::chrono::seconds(240));
   constexpr auto kStall = std::chrono::seconds(10);
-  for (std::size_t round = 0; ledger->distinct.load() < count; ++round) {
-    ASSERT_LT(ferry::steady_clock::now(), give_up)
-        << ledger->distinct.load() << " of " << count << " messages seen by " << receivers << " receivers";
+  for (std::size_t round = 0; ledger->distinct() < count; ++round) {
+    ASSERT_LT(ferry::steady_clock::now(), give_up) << describe() << "; " << receivers << " receivers";
     std::vector<Child> pair;
     for (int i = 0; i < 2; ++i) pair.push_back(Child::spawn(receive));
     receivers += 2;
@@ -352,7 +381,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     // Killed at a random moment of their reading, once they read.
     std::uint64_t progress = ledger->deliveries.load();
     auto stalled_at = ferry::deadline_after(kStall);
-    while (ledger->distinct.load() < count && ferry::steady_clock::now() < stalled_at &&
+    while (ledger->distinct() < count && ferry::steady_clock::now() < stalled_at &&
            (!killing || ledger->deliveries.load() == progress)) {
       if (!killing && ledger->deliveries.load() != progress) {
         progress = ledger->deliveries.load();
@@ -361,7 +390,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
       std::this_thread::sleep_for(100us);
     }
     if (killing) std::this_thread::sleep_for(std::chrono::microseconds(random() % 5000));
-    if (ledger->distinct.load() >= count) {
+    if (ledger->distinct() >= count) {
       for (auto& child : pair) EXPECT_EQ(child.wait_for(std::chrono::seconds(60)), 0);
       break;
     }
@@ -374,8 +403,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
   for (;;) {
     const auto stats = box->stats();
     if (stats.queued + stats.unsorted + stats.leased == 0) break;
-    ASSERT_LT(ferry::steady_clock::now(), give_up) << stats.queued << " queued, " << stats.unsorted << " unsorted, "
-                                                   << stats.leased << " leased after every message was seen";
+    ASSERT_LT(ferry::steady_clock::now(), give_up) << describe();
     auto lease = box->receive_leased_for(200ms);
     if (!lease) {
       ASSERT_EQ(lease.error().code(), errc::timed_out) << lease.error().message();
@@ -387,7 +415,7 @@ TEST(MailboxLoanCrash, ReceiversKilledHoldingLeasesLeaveTheMessageToOthersByteEx
     ASSERT_TRUE(lease->ack());
   }
   EXPECT_EQ(sender.wait_for(std::chrono::seconds(30)), 0) << "its pool returned to nothing in use";
-  EXPECT_EQ(ledger->distinct.load(), count);
+  EXPECT_EQ(ledger->distinct(), count);
   EXPECT_EQ(ledger->damaged.load(), 0u);
   EXPECT_EQ(ledger->duplicates.load(), 0u);
   const auto stats = box->stats();
