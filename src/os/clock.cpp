@@ -4,11 +4,15 @@
 
 namespace ferry {
 
-std::uint64_t wall_clock_ns() noexcept {
+namespace {
+std::uint64_t nanoseconds_of(clockid_t clock) noexcept {
   timespec now{};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000u +
-         static_cast<std::uint64_t>(now.tv_nsec);
+  ::clock_gettime(clock, &now);
+  return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(now.tv_nsec);
 }
+}  // namespace
+
+std::uint64_t wall_clock_ns() noexcept { return nanoseconds_of(CLOCK_REALTIME); }
+std::uint64_t coarse_wall_clock_ns() noexcept { return nanoseconds_of(CLOCK_REALTIME_COARSE); }
 
 }  // namespace ferry

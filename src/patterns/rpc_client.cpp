@@ -74,9 +74,9 @@ class ClientCore {
     state->method = method;
     state->idempotent = options.idempotent;
     state->until = until;
+    state->id = next_id();
     {
       const std::scoped_lock lock(mutex_);
-      state->id = ++last_id_;
       pending_.emplace(state->id, state);
     }
     state->request = encode_request(state->id, state->method, request, until, options);
@@ -165,16 +165,21 @@ class ClientCore {
 
   [[nodiscard]] ClientStats stats() const noexcept {
     const auto& c = counters_;
-    return {c.calls.load(), c.replies.load(), c.timed_out.load(), c.cancelled.load(),
-            c.retries.load(), c.late_replies.load(), c.foreign_replies.load(), c.lane_calls.load()};
+    return {c.calls.load() + c.lane_calls.load(), c.replies.load() + c.lane_replies.load(), c.timed_out.load(),
+            c.cancelled.load(), c.retries.load(), c.late_replies.load(), c.foreign_replies.load(), c.lane_calls.load()};
   }
   [[nodiscard]] const Endpoint& endpoint() const noexcept { return endpoint_; }
 
  protected:
   struct Counters {
     std::atomic<std::uint64_t> calls{0}, replies{0}, timed_out{0}, cancelled{0}, retries{0}, late_replies{0},
-        foreign_replies{0}, lane_calls{0};
+        foreign_replies{0};
+    // Counted under lane_mutex_, one writer at a time: no locked instruction.
+    std::atomic<std::uint64_t> lane_calls{0}, lane_replies{0};
   };
+  static void count_alone(std::atomic<std::uint64_t>& counter) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 
   /// Sends a request or cancel (urgent: on the urgent lane), within `until`.
   virtual result<void> send(std::span<const std::byte> bytes, bool urgent, deadline until) = 0;
@@ -199,13 +204,11 @@ class ClientCore {
   }
 
  protected:
-  std::uint64_t next_id() {
-    const std::scoped_lock lock(mutex_);
-    return ++last_id_;
-  }
+  std::uint64_t next_id() noexcept { return last_id_.fetch_add(1, std::memory_order_relaxed) + 1; }
 
-  Bytes encode_request(std::uint64_t id, std::string_view method, std::span<const std::byte> request,
-                       std::optional<deadline> until, CallOptions options) const {
+  // The request's message; its views are `method`, `request` and this core's reply-to.
+  wire::Message request_message(std::uint64_t id, std::string_view method, std::span<const std::byte> request,
+                                std::optional<deadline> until, CallOptions options) const {
     wire::Message message;
     message.kind = wire::Kind::request;
     message.flags = (options.idempotent ? wire::kIdempotent : 0) | (relative_deadlines() ? wire::kRelativeDeadline : 0);
@@ -215,7 +218,11 @@ class ClientCore {
     message.method = method;
     message.reply_to = reply_to();
     message.payload = request;
-    return wire::encode(message);
+    return message;
+  }
+  Bytes encode_request(std::uint64_t id, std::string_view method, std::span<const std::byte> request,
+                       std::optional<deadline> until, CallOptions options) const {
+    return wire::encode(request_message(id, method, request, until, options));
   }
 
   // Under mutex_: the connection `failure` came from broke; its idempotent
@@ -286,7 +293,7 @@ class ClientCore {
   std::mutex mutex_;
   std::condition_variable changed_;
   bool receiving_ = false;
-  std::uint64_t last_id_ = 0;
+  std::atomic<std::uint64_t> last_id_{0};
   std::unordered_map<std::uint64_t, std::shared_ptr<PendingState>> pending_;
 };
 
@@ -374,12 +381,16 @@ class ShmClient final : public ClientCore {
     if (!lane_->ready && !heard_hello()) return std::nullopt;
     if (auto checked = check_call(method, request, until); !checked) return result<Bytes>(std::move(checked).error());
     const std::uint64_t id = next_id();
-    counters_.calls.fetch_add(1, std::memory_order_relaxed);
-    counters_.lane_calls.fetch_add(1, std::memory_order_relaxed);
-    const Bytes bytes = encode_request(id, method, request, until, options);
-    auto sent = until ? lane_->requests.send_until(bytes, *until) : lane_->requests.send(bytes);
-    if (!sent && sent.error().code() == errc::timed_out) return timed_out(method);
-    if (!sent) return lane_broke(method, options);
+    count_alone(counters_.lane_calls);
+    // Encoded straight into the ring; the lane itself leads back (no reply-to).
+    wire::Message message = request_message(id, method, request, until, options);
+    message.reply_to = {};
+    const std::size_t size = wire::encoded_size(message);
+    auto room = until ? lane_->requests.reserve_until(size, *until) : lane_->requests.reserve(size);
+    if (!room && room.error().code() == errc::timed_out) return timed_out(method);
+    if (!room) return lane_broke(method, options);
+    wire::encode_into(message, *room);
+    if (!lane_->requests.commit(size)) return lane_broke(method, options);
     for (;;) {
       auto reply = until ? lane_->replies.peek_until(*until) : lane_->replies.peek();
       if (!reply && reply.error().code() == errc::timed_out) return timed_out(method);  // its reply will be skipped
@@ -390,7 +401,7 @@ class ShmClient final : public ClientCore {
       } else if (decoded->call_id != id) {
         counters_.late_replies.fetch_add(1, std::memory_order_relaxed);  // of a call that timed out
       } else {
-        counters_.replies.fetch_add(1, std::memory_order_relaxed);
+        count_alone(counters_.lane_replies);
         result<Bytes> outcome = decoded->status == 0
                                     ? result<Bytes>(Bytes(decoded->payload.begin(), decoded->payload.end()))
                                     : result<Bytes>(wire::remote_error(*decoded, method, endpoint_.to_string()));

@@ -153,7 +153,8 @@ bool Registry::any_server_alive() const noexcept {
   });
 }
 
-std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t caller_pid, std::string_view method) noexcept {
+std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t caller_pid, std::string_view method,
+                                                  bool cancellable) noexcept {
   const std::uint64_t me = ProcessId::current().packed();
   for (std::size_t n = 0; n < kCalls; ++n) {
     const std::size_t i = (key.call_id + key.client_key + n) % kCalls;
@@ -162,7 +163,7 @@ std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t call
     if (taken_by_live(owner) || !slot.server.compare_exchange_strong(owner, kFilling)) continue;
     slot.client_key.store(key.client_key, std::memory_order_relaxed);
     slot.call_id.store(key.call_id, std::memory_order_relaxed);
-    slot.started_ns.store(wall_clock_ns(), std::memory_order_relaxed);
+    slot.started_ns.store(coarse_wall_clock_ns(), std::memory_order_relaxed);
     slot.caller_pid.store(static_cast<std::uint32_t>(caller_pid), std::memory_order_relaxed);
     slot.caller_uid.store(key.caller_uid, std::memory_order_relaxed);
     std::uint64_t words[kMethodWords] = {};
@@ -170,14 +171,16 @@ std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t call
     std::memcpy(words, method.data(), length);
     for (std::size_t w = 0; w < kMethodWords; ++w) slot.method[w].store(words[w], std::memory_order_relaxed);
     slot.method_length.store(static_cast<std::uint32_t>(length), std::memory_order_relaxed);
-    slot.cancelled.store(0);
-    slot.server.store(me);  // seq_cst: published before the ring is looked at
+    slot.cancelled.store(0, std::memory_order_relaxed);
+    // A cancellable call is published before the ring is looked at (seq_cst,
+    // as cancel() records before it looks at the calls).
+    slot.server.store(me, cancellable ? std::memory_order_seq_cst : std::memory_order_release);
     return i;
   }
   return std::nullopt;
 }
 
-void Registry::retire_call(std::size_t slot) noexcept { layout()->calls[slot].server.store(0); }
+void Registry::retire_call(std::size_t slot) noexcept { layout()->calls[slot].server.store(0, std::memory_order_release); }
 
 void Registry::cancel(const CallKey& key) noexcept {
   Layout* registry = layout();

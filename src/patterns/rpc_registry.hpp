@@ -114,7 +114,9 @@ class Registry {
   [[nodiscard]] bool any_server_alive() const noexcept;
 
   /// Lists a call as running in this process; its slot, or none when the table is full.
-  std::optional<std::size_t> publish_call(const CallKey& key, pid_t caller_pid, std::string_view method) noexcept;
+  /// A call that can be cancelled is published in the order cancel() relies on.
+  std::optional<std::size_t> publish_call(const CallKey& key, pid_t caller_pid, std::string_view method,
+                                          bool cancellable) noexcept;
   void retire_call(std::size_t slot) noexcept;
   [[nodiscard]] const std::atomic<std::uint32_t>& cancelled_flag(std::size_t slot) const noexcept {
     return layout()->calls[slot].cancelled;

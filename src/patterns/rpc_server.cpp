@@ -72,13 +72,12 @@ class Server::Impl {
   [[nodiscard]] std::string description() const { return "rpc server at " + endpoint_.to_string(); }
   error problem(std::string detail) const { return error(errc::invalid_argument, description(), std::move(detail)); }
 
-  // Runs `request` and returns the encoded reply.
-  Bytes run(const wire::Message& request, const CallContext& context) {
+  // Runs `request`: the handler's reply, or the error its caller gets.
+  result<Bytes> run(const wire::Message& request, const CallContext& context) {
     const auto method = methods_.find(request.method);
     if (method == methods_.end()) {
       counters_.unknown_method.fetch_add(1, std::memory_order_relaxed);
-      return wire::encode_error_reply(
-          request, error(errc::not_found, description(), "no method '" + std::string(request.method) + "'"));
+      return error(errc::not_found, description(), "no method '" + std::string(request.method) + "'");
     }
     result<Bytes> reply = invoke(method->second, context, request.payload);
     counters_.handled.fetch_add(1, std::memory_order_relaxed);
@@ -87,11 +86,8 @@ class Server::Impl {
                     "method '" + std::string(request.method) + "' replied " + std::to_string(reply->size()) +
                         " bytes, more than max_payload " + std::to_string(options_.max_payload));
     }
-    if (!reply) {
-      counters_.failed.fetch_add(1, std::memory_order_relaxed);
-      return wire::encode_error_reply(request, reply.error());
-    }
-    return wire::encode_reply(request, *reply);
+    if (!reply) counters_.failed.fetch_add(1, std::memory_order_relaxed);
+    return reply;
   }
 
   // A handler that throws fails its call, not the server.
@@ -242,34 +238,35 @@ class ShmServer final : public Server::Impl {
     };
     if (request->payload.size() > options_.max_payload) {
       counters_.oversized.fetch_add(1, std::memory_order_relaxed);
-      reply(wire::encode_error_reply(*request, error(errc::limit_reached, description(),
-                                                     "request of " + std::to_string(request->payload.size()) +
-                                                         " bytes, max_payload is " +
-                                                         std::to_string(options_.max_payload))));
+      reply(wire::encode_reply(*request, error(errc::limit_reached, description(),
+                                               "request of " + std::to_string(request->payload.size()) +
+                                                   " bytes, max_payload is " + std::to_string(options_.max_payload))));
       return;
     }
     if (lease.delivery_count() > 1) {
       if (!request->idempotent()) {
         counters_.abandoned.fetch_add(1, std::memory_order_relaxed);
-        reply(wire::encode_error_reply(*request, error(errc::peer_gone, description(),
-                                                       "the server running the call died; not idempotent, so not run again")));
+        reply(wire::encode_reply(*request, error(errc::peer_gone, description(),
+                                                 "the server running the call died; not idempotent, so not run again")));
         return;
       }
       counters_.rerun.fetch_add(1, std::memory_order_relaxed);
     }
-    const auto until = wire::deadline_of(*request, steady_clock::now());
+    const auto until = wire::deadline_of(*request);
     if (expired(until)) return;
-    if (auto answer = run_listed(*request, caller, until, lease.delivery_count(), true)) reply(*answer);
+    if (auto outcome = run_listed(*request, caller, until, lease.delivery_count(), true)) {
+      reply(wire::encode_reply(*request, *outcome));
+    }
   }
 
   // Runs `request`, listed in the registry while it runs (ferry stat, and
   // cancels find it there); nothing if it was cancelled before it started
   // (a lane's calls are synchronous: no one can cancel them).
-  std::optional<Bytes> run_listed(const wire::Message& request, const SenderIdentity& caller,
+  std::optional<result<Bytes>> run_listed(const wire::Message& request, const SenderIdentity& caller,
                                   const std::optional<deadline>& until, std::uint32_t deliveries, bool cancellable) {
     const registry::CallKey key{request.client_key, request.call_id, caller.uid};
-    const auto slot = registry_.publish_call(key, caller.pid, request.method);
-    std::optional<Bytes> answer;
+    const auto slot = registry_.publish_call(key, caller.pid, request.method, cancellable);
+    std::optional<result<Bytes>> answer;
     if (cancellable && registry_.cancel_recorded(key)) {
       counters_.cancelled.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -336,15 +333,31 @@ class ShmServer final : public Server::Impl {
         continue;
       }
       counters_.received.fetch_add(1, std::memory_order_relaxed);
-      const auto until = wire::deadline_of(*request, steady_clock::now());
+      const auto until = wire::deadline_of(*request);
       if (expired(until)) continue;
-      const auto answer = run_listed(*request, caller, until, 1, false);
-      if (!answer) continue;
-      if (auto sent = replies.send_until(*answer, deadline_after(options_.reply_timeout)); !sent) {
+      const auto outcome = run_listed(*request, caller, until, 1, false);
+      if (!outcome) continue;
+      // Encoded straight into the ring.
+      std::string text;
+      const wire::Message reply = wire::reply_to(*request, *outcome, text);
+      const std::size_t size = wire::encoded_size(reply);
+      auto room = reply_room(replies, size);
+      if (!room) {
         counters_.replies_dropped.fetch_add(1, std::memory_order_relaxed);
-        if (sent.error().code() != errc::timed_out) return;
+        if (room.error().code() != errc::timed_out) return;
+        continue;
       }
+      wire::encode_into(reply, *room);
+      if (!replies.commit(size)) return;
     }
+  }
+
+  // Room for a reply; the caller may be slow to read its last ones, but not for longer than reply_timeout.
+  result<std::span<std::byte>> reply_room(ChannelSender& replies, std::size_t size) const {
+    auto room = replies.try_reserve(size);
+    if (!room) return std::move(room).error();
+    if (*room) return **room;
+    return replies.reserve_until(size, deadline_after(options_.reply_timeout));
   }
 
   struct Lane {
@@ -489,13 +502,13 @@ class StreamServer final : public Server::Impl {
       return true;
     }
     counters_.received.fetch_add(1, std::memory_order_relaxed);
-    const auto until = wire::deadline_of(request, steady_clock::now());
+    const auto until = wire::deadline_of(request);
     std::unique_lock lock(queue_mutex_);
     if (queue_.size() >= options_.max_queued) {
       lock.unlock();
       counters_.rejected.fetch_add(1, std::memory_order_relaxed);
-      write_reply(*connection, wire::encode_error_reply(request, error(errc::limit_reached, description(),
-                                                                       "the request queue is full")));
+      write_reply(*connection,
+                  wire::encode_reply(request, error(errc::limit_reached, description(), "the request queue is full")));
       return true;
     }
     auto cancelled = std::make_shared<std::atomic<std::uint32_t>>(0);
@@ -527,7 +540,7 @@ class StreamServer final : public Server::Impl {
       counters_.cancelled.fetch_add(1, std::memory_order_relaxed);
     } else if (!expired(job.until) && !stopping_.load(std::memory_order_relaxed)) {
       const CallContext context(job.request.method, connection.identity, job.until, 1, job.cancelled.get());
-      write_reply(connection, run(job.request, context));
+      write_reply(connection, wire::encode_reply(job.request, run(job.request, context)));
     }
     const std::scoped_lock lock(connection.calls_mutex);
     connection.calls.erase(job.request.call_id);

@@ -25,7 +25,7 @@ error cancelled_error(std::string_view method) {
 namespace wire {
 namespace {
 
-void put(Bytes& out, std::size_t at, std::uint64_t value, std::size_t width) {
+void put(std::span<std::byte> out, std::size_t at, std::uint64_t value, std::size_t width) {
   for (std::size_t i = 0; i < width; ++i) out[at + i] = static_cast<std::byte>(value >> (8 * i));
 }
 
@@ -34,8 +34,6 @@ std::uint64_t get(std::span<const std::byte> in, std::size_t at, std::size_t wid
   for (std::size_t i = 0; i < width; ++i) value |= std::uint64_t{std::to_integer<std::uint8_t>(in[at + i])} << (8 * i);
   return value;
 }
-
-void append(Bytes& out, std::span<const std::byte> bytes) { out.insert(out.end(), bytes.begin(), bytes.end()); }
 
 std::span<const std::byte> bytes_of(std::string_view text) { return std::as_bytes(std::span(text)); }
 
@@ -48,8 +46,12 @@ constexpr std::size_t kMagicAt = 0, kVersionAt = 1, kKindAt = 2, kFlagsAt = 3, k
 
 }  // namespace
 
-Bytes encode(const Message& message) {
-  Bytes out(kHeaderSize);
+std::size_t encoded_size(const Message& message) noexcept {
+  return kHeaderSize + message.method.size() + message.reply_to.size() + message.payload.size();
+}
+
+void encode_into(const Message& message, std::span<std::byte> out) noexcept {
+  std::memset(out.data(), 0, kHeaderSize);
   put(out, kMagicAt, kMagic, 1);
   put(out, kVersionAt, kVersion, 1);
   put(out, kKindAt, static_cast<std::uint8_t>(message.kind), 1);
@@ -61,10 +63,16 @@ Bytes encode(const Message& message) {
   put(out, kClientKeyAt, message.client_key, 8);
   put(out, kReplyToLengthAt, message.reply_to.size(), 2);
   put(out, kPayloadLengthAt, message.payload.size(), 4);
-  out.reserve(kHeaderSize + message.method.size() + message.reply_to.size() + message.payload.size());
-  append(out, bytes_of(message.method));
-  append(out, bytes_of(message.reply_to));
-  append(out, message.payload);
+  std::byte* at = out.data() + kHeaderSize;
+  for (const auto part : {bytes_of(message.method), bytes_of(message.reply_to), message.payload}) {
+    if (!part.empty()) std::memcpy(at, part.data(), part.size());
+    at += part.size();
+  }
+}
+
+Bytes encode(const Message& message) {
+  Bytes out(encoded_size(message));
+  encode_into(message, out);
   return out;
 }
 
@@ -112,25 +120,25 @@ result<Message> decode(std::span<const std::byte> bytes) {
   return message;
 }
 
-Bytes encode_reply(const Message& request, std::span<const std::byte> payload) {
+Message reply_to(const Message& request, const result<Bytes>& outcome, std::string& text) {
   Message reply;
   reply.kind = Kind::reply;
   reply.call_id = request.call_id;
   reply.client_key = request.client_key;
-  reply.payload = payload;
-  return encode(reply);
+  if (outcome) {
+    reply.payload = *outcome;
+  } else {
+    // The message names the object and the reason as the server saw them.
+    text = outcome.error().message();
+    reply.status = static_cast<std::uint8_t>(outcome.error().code());
+    reply.payload = bytes_of(text);
+  }
+  return reply;
 }
 
-Bytes encode_error_reply(const Message& request, const error& failure) {
-  // The message names the object and the reason as the server saw them.
-  const std::string text = failure.message();
-  Message reply;
-  reply.kind = Kind::reply;
-  reply.status = static_cast<std::uint8_t>(failure.code());
-  reply.call_id = request.call_id;
-  reply.client_key = request.client_key;
-  reply.payload = bytes_of(text);
-  return encode(reply);
+Bytes encode_reply(const Message& request, const result<Bytes>& outcome) {
+  std::string text;
+  return encode(reply_to(request, outcome, text));
 }
 
 std::uint64_t deadline_field(std::optional<deadline> until, bool relative) noexcept {
@@ -142,11 +150,12 @@ std::uint64_t deadline_field(std::optional<deadline> until, bool relative) noexc
   return relative ? ns(*until - steady_clock::now()) : ns(until->time_since_epoch());
 }
 
-std::optional<deadline> deadline_of(const Message& request, deadline read_at) noexcept {
+std::optional<deadline> deadline_of(const Message& request) noexcept {
   if (request.deadline_ns == 0) return std::nullopt;
   constexpr auto kLongest = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / 2);
   const auto ns = std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(request.deadline_ns, kLongest)));
   if ((request.flags & kRelativeDeadline) != 0) {
+    const deadline read_at = steady_clock::now();
     return read_at.time_since_epoch() > deadline::max().time_since_epoch() - ns ? deadline::max() : read_at + ns;
   }
   return deadline(std::chrono::duration_cast<steady_clock::duration>(ns));

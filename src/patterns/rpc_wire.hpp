@@ -47,17 +47,22 @@ struct Message {
 
 /// The bytes of `message` (its views are copied).
 Bytes encode(const Message& message);
+/// The same, written into `out` of encoded_size(message) bytes (a Channel's reserved room).
+std::size_t encoded_size(const Message& message) noexcept;
+void encode_into(const Message& message, std::span<std::byte> out) noexcept;
 /// The message in `bytes`; corrupt naming what is wrong.
 result<Message> decode(std::span<const std::byte> bytes);
 
-/// A reply: success with `payload`, or the error `failure`.
-Bytes encode_reply(const Message& request, std::span<const std::byte> payload);
-Bytes encode_error_reply(const Message& request, const error& failure);
+/// The reply to `request`: success with the handler's bytes, or the error
+/// (its message is kept in `text`, which the reply's payload views).
+Message reply_to(const Message& request, const result<Bytes>& outcome, std::string& text);
+Bytes encode_reply(const Message& request, const result<Bytes>& outcome);
 
 /// The deadline field for `until` (none: 0): absolute monotonic, or the time left (relative).
 std::uint64_t deadline_field(std::optional<deadline> until, bool relative) noexcept;
-/// The deadline a received request carries, on this machine's clock; `read_at` anchors a relative one.
-std::optional<deadline> deadline_of(const Message& request, deadline read_at) noexcept;
+/// The deadline a received request carries, on this machine's clock (a
+/// relative one counts from now: call it as the request is read).
+std::optional<deadline> deadline_of(const Message& request) noexcept;
 
 /// The error a reply carries, marked remote: "remote rpc method 'm' at ENDPOINT: <code>: <message>".
 error remote_error(const Message& reply, std::string_view method, std::string_view endpoint);
