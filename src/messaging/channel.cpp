@@ -229,10 +229,9 @@ result<Channel> Channel::attach(Fd memfd, OpenOptions options) {
 }
 
 result<void> Channel::destroy(std::string_view name, SegmentKind kind, int sysv_project_id) {
-  // The slab table names the chunks' segments; a channel that cannot be read has none we could find.
-  if (auto channel = open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id})) {
-    detail::destroy_slabs(channel->shared_->chunk_home(), channel->shared_->control->slabs);
-  }
+  // The chunks are named after the segment (as it names itself, if it can be read).
+  const auto segment = Segment::open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id});
+  detail::destroy_slabs({segment ? segment->name() : std::string(name), kind});
   return Segment::destroy(name, kind, sysv_project_id);
 }
 

@@ -1,9 +1,13 @@
 #include "ferry/messaging/detail/chunk_pool.hpp"
 
-#include "ferry/messaging/loan.hpp"
+#include <dirent.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
+
+#include "../os/segment_internal.hpp"
+#include "ferry/messaging/loan.hpp"
 
 namespace ferry::detail {
 
@@ -294,11 +298,18 @@ LoanUsage ChunkPool::usage(std::uint64_t released) const noexcept {
   return usage;
 }
 
-void destroy_slabs(const ChunkHome& home, const std::atomic<std::uint64_t>* table) noexcept {
-  for (std::size_t i = 0; i < kMaxSlabs; ++i) {
-    const auto shape = SlabShape::decode(table[i].load(std::memory_order_acquire));
-    if (shape.present()) (void)Segment::destroy(home.slab_name(i, shape.generation), home.kind);
+void destroy_slabs(const ChunkHome& home) noexcept {
+  if (!home.supported()) return;
+  const std::string stem = backing_path(home.kind, home.name + ".chunks-");
+  const std::size_t slash = stem.rfind('/');
+  const std::string directory = slash == 0 ? "/" : slash == std::string::npos ? "." : stem.substr(0, slash);
+  const std::string_view prefix = std::string_view(stem).substr(slash == std::string::npos ? 0 : slash + 1);
+  DIR* listing = ::opendir(directory.c_str());
+  if (listing == nullptr) return;
+  while (const dirent* entry = ::readdir(listing)) {
+    if (std::string_view(entry->d_name).starts_with(prefix)) (void)::unlinkat(::dirfd(listing), entry->d_name, 0);
   }
+  ::closedir(listing);
 }
 
 // ---------------------------------------------------------------- reader

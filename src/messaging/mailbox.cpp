@@ -765,16 +765,8 @@ result<void> MailboxShared::bind_senders() {
 // The slot's sender is gone and everything it sent is finished: free it.
 void MailboxShared::retire_slot(std::uint32_t slot) {
   // Its slabs first, while the log names it: with them go the chunks it had
-  // loaned and not sent (nobody takes a dead sender's log over). Every file
-  // of the log's name, listed in its table or not: a sender killed between
-  // making a slab and entering it leaves one the table does not name.
-  const std::string prefix = log_path(dir, progress[slot].log_id).substr(dir.size() + 1) + ".chunks-";
-  if (DIR* listing = ::opendir(dir.c_str())) {
-    while (const dirent* entry = ::readdir(listing)) {
-      if (std::string_view(entry->d_name).starts_with(prefix)) (void)::unlinkat(::dirfd(listing), entry->d_name, 0);
-    }
-    ::closedir(listing);
-  }
+  // loaned and not sent (nobody takes a dead sender's log over).
+  detail::destroy_slabs(chunk_home(progress[slot].log_id));
   // Unlinking the log next: a retirement cut short by a SIGKILL is then recognised
   // (the bound log is gone, its sender too) and finished by the next receiver.
   (void)::unlink(log_path(dir, progress[slot].log_id).c_str());  // only its owner or the mailbox's may (sticky)

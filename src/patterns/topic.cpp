@@ -337,10 +337,9 @@ result<Topic> Topic::open(std::string_view name, OpenOptions options) {
 }
 
 result<void> Topic::destroy(std::string_view name, SegmentKind kind, int sysv_project_id) {
-  // The slab table names the chunks' segments; a topic that cannot be read has none we could find.
-  if (auto topic = open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id})) {
-    detail::destroy_slabs(topic->shared_->chunk_home(), topic->shared_->control->slabs);
-  }
+  // The chunks are named after the segment (as it names itself, if it can be read).
+  const auto segment = Segment::open(name, {.kind = kind, .access = Access::read_only, .sysv_project_id = sysv_project_id});
+  detail::destroy_slabs({segment ? segment->name() : std::string(name), kind});
   return Segment::destroy(name, kind, sysv_project_id);
 }
 

@@ -297,6 +297,27 @@ TEST(TopicLoan, DestroyRemovesTheChunksAndUnnamedTopicsHaveNone) {
   }
   EXPECT_EQ(ferry::Segment::open(slab).error().code(), errc::not_found);
 
+  // Every slab named after the topic goes, whatever its table says: that of
+  // a topic too corrupt to open, and one its table never named (a publisher
+  // killed between making a slab and entering it).
+  {
+    Fixture f({.capacity = 8, .max_message = 64});
+    {
+      auto publisher = f.topic->publisher();
+      f.publish_loan(*publisher, 5000, 1);
+    }
+    const auto shape = ferry::detail::SlabShape::decode(f.control().slabs[0].load());
+    slab = f.name + ".chunks-0-" + std::to_string(shape.generation);
+    const std::string unlisted = f.name + ".chunks-9-1";
+    ASSERT_TRUE(ferry::Segment::create(unlisted, {.size = 4096}));
+    f.control().loan_limit = 12;
+    ASSERT_EQ(Topic::open(f.name).error().code(), errc::corrupt);
+    f.topic.reset();
+    EXPECT_TRUE(Topic::destroy(f.name));
+    EXPECT_EQ(ferry::Segment::open(slab).error().code(), errc::not_found);
+    EXPECT_EQ(ferry::Segment::open(unlisted).error().code(), errc::not_found);
+  }
+
   // Chunks are named after the topic's segment: a memfd topic has none.
   Fixture f({.capacity = 8, .max_message = 64, .kind = ferry::SegmentKind::memfd});
   f.kind = ferry::SegmentKind::memfd;

@@ -177,8 +177,11 @@ class ChunkPool {
   std::vector<std::unique_ptr<Slab>> slabs_;  // kMaxSlabs entries, null where none
 };
 
-/// Removes the slab segments a table names (the object is being destroyed).
-void destroy_slabs(const ChunkHome& home, const std::atomic<std::uint64_t>* table) noexcept;
+/// Removes every slab named after `home` (its object is being destroyed),
+/// whatever its table says: a process killed between making a slab and
+/// entering it leaves one the table does not name, and a corrupt object's
+/// table names nothing to trust.
+void destroy_slabs(const ChunkHome& home) noexcept;
 
 /// The receiver's side: maps slabs as references name them.
 class ChunkReader {
