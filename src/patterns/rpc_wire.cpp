@@ -1,5 +1,6 @@
 #include "rpc_wire.hpp"
 
+#include <bit>
 #include <cstring>
 #include <limits>
 
@@ -25,13 +26,22 @@ error cancelled_error(std::string_view method) {
 namespace wire {
 namespace {
 
+// Little-endian on the wire: on a little-endian host, the value's first bytes.
 void put(std::span<std::byte> out, std::size_t at, std::uint64_t value, std::size_t width) {
-  for (std::size_t i = 0; i < width; ++i) out[at + i] = static_cast<std::byte>(value >> (8 * i));
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(out.data() + at, &value, width);
+  } else {
+    for (std::size_t i = 0; i < width; ++i) out[at + i] = static_cast<std::byte>(value >> (8 * i));
+  }
 }
 
 std::uint64_t get(std::span<const std::byte> in, std::size_t at, std::size_t width) {
   std::uint64_t value = 0;
-  for (std::size_t i = 0; i < width; ++i) value |= std::uint64_t{std::to_integer<std::uint8_t>(in[at + i])} << (8 * i);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&value, in.data() + at, width);
+  } else {
+    for (std::size_t i = 0; i < width; ++i) value |= std::uint64_t{std::to_integer<std::uint8_t>(in[at + i])} << (8 * i);
+  }
   return value;
 }
 
