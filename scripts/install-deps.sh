@@ -12,6 +12,7 @@ packages=(
   libboost-dev libzmq3-dev libnng-dev            # benchmark peers: Boost.Interprocess, ZeroMQ, NNG
   iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev  # benchmark peer: Eclipse iceoryx (and iox-roudi)
   gnuplot-nox                                    # ferry bench --plot
+  libnats-dev nats-server                        # the nats:// backend (nats.c) and the server its tests start
 )
 if [[ ${1:-} == --grpc ]]; then
   packages+=(libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)

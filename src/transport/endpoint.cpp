@@ -61,7 +61,8 @@ namespace {
 using detail::concat;
 
 constexpr std::string_view kAccepted =
-    "write shm://NAME, unix:///path, unixgram:///path, tcp://host:port, udp://host:port or pipe:fd=N";
+    "write shm://NAME, unix:///path, unixgram:///path, tcp://host:port, udp://host:port, pipe:fd=N or "
+    "nats://host:port/NAME";
 
 std::optional<std::uint64_t> parse_number(std::string_view text, std::uint64_t max) {
   std::uint64_t value = 0;
@@ -88,6 +89,12 @@ class Parser {
       if (rest.front() != '/' && rest.find('/') != std::string_view::npos) {
         return bad("a mailbox name has no '/' (a directory path starts with one: shm:///abs/dir)");
       }
+      endpoint.name = rest;
+      return endpoint;
+    }
+    if (scheme == "nats") {  // the nats backend parses the rest (ferry::nats::Address)
+      endpoint.scheme = Endpoint::Scheme::nats;
+      if (rest.empty()) return bad("missing server and name: write nats://host:port/NAME");
       endpoint.name = rest;
       return endpoint;
     }
@@ -186,6 +193,7 @@ std::string_view to_string(Endpoint::Scheme scheme) noexcept {
     case Endpoint::Scheme::tcp: return "tcp";
     case Endpoint::Scheme::udp: return "udp";
     case Endpoint::Scheme::pipe: return "pipe";
+    case Endpoint::Scheme::nats: return "nats";
   }
   return "?";
 }
@@ -197,7 +205,8 @@ std::string Endpoint::to_string() const {
   switch (scheme) {
     case Scheme::shm:
     case Scheme::unix_stream:
-    case Scheme::unix_datagram: return concat({scheme_text, "://", name});
+    case Scheme::unix_datagram:
+    case Scheme::nats: return concat({scheme_text, "://", name});
     case Scheme::tcp:
     case Scheme::udp: {
       const bool v6 = name.find(':') != std::string::npos;
@@ -251,21 +260,24 @@ result<std::optional<EndpointMessage>> Receiver::try_receive() {
 }
 
 namespace {
-error shm_elsewhere(std::string_view role, const Endpoint& endpoint) {
+error opened_elsewhere(std::string_view role, const Endpoint& endpoint) {
   return error(errc::unsupported, detail::endpoint_object(role, endpoint),
-               "shm:// endpoints are Mailboxes: open them with ferry::open_sender/open_receiver "
+               "shm:// and nats:// endpoints are Mailboxes: open them with ferry::open_sender/open_receiver "
                "(ferry/messaging/endpoints.hpp)");
+}
+bool mailbox_scheme(const Endpoint& endpoint) {
+  return endpoint.scheme == Endpoint::Scheme::shm || endpoint.scheme == Endpoint::Scheme::nats;
 }
 }  // namespace
 
 result<std::unique_ptr<Sender>> open_transport_sender(const Endpoint& endpoint, const EndpointOptions& options) {
-  if (endpoint.scheme == Endpoint::Scheme::shm) return shm_elsewhere("sender to", endpoint);
+  if (mailbox_scheme(endpoint)) return opened_elsewhere("sender to", endpoint);
   if (endpoint.streamed()) return detail::open_stream_sender(endpoint, options);
   return detail::open_datagram_sender(endpoint, options);
 }
 
 result<std::unique_ptr<Receiver>> open_transport_receiver(const Endpoint& endpoint, const EndpointOptions& options) {
-  if (endpoint.scheme == Endpoint::Scheme::shm) return shm_elsewhere("receiver at", endpoint);
+  if (mailbox_scheme(endpoint)) return opened_elsewhere("receiver at", endpoint);
   if (endpoint.streamed()) return detail::open_stream_receiver(endpoint, options);
   return detail::open_datagram_receiver(endpoint, options);
 }

@@ -12,6 +12,11 @@
 // not_found when nobody created it. A shm message carries the Mailbox's
 // attested sender, its priority orders delivery, and urgent overtakes.
 //
+// nats:// endpoints are Mailboxes on NATS JetStream (ferry/nats/mailbox.hpp):
+// they open when the program links the ferry::nats library (CMake target
+// ferry::nats; it registers itself), and are errc::unsupported otherwise.
+// A nats receiver opens the mailbox or creates it with default options.
+//
 // Thread-safety: the factories may be called from any thread.
 #pragma once
 
@@ -23,6 +28,16 @@
 #include "ferry/transport/endpoint.hpp"
 
 namespace ferry {
+
+namespace detail {
+/// How a backend outside the core library opens its endpoints.
+struct EndpointBackend {
+  result<std::unique_ptr<Sender>> (*open_sender)(const Endpoint&, const EndpointOptions&) = nullptr;
+  result<std::unique_ptr<Receiver>> (*open_receiver)(const Endpoint&, const EndpointOptions&) = nullptr;
+};
+/// Called by the ferry::nats library when it is loaded (src/nats/endpoints.cpp).
+void register_nats_backend(EndpointBackend backend) noexcept;
+}  // namespace detail
 
 /// Errors: those of Endpoint::parse, Mailbox::open, and the transport's.
 result<std::unique_ptr<Sender>> open_sender(const Endpoint& endpoint, const EndpointOptions& options = {});

@@ -17,10 +17,13 @@
 //   pipe:fd=N              framed messages over inherited descriptor N (a pipe
 //   pipe:fd=N,M            or a stream socket); M, if given, is the urgent lane
 //   pipe:stdin, pipe:stdout  the same as pipe:fd=0 and pipe:fd=1
+//   nats://HOST:PORT[,HOST:PORT]/NAME[?OPTIONS]  a Mailbox on NATS JetStream
+//                          (ferry/nats/connection.hpp; needs the ferry::nats library)
 // Port 0 is accepted for receivers (any free port; endpoint() then tells it).
 //
-// This layer opens every transport but shm (open_transport_sender/receiver);
-// ferry/messaging/endpoints.hpp adds shm:// (the Mailbox sits above transports).
+// This layer opens every transport but shm and nats (open_transport_sender/
+// receiver); ferry/messaging/endpoints.hpp adds shm:// (the Mailbox sits
+// above transports) and nats:// when the ferry::nats library is linked.
 //
 // What each receiver is:
 //   unix, tcp  a listener: any number of senders connect; framed messages
@@ -37,7 +40,14 @@
 // Sender identity: a message carries sender() when the kernel attests it
 // (shm: the Mailbox's; unix: SO_PEERCRED of the connection; unixgram:
 // SCM_CREDENTIALS of the datagram), and std::nullopt when the transport
-// cannot (tcp, udp, pipe): never a value a peer could forge.
+// cannot (tcp, udp, pipe): never a value a peer could forge. nats:// has no
+// uid: user() is the NATS user the server's permissions attest.
+//
+// Held receive (receive_held): the message stays at the source until ack()
+// — on shm (a lease) and nats (JetStream's ack); other transports have no
+// way to give a message back, so there it is taken as it is received and
+// ack() has nothing to do. `ferry bridge` acks only after the destination
+// took the message.
 //
 // Order and the urgent lane: FIFO per sender per lane. An urgent send
 // overtakes the normal messages of every sender still queued at the receiver,
@@ -64,6 +74,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -81,11 +92,12 @@ namespace ferry {
 
 /// A parsed endpoint string.
 struct Endpoint {
-  enum class Scheme : std::uint8_t { shm, unix_stream, unix_datagram, tcp, udp, pipe };
+  enum class Scheme : std::uint8_t { shm, unix_stream, unix_datagram, tcp, udp, pipe, nats };
 
   Scheme scheme = Scheme::shm;
   /// shm: the mailbox name (or directory path); unix, unixgram: the socket
-  /// path or "@name"; tcp, udp: the host, without brackets.
+  /// path or "@name"; tcp, udp: the host, without brackets; nats: everything
+  /// after nats:// (the nats backend parses it: ferry::nats::Address).
   std::string name;
   std::uint16_t port = 0;
   /// pipe: the descriptor of the normal lane, and of the urgent lane (-1: none).
@@ -103,7 +115,7 @@ struct Endpoint {
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };
 
-/// "shm", "unix", "unixgram", "tcp", "udp", "pipe".
+/// "shm", "unix", "unixgram", "tcp", "udp", "pipe", "nats".
 std::string_view to_string(Endpoint::Scheme scheme) noexcept;
 
 struct EndpointOptions {
@@ -122,6 +134,9 @@ struct EndpointSendOptions {
   unsigned priority = 0;
   /// Overtakes the normal messages queued at the receiver.
   bool urgent = false;
+  /// nats: the id the stream de-duplicates by (empty: a fresh one); a
+  /// forwarded message keeps its source's id. Other transports ignore it.
+  std::string_view message_id;
 };
 
 inline constexpr unsigned kEndpointPriorities = 32;
@@ -146,6 +161,16 @@ class EndpointMessage {
   /// Which sender it came from, as this receiver numbers them (both lanes of
   /// a stream sender share one number; shm: the sender's pid). FIFO holds per origin and lane.
   [[nodiscard]] std::uint64_t origin() const noexcept { return origin_; }
+  /// nats: the NATS user that sent it, attested by the server; empty elsewhere.
+  [[nodiscard]] const std::string& user() const noexcept { return user_; }
+  /// An id that names this message at its source (shm: mailbox, sender and
+  /// sequence; nats: its JetStream message id); empty where there is none.
+  [[nodiscard]] const std::string& message_id() const noexcept { return message_id_; }
+  EndpointMessage& set_source(std::string user, std::string message_id) {
+    user_ = std::move(user);
+    message_id_ = std::move(message_id);
+    return *this;
+  }
 
  private:
   Frame bytes_;
@@ -154,6 +179,41 @@ class EndpointMessage {
   unsigned priority_ = 0;
   bool urgent_ = false;
   std::uint64_t origin_ = 0;
+  std::string user_;
+  std::string message_id_;
+};
+
+/// A message received with receive_held(): it stays at its source until
+/// ack(); nack() (or dropping it unsettled) gives it back for the next receive.
+class HeldMessage {
+ public:
+  /// `settle(true)` acks, `settle(false)` nacks; empty: nothing to settle.
+  HeldMessage(EndpointMessage message, std::function<result<void>(bool)> settle)
+      : message_(std::move(message)), settle_(std::move(settle)) {}
+  HeldMessage(HeldMessage&&) noexcept = default;
+  HeldMessage& operator=(HeldMessage&& other) noexcept {
+    if (this != &other) {
+      (void)nack();
+      message_ = std::move(other.message_);
+      settle_ = std::move(other.settle_);
+    }
+    return *this;
+  }
+  ~HeldMessage() { (void)nack(); }
+
+  [[nodiscard]] const EndpointMessage& message() const noexcept { return message_; }
+  result<void> ack() { return settle(true); }
+  result<void> nack() { return settle(false); }
+
+ private:
+  result<void> settle(bool acknowledge) {
+    if (!settle_) return {};
+    auto settle = std::move(settle_);
+    settle_ = nullptr;
+    return settle(acknowledge);
+  }
+  EndpointMessage message_;
+  std::function<result<void>(bool)> settle_;
 };
 
 /// Sends messages to one endpoint.
@@ -227,6 +287,9 @@ class Receiver {
   result<EndpointMessage> receive_until(deadline until) { return receive(detail::WaitLimit::at(until)); }
   /// Within `limit`: would_block or timed_out when it is reached.
   result<EndpointMessage> receive(detail::WaitLimit limit) { return receive_next(limit); }
+  /// As receive, but the message stays at the source until the HeldMessage
+  /// is acked (shm, nats; elsewhere it is taken at once).
+  result<HeldMessage> receive_held(detail::WaitLimit limit) { return receive_next_held(limit); }
 
   /// Where it receives; a tcp or udp port 0 is replaced by the bound one.
   [[nodiscard]] virtual const Endpoint& endpoint() const noexcept = 0;
@@ -234,6 +297,11 @@ class Receiver {
 
  protected:
   virtual result<EndpointMessage> receive_next(detail::WaitLimit limit) = 0;
+  virtual result<HeldMessage> receive_next_held(detail::WaitLimit limit) {
+    auto message = receive_next(limit);
+    if (!message) return std::move(message).error();
+    return HeldMessage(std::move(*message), nullptr);
+  }
 };
 
 /// Opens a sender for any endpoint but shm (unsupported: see
