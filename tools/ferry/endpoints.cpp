@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "commands.hpp"
 #include "ferry/messaging/endpoints.hpp"
@@ -36,19 +37,32 @@ void stop_on_signals() {
 // after EINTR, so a signal alone does not end it.
 constexpr auto kSignalCheck = std::chrono::milliseconds(100);
 
-// The next message by `until` (none: for ever): timed_out once it passed;
-// nothing once a signal asked to stop.
-result<std::optional<EndpointMessage>> next_message(Receiver& receiver, std::optional<deadline> until) {
+// The next message by `until` (none: for ever) as `receive(receiver, slice)`
+// gives it: timed_out once `until` passed; nothing once a signal asked to stop.
+template <class Received, class Receive>
+result<std::optional<Received>> next_within(Receiver& receiver, std::optional<deadline> until, Receive&& receive) {
   for (;;) {
-    if (stop_requested) return std::optional<EndpointMessage>();
+    if (stop_requested) return std::optional<Received>();
     deadline slice = deadline_after(kSignalCheck);
     if (until && *until < slice) slice = *until;
-    auto message = receiver.receive_until(slice);
-    if (message) return std::optional<EndpointMessage>(std::move(*message));
+    result<Received> message = receive(receiver, slice);
+    if (message) return std::optional<Received>(std::move(*message));
     if (message.error().code() != errc::timed_out || (until && steady_clock::now() >= *until)) {
       return std::move(message).error();
     }
   }
+}
+
+result<std::optional<EndpointMessage>> next_message(Receiver& receiver, std::optional<deadline> until) {
+  return next_within<EndpointMessage>(receiver, until,
+                                      [](Receiver& from, deadline slice) { return from.receive_until(slice); });
+}
+
+// As next_message, with the message left at the source until it is acked.
+result<std::optional<HeldMessage>> next_held(Receiver& receiver, std::optional<deadline> until) {
+  return next_within<HeldMessage>(receiver, until, [](Receiver& from, deadline slice) {
+    return from.receive_held(detail::WaitLimit::at(slice));
+  });
 }
 
 // An endpoint string, or a mailbox name as shm://NAME (it must exist, as
@@ -78,19 +92,29 @@ void announce(const char* command, const Receiver& receiver) {
 
 result<void> write_message(const EndpointMessage& message, bool json) {
   if (!json) return print_message(message.data(), nullptr);
-  const nlohmann::json fields{{"priority", message.priority()},
-                              {"urgent", message.urgent()},
-                              {"sender", message.sender() ? sender_json(*message.sender()) : nlohmann::json()},
-                              {"origin", message.origin()}};
+  nlohmann::json fields{{"priority", message.priority()},
+                        {"urgent", message.urgent()},
+                        {"sender", message.sender() ? sender_json(*message.sender()) : nlohmann::json()},
+                        {"origin", message.origin()}};
+  if (!message.user().empty()) fields["user"] = message.user();  // nats: the attested NATS user
+  if (!message.message_id().empty()) fields["message_id"] = message.message_id();
   return print_message(message.data(), &fields);
 }
 
 // Messages until `count` (0: no limit), `until` or a signal; a pipe whose
-// writers all closed ends it too. `handle` takes each.
+// writers all closed ends it too. `handle` takes each (an EndpointMessage,
+// or a HeldMessage when `Held`).
+template <class Message>
 int receive_until_done(const char* command, Receiver& receiver, std::size_t count, std::optional<deadline> until,
-                       const std::function<result<void>(const EndpointMessage&)>& handle) {
+                       const std::function<result<void>(Message&)>& handle) {
   for (std::size_t received = 0; count == 0 || received < count; ++received) {
-    auto next = next_message(receiver, until);
+    auto next = [&] {
+      if constexpr (std::is_same_v<Message, HeldMessage>) {
+        return next_held(receiver, until);
+      } else {
+        return next_message(receiver, until);
+      }
+    }();
     if (!next) {
       const errc code = next.error().code();
       // The time is up, or every writer of a pipe is gone: a normal end.
@@ -149,8 +173,9 @@ int listen_endpoint(const ListenEndpointOptions& options) {
   if (!receiver) return fail("ferry listen", receiver.error());
   stop_on_signals();
   announce("ferry listen", **receiver);
-  return receive_until_done("ferry listen", **receiver, options.count, until,
-                            [&](const EndpointMessage& message) { return write_message(message, options.json); });
+  return receive_until_done<EndpointMessage>(
+      "ferry listen", **receiver, options.count, until,
+      [&](EndpointMessage& message) { return write_message(message, options.json); });
 }
 
 int pipe_endpoints(const PipeEndpointsOptions& options) {
@@ -165,15 +190,23 @@ int pipe_endpoints(const PipeEndpointsOptions& options) {
   stop_on_signals();
   announce("ferry pipe", **receiver);
   std::size_t forwarded = 0;
-  // Each message goes on with its priority and urgency; a destination that
-  // cannot take them (an urgent message to udp) ends the pipe with the error.
-  const int status = receive_until_done("ferry pipe", **receiver, options.count, until,
-                                        [&](const EndpointMessage& message) -> result<void> {
-                                          auto sent = (*sender)->send(message.data(), {.priority = message.priority(),
-                                                                                       .urgent = message.urgent()});
-                                          if (sent) ++forwarded;
-                                          return sent;
-                                        });
+  // Each message goes on with its priority, urgency and id, and leaves the
+  // source (shm and nats: its lease is acked) only after the destination took
+  // it: a bridge killed at any point loses nothing; what it had sent but not
+  // acked comes again, and a nats destination stores it once (by its id). A
+  // destination that cannot take a message (an urgent one to udp) ends the
+  // pipe with the error, the message back at the source.
+  const int status = receive_until_done<HeldMessage>(
+      "ferry pipe", **receiver, options.count, until, [&](HeldMessage& held) -> result<void> {
+        const EndpointMessage& message = held.message();
+        auto sent = (*sender)->send(message.data(), {.priority = message.priority(),
+                                                     .urgent = message.urgent(),
+                                                     .message_id = message.message_id()});
+        if (!sent) return sent;
+        if (auto acked = held.ack(); !acked) return acked;
+        ++forwarded;
+        return {};
+      });
   if (options.json) {
     std::printf("%s\n", nlohmann::json{{"forwarded", forwarded}}.dump().c_str());
   } else {

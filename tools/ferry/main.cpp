@@ -159,8 +159,11 @@ int main(int argc, char** argv) {
 
   ferry::cli::PipeEndpointsOptions pipe;
   auto* pipe_command = app.add_subcommand(
-      "pipe", "Receive at SOURCE and send every message on to DESTINATION, with its priority and urgency, until "
-              "--count, --timeout or SIGINT/SIGTERM; then print how many were forwarded");
+      "pipe", "Receive at SOURCE and send every message on to DESTINATION, with its priority, urgency and id, "
+              "until --count, --timeout or SIGINT/SIGTERM; then print how many were forwarded. A message leaves a "
+              "shm:// or nats:// SOURCE only after DESTINATION took it, so a bridge killed at any point loses "
+              "nothing (a nats:// DESTINATION stores a resent message once, by its id). Also named 'bridge'");
+  pipe_command->alias("bridge");
   pipe_command->add_option("source", pipe.source, kTargetHelp)->required();
   pipe_command->add_option("destination", pipe.destination, kTargetHelp)->required();
   pipe_command->add_option("--count", pipe.count, "Stop after this many messages (default 0: no limit)");
