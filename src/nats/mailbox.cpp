@@ -613,9 +613,13 @@ result<std::optional<OwnedMessage>> Mailbox::State::pull(unsigned band) {
     if (answer == "404" || answer == "408") return std::optional<OwnedMessage>{};  // nothing to hand out now
     const char* description = nullptr;
     (void)natsMsgHeader_Get(raw, "Description", &description);
-    return error(answer == "409" ? errc::not_found : errc::system, object,
-                 "consumer " + consumer_of(band) + " answered " + std::string(answer) + " " +
-                     (description != nullptr ? description : ""));
+    const std::string said = "consumer " + consumer_of(band) + " answered " + std::string(answer) + " " +
+                             (description != nullptr ? description : "");
+    if (description != nullptr && std::string_view(description).find("Deleted") != std::string_view::npos) {
+      return error(errc::not_found, object, said);
+    }
+    // Anything else (a leadership change, a server going down): try again.
+    return error(errc::peer_gone, object, said);
   }
   return std::optional<OwnedMessage>(std::move(reply));
 }

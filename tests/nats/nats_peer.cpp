@@ -3,7 +3,9 @@
 //
 //   ferry_nats_peer hold URL OUT        receive one message, write "ID DELIVERIES\n" to OUT, then wait to be killed
 //   ferry_nats_peer drain URL OUT MS    receive and ack until nothing came for MS ms; one "ID DELIVERIES\n" per message
-//   ferry_nats_peer send URL COUNT TAG  send COUNT messages "TAG-i" (ids TAG-i)
+//   ferry_nats_peer send URL COUNT TAG [OUT]  send COUNT messages "TAG-i" (ids TAG-i); each one the
+//                                       mailbox confirmed stored is written to OUT ("ID 0\n")
+//   ferry_nats_peer drain-until URL OUT STOP  as drain, until the file STOP exists
 #include <unistd.h>
 
 #include <chrono>
@@ -36,10 +38,16 @@ int main(int argc, char** argv) {
 
   if (role == "send") {
     const long count = std::atol(argv[3]);
+    std::FILE* confirmed = argc > 5 ? std::fopen(argv[5], "w") : nullptr;
     for (long i = 0; i < count; ++i) {
       const std::string text = std::string(argv[4]) + "-" + std::to_string(i);
       if (auto sent = mailbox->send(bytes(text), {.message_id = text}); !sent) return fail(sent.error());
+      if (confirmed != nullptr) {
+        std::fprintf(confirmed, "%s 0\n", text.c_str());
+        std::fflush(confirmed);
+      }
     }
+    if (confirmed != nullptr) std::fclose(confirmed);
     return 0;
   }
 
@@ -53,13 +61,15 @@ int main(int argc, char** argv) {
     std::fclose(out);
     for (;;) ::pause();  // holding the lease until SIGKILL
   }
-  if (role == "drain" && argc == 5) {
-    const auto idle = std::chrono::milliseconds(std::atol(argv[4]));
+  if ((role == "drain" || role == "drain-until") && argc == 5) {
+    const bool until_stopped = role == "drain-until";
+    const auto idle = until_stopped ? std::chrono::milliseconds(200) : std::chrono::milliseconds(std::atol(argv[4]));
     for (;;) {
       auto message = mailbox->receive_for(idle);
       if (!message) {
-        if (message.error().code() == ferry::errc::timed_out) break;
-        return fail(message.error());
+        if (message.error().code() != ferry::errc::timed_out) return fail(message.error());
+        if (!until_stopped || ::access(argv[4], F_OK) == 0) break;
+        continue;
       }
       // The payload must be the id (the senders make it so): a mismatch is a torn or misrouted message.
       const std::string_view payload(reinterpret_cast<const char*>(message->data().data()), message->size());
@@ -68,9 +78,11 @@ int main(int argc, char** argv) {
                      message->message_id().c_str());
         return 3;
       }
-      if (auto acked = message->ack(); !acked) return fail(acked.error());
+      // An ack lost in a failover: the message may come again (at-least-once); it was received all the same.
+      if (auto acked = message->ack(); !acked) std::fprintf(stderr, "ack: %s\n", acked.error().message().c_str());
       std::fprintf(out, "%s %llu\n", message->message_id().c_str(),
                    static_cast<unsigned long long>(message->delivery_count()));
+      std::fflush(out);
     }
     std::fclose(out);
     return 0;
