@@ -458,6 +458,26 @@ result<void> Mailbox::destroy(const Connection& connection, std::string_view nam
   return nats_error(status, js_code, object, "cannot remove stream " + stream);
 }
 
+result<std::vector<std::string>> Mailbox::list(const Connection& connection) {
+  const std::string object = "nats mailboxes at " + connection.address().with_name("").to_string();
+  jsStreamNamesList* raw = nullptr;
+  jsErrCode js_code{};
+  const natsStatus status = administer(connection, js_code, [&] {
+    return js_StreamNames(&raw, connection.state().jetstream, nullptr, &js_code);
+  });
+  const detail::Owned<jsStreamNamesList, jsStreamNamesList_Destroy> names(raw);
+  std::vector<std::string> mailboxes;
+  if (status == NATS_NOT_FOUND) return mailboxes;  // no stream at all
+  if (status != NATS_OK) return nats_error(status, js_code, object, "cannot list streams");
+  const std::string prefix = stream_of("");
+  for (int i = 0; i < names->Count; ++i) {
+    const std::string_view stream = names->List[i];
+    if (stream.starts_with(prefix)) mailboxes.emplace_back(stream.substr(prefix.size()));
+  }
+  std::sort(mailboxes.begin(), mailboxes.end());
+  return mailboxes;
+}
+
 result<Mailbox> Mailbox::create(std::string_view address, const MailboxOptions& options) {
   return connect_then(address, [&](Connection& connection, const std::string& name) {
     return create(connection, name, options);

@@ -1,6 +1,9 @@
 // nats:// through ferry::open_sender / open_receiver, and `ferry bridge`
 // between shm:// and nats:// while bridges are SIGKILLed.
 #include <signal.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
 
 #include <map>
 #include <optional>
@@ -139,6 +142,59 @@ TEST_F(NatsEndpointTest, BridgesKilledAtAnyPointLoseNothing) {
   RecordProperty("duplicates", static_cast<int>(duplicates));
   (void)Mailbox::destroy(source);
   (void)Mailbox::destroy(destination);
+}
+
+// The ferry binary's output (stdout and stderr) and exit status.
+std::pair<int, std::string> ferry_cli(const std::string& arguments) {
+  std::string command = FERRY_CLI;
+  command.append(" ").append(arguments).append(" 2>&1");
+  FILE* pipe = ::popen(command.c_str(), "r");
+  std::string output;
+  char buffer[4096];
+  for (std::size_t n = 0; pipe != nullptr && (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) output.append(buffer, n);
+  const int status = pipe != nullptr ? ::pclose(pipe) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST_F(NatsEndpointTest, TheFerryToolSendsReceivesListsAndShowsNatsMailboxes) {
+  ASSERT_TRUE(nats::Mailbox::create(url("cli"), {.lease = 60s}));
+  auto [sent_status, sent] = ferry_cli("send " + url("cli") + " --priority 2 first second");
+  ASSERT_EQ(sent_status, 0) << sent;
+  auto [received_status, received] = ferry_cli("recv --json " + url("cli"));
+  ASSERT_EQ(received_status, 0) << received;
+  const auto first = nlohmann::json::parse(received.substr(received.find('{')));
+  EXPECT_EQ(first["data"], "first");
+  EXPECT_EQ(first["priority"], 2);
+  EXPECT_EQ(first["user"], "anonymous");
+  EXPECT_FALSE(first["message_id"].get<std::string>().empty());
+
+  // One message left, leased by a receiver that gives it back: redelivered once.
+  auto receiver = nats::Mailbox::open(url("cli"));
+  ASSERT_TRUE(receiver);
+  auto held = receiver->receive_for(5s);
+  ASSERT_TRUE(held);
+  ASSERT_TRUE(held->nack());
+  held = receiver->receive_for(5s);
+  ASSERT_TRUE(held);
+
+  auto [stat_status, stat] = ferry_cli("stat --json " + url("cli"));
+  ASSERT_EQ(stat_status, 0) << stat;
+  const auto shown = nlohmann::json::parse(stat);
+  EXPECT_EQ(shown["stored"], 1);
+  EXPECT_EQ(shown["leased"], 1);
+  EXPECT_EQ(shown["redelivered"], 1);
+  EXPECT_EQ(shown["bands"][2]["leased"], 1);
+
+  auto [list_status, list] = ferry_cli("ls --json " + server_->url());
+  ASSERT_EQ(list_status, 0) << list;
+  const auto listed = nlohmann::json::parse(list);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["name"], "cli");
+  EXPECT_EQ(listed[0]["kind"], "nats-mailbox");
+
+  auto [missing_status, missing] = ferry_cli("stat " + url("nope"));
+  EXPECT_EQ(missing_status, 1);
+  EXPECT_NE(missing.find("not found"), std::string::npos) << missing;
 }
 
 }  // namespace

@@ -32,6 +32,12 @@ struct StatOptions {
   std::string name;
   bool json = false;
 };
+
+/// nats:// (nats.cpp, when the nats backend is built): ferry ls nats://SERVERS
+/// lists the mailboxes there; ferry stat nats://SERVERS/NAME shows one.
+bool is_nats(const std::string& target);
+int list_nats(const std::string& servers, bool json);
+int stat_nats(const StatOptions& options);
 int stat_mailbox(const StatOptions& options);
 /// True when `name` is a (posix) topic: ferry stat then shows it (topics.cpp).
 bool is_topic(const std::string& name);

@@ -46,8 +46,16 @@ int main(int argc, char** argv) {
   auto* ls = app.add_subcommand("ls", "List ferry objects: name, kind, size, owner, mode, persistence, "
                                       "attached live processes");
   ls->add_flag("--json", list.json, "Print JSON instead of a table");
-  ls->add_option("paths", list.file_paths, "File segments and file-system-persistent mailboxes (directories) to include: they live anywhere on disk");
-  ls->callback([&] { status = ferry::cli::list(list); });
+  ls->add_option("paths", list.file_paths, "File segments and file-system-persistent mailboxes (directories) to include: they live anywhere on disk; or nats://SERVERS: the mailboxes on those NATS servers");
+  ls->callback([&] {
+#ifdef FERRY_CLI_HAVE_NATS
+    if (list.file_paths.size() == 1 && ferry::cli::is_nats(list.file_paths[0])) {
+      status = ferry::cli::list_nats(list.file_paths[0], list.json);
+      return;
+    }
+#endif
+    status = ferry::cli::list(list);
+  });
 
   std::vector<std::string> locators;
   auto* rm = app.add_subcommand("rm", "Remove objects by name (as 'ferry ls' prints them)");
@@ -83,16 +91,23 @@ int main(int argc, char** argv) {
   // send, recv, listen and pipe take mailboxes and endpoints alike.
   const std::string kTargetHelp =
       "A mailbox NAME (or a file-system mailbox's /directory), or an endpoint: shm://NAME, unix:///path, "
-      "unixgram:///path, tcp://host:port, udp://host:port, pipe:fd=N";
+      "unixgram:///path, tcp://host:port, udp://host:port, pipe:fd=N, nats://host:port/NAME";
 
   ferry::cli::StatOptions stat;
   auto* stat_command = app.add_subcommand("stat", "Show one mailbox: capacity, mode, owner, messages queued per "
                                                   "priority, leased, counters, senders; or one topic: policy, "
                                                   "publishers, subscribers with their lag and losses");
   stat_command->add_option("name", stat.name, "Mailbox or topic name, or an rpc endpoint shm://NAME (also: its "
-                                               "servers and calls in flight with their ages)")->required();
+                                               "servers and calls in flight with their ages), or a mailbox on NATS "
+                                               "nats://host:port/NAME (bands: waiting, leased, redelivered)")->required();
   stat_command->add_flag("--json", stat.json, "Print JSON");
   stat_command->callback([&] {
+#ifdef FERRY_CLI_HAVE_NATS
+    if (ferry::cli::is_nats(stat.name)) {
+      status = ferry::cli::stat_nats(stat);
+      return;
+    }
+#endif
     if (ferry::cli::is_rpc_endpoint(stat.name)) {
       status = ferry::cli::stat_rpc_endpoint(stat);
     } else {

@@ -181,6 +181,8 @@ class Mailbox {
   /// Removes the stream with every message in it. Errors: not_found.
   static result<void> destroy(std::string_view address);
   static result<void> destroy(const Connection& connection, std::string_view name);
+  /// The names of the ferry mailboxes on these servers (streams FERRY_MBX_*), sorted.
+  static result<std::vector<std::string>> list(const Connection& connection);
 
   Mailbox(Mailbox&&) noexcept;
   Mailbox& operator=(Mailbox&&) noexcept;
