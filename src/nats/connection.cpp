@@ -239,6 +239,15 @@ error nats_error(natsStatus status, jsErrCode js_code, std::string_view object, 
   return error(code, object, std::move(detail));
 }
 
+std::optional<std::string> refused_publish(natsConnection* connection, std::string_view subject) {
+  const char* last = nullptr;
+  if (natsConnection_GetLastError(connection, &last) == NATS_NOT_PERMITTED && last != nullptr &&
+      std::string_view(last).find(subject) != std::string_view::npos) {
+    return std::string(last);
+  }
+  return std::nullopt;
+}
+
 bool transient(natsStatus status, jsErrCode js_code) noexcept {
   return js_code == JSNotEnabledErr || status == NATS_NO_RESPONDERS || status == NATS_CONNECTION_DISCONNECTED;
 }

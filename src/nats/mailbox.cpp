@@ -12,7 +12,12 @@
 namespace ferry::nats {
 namespace {
 
+using detail::administer;
+using detail::Backoff;
+using detail::Limit;
+using detail::nanoseconds;
 using detail::nats_error;
+using detail::valid_name;
 using detail::OwnedMessage;
 using detail::OwnedSubscription;
 
@@ -41,7 +46,6 @@ std::string object_of(const Address& address, std::string_view name) {
   return "nats mailbox " + address.with_name(name).to_string();
 }
 
-std::int64_t nanoseconds(std::chrono::nanoseconds duration) { return static_cast<std::int64_t>(duration.count()); }
 
 // What a mailbox keeps in its stream's description, so openers know it.
 struct Layout {
@@ -73,46 +77,8 @@ std::optional<Layout> parse_description(std::string_view text) {
   return layout;
 }
 
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= 200 && std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-  });
-}
 
-// How long a call may still wait: nullopt forever, 0 not at all.
-struct Limit {
-  enum class Kind { none, until, forever } kind = Kind::forever;
-  deadline until{};
 
-  static Limit none() { return {Kind::none, {}}; }
-  static Limit forever() { return {Kind::forever, {}}; }
-  static Limit at(deadline when) { return {Kind::until, when}; }
-
-  [[nodiscard]] bool passed() const {
-    return kind == Kind::none || (kind == Kind::until && steady_clock::now() >= until);
-  }
-  /// At most `cap`, and no later than the deadline (at least 1 ms: nats.c refuses 0).
-  [[nodiscard]] std::chrono::milliseconds wait(std::chrono::milliseconds cap) const {
-    if (kind != Kind::until) return cap;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
-    return std::clamp(left, std::chrono::milliseconds(1), cap);
-  }
-  [[nodiscard]] errc reached() const { return kind == Kind::none ? errc::would_block : errc::timed_out; }
-};
-
-// Sleeps before a retry, a little longer each time, never past the limit.
-class Backoff {
- public:
-  explicit Backoff(std::chrono::milliseconds first, std::chrono::milliseconds most) : next_(first), most_(most) {}
-  void pause(const Limit& limit) {
-    std::this_thread::sleep_for(limit.wait(next_));
-    next_ = std::min(next_ * 2, most_);
-  }
-
- private:
-  std::chrono::milliseconds next_;
-  std::chrono::milliseconds most_;
-};
 
 std::string random_prefix() {
   std::uint64_t value = 0;
@@ -124,19 +90,6 @@ std::string random_prefix() {
   return text;
 }
 
-// Runs a JetStream administration call again while the cluster is electing a
-// leader or the connection is failing over, until the connection's timeout.
-template <class Call>
-natsStatus administer(const Connection& connection, jsErrCode& js_code, Call&& call) {
-  const Limit limit = Limit::at(deadline_after(connection.address().timeout));
-  Backoff backoff(std::chrono::milliseconds(50), std::chrono::milliseconds(500));
-  for (;;) {
-    js_code = static_cast<jsErrCode>(0);
-    const natsStatus status = call();
-    if (status == NATS_OK || !detail::transient(status, js_code) || limit.passed()) return status;
-    backoff.pause(limit);
-  }
-}
 
 // Where a delivered message stands, from the subject its acks go to:
 // $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
@@ -552,11 +505,9 @@ result<SendReceipt> Mailbox::State::send(std::span<const std::byte> message, con
     if (status == NATS_TIMEOUT) {
       // A publish the server refuses for permissions is dropped with an
       // asynchronous -ERR: the only trace of it is the connection's last error.
-      const char* last = nullptr;
-      if (natsConnection_GetLastError(nats(), &last) == NATS_NOT_PERMITTED && last != nullptr &&
-          std::string_view(last).find(subject) != std::string_view::npos) {
+      if (auto refusal = detail::refused_publish(nats(), subject)) {
         return error(errc::permission_denied, object,
-                     "the server refuses user '" + identity + "' to publish on " + subject + ": " + last);
+                     "the server refuses user '" + identity + "' to publish on " + subject + ": " + *refusal);
       }
     }
     if ((status == NATS_TIMEOUT || detail::transient(status, js_code)) && !limit.passed()) {

@@ -5,11 +5,17 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "ferry/nats/connection.hpp"
+#include "ferry/os/clock.hpp"
 #include "ferry/os/error.hpp"
 
 namespace ferry::nats {
@@ -47,9 +53,72 @@ inline error nats_error(natsStatus status, std::string_view object, std::string_
   return nats_error(status, static_cast<jsErrCode>(0), object, what);
 }
 
+inline std::int64_t nanoseconds(std::chrono::nanoseconds duration) { return static_cast<std::int64_t>(duration.count()); }
+
+/// Mailbox, topic and stream names: letters, digits, '-' and '_' (a subject token and part of a stream name).
+inline bool valid_name(std::string_view name) {
+  return !name.empty() && name.size() <= 200 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+  });
+}
+
+// How long a call may still wait: for ever, until a deadline, or not at all.
+struct Limit {
+  enum class Kind { none, until, forever } kind = Kind::forever;
+  deadline until{};
+
+  static Limit none() { return {Kind::none, {}}; }
+  static Limit forever() { return {Kind::forever, {}}; }
+  static Limit at(deadline when) { return {Kind::until, when}; }
+
+  [[nodiscard]] bool passed() const {
+    return kind == Kind::none || (kind == Kind::until && steady_clock::now() >= until);
+  }
+  /// At most `cap`, and no later than the deadline (at least 1 ms: nats.c refuses 0).
+  [[nodiscard]] std::chrono::milliseconds wait(std::chrono::milliseconds cap) const {
+    if (kind != Kind::until) return cap;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
+    return std::clamp(left, std::chrono::milliseconds(1), cap);
+  }
+  [[nodiscard]] errc reached() const { return kind == Kind::none ? errc::would_block : errc::timed_out; }
+};
+
+// Sleeps before a retry, a little longer each time, never past the limit.
+class Backoff {
+ public:
+  explicit Backoff(std::chrono::milliseconds first, std::chrono::milliseconds most) : next_(first), most_(most) {}
+  void pause(const Limit& limit) {
+    std::this_thread::sleep_for(limit.wait(next_));
+    next_ = std::min(next_ * 2, most_);
+  }
+
+ private:
+  std::chrono::milliseconds next_;
+  std::chrono::milliseconds most_;
+};
+
+/// The server's text when it refused this connection a publish on `subject`
+/// (it drops such a publish and reports it asynchronously: the connection's
+/// last error is the only trace).
+std::optional<std::string> refused_publish(natsConnection* connection, std::string_view subject);
+
 /// JetStream's "not enabled" answer also comes while a cluster elects a
 /// leader (and "no responders" while a server restarts): worth retrying.
 bool transient(natsStatus status, jsErrCode js_code) noexcept;
+
+// Runs a JetStream administration call again while the cluster is electing a
+// leader or the connection is failing over, until the connection's timeout.
+template <class Call>
+natsStatus administer(const Connection& connection, jsErrCode& js_code, Call&& call) {
+  const Limit limit = Limit::at(deadline_after(connection.address().timeout));
+  Backoff backoff(std::chrono::milliseconds(50), std::chrono::milliseconds(500));
+  for (;;) {
+    js_code = static_cast<jsErrCode>(0);
+    const natsStatus status = call();
+    if (status == NATS_OK || !detail::transient(status, js_code) || limit.passed()) return status;
+    backoff.pause(limit);
+  }
+}
 
 }  // namespace detail
 }  // namespace ferry::nats
