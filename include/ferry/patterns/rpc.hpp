@@ -1,4 +1,4 @@
-// Remote procedure calls (Mach's msg_rpc) over shm://, unix:// and tcp://:
+// Remote procedure calls (Mach's msg_rpc) over shm://, unix://, tcp:// and nats://:
 // a Server serves named methods, a Client calls them; one call sends the
 // request and receives its reply, routed back by a correlation id.
 //
@@ -76,8 +76,19 @@
 //      and acts on a cancel when it reads it. A dropped connection fails its
 //      calls with peer_gone; idempotent ones are sent again on a new connection.
 //
+//   nats://SERVERS/NAME  (with the ferry::nats library linked) core NATS
+//      request/reply: a request is published on ferry.rpc.NAME.USER with a
+//      reply subject of the caller's own; the servers of NAME share them in
+//      one queue group. A call with no server at all fails with peer_gone at
+//      once (the server's "no responders" answer). Cancels go on
+//      ferry.rpc.NAME.cancel.USER, which every server hears. Deadlines travel
+//      as time left, as over tcp. Nothing is stored: a server that dies
+//      mid-request leaves its caller to its deadline (or peer_gone when
+//      every server is gone).
+//
 // Caller identity (CallContext::caller): shm from the Mailbox (kernel-attested
-// sender), unix from SO_PEERCRED; tcp cannot attest one (std::nullopt).
+// sender), unix from SO_PEERCRED; tcp cannot attest one (std::nullopt); nats
+// gives CallContext::user(), the NATS user the server's permissions attest.
 //
 // Deadlines on the wire: shm and unix carry the absolute CLOCK_MONOTONIC
 // time (one machine, one clock), so time spent queued counts; tcp carries the
@@ -158,8 +169,11 @@ inline constexpr std::size_t kMaxMethodName = 255;
 class CallContext {
  public:
   [[nodiscard]] std::string_view method() const noexcept { return method_; }
-  /// The caller as the kernel attests it (shm, unix); std::nullopt over tcp.
+  /// The caller as the kernel attests it (shm, unix); std::nullopt over tcp and nats.
   [[nodiscard]] const std::optional<SenderIdentity>& caller() const noexcept { return caller_; }
+  /// nats: the NATS user the caller authenticated as, attested by the
+  /// server's permissions (docs/nats.md); empty on the other transports.
+  [[nodiscard]] std::string_view user() const noexcept { return user_; }
   /// When the caller stops waiting, on this machine's monotonic clock.
   [[nodiscard]] const std::optional<deadline>& until() const noexcept { return until_; }
   /// 1, or 2 and more when an earlier server died running it (idempotent calls only).
@@ -169,8 +183,8 @@ class CallContext {
 
   /// Made by the server for each call it runs.
   CallContext(std::string_view method, std::optional<SenderIdentity> caller, std::optional<deadline> until,
-              std::uint32_t attempt, const std::atomic<std::uint32_t>* cancelled) noexcept
-      : method_(method), caller_(caller), until_(until), attempt_(attempt), cancelled_(cancelled) {}
+              std::uint32_t attempt, const std::atomic<std::uint32_t>* cancelled, std::string_view user = {}) noexcept
+      : method_(method), caller_(caller), until_(until), attempt_(attempt), cancelled_(cancelled), user_(user) {}
 
  private:
   std::string_view method_;
@@ -178,6 +192,7 @@ class CallContext {
   std::optional<deadline> until_;
   std::uint32_t attempt_ = 1;
   const std::atomic<std::uint32_t>* cancelled_;
+  std::string_view user_;
 };
 
 /// A method: the request's bytes in, the reply's bytes (or an error) out.
