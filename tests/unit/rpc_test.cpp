@@ -216,13 +216,15 @@ TEST_P(RpcTest, ExpiredRequestsAreNotRun) {
   ASSERT_TRUE(blocker) << blocker.error().message();
   ASSERT_TRUE(eventually([&] { return blocking.load() == 1; }));
   // The only worker is busy: this call's deadline passes while it waits.
-  auto expired = client->call_for("quick", {}, 20ms);
+  // (Long enough that the request surely goes out: a client whose deadline
+  // passed before sending fails it at home, and the server sees nothing.)
+  auto expired = client->call_for("quick", {}, 200ms);
   ASSERT_FALSE(expired);
   EXPECT_EQ(expired.error().code(), errc::timed_out);
   if (GetParam() == "tcp") {
     // tcp deadlines count from when the server read the request.
     ASSERT_TRUE(eventually([&] { return server->stats().received >= 2; }));
-    std::this_thread::sleep_for(40ms);
+    std::this_thread::sleep_for(250ms);
   }
   gate.open();
   ASSERT_TRUE(blocker->get());
