@@ -248,6 +248,28 @@ std::optional<std::string> refused_publish(natsConnection* connection, std::stri
   return std::nullopt;
 }
 
+result<OwnedStreamInfo> read_stream(const Connection& connection, const std::string& stream, const std::string& object) {
+  jsStreamInfo* raw = nullptr;
+  jsErrCode js_code{};
+  const natsStatus status = administer(connection, js_code, [&] {
+    return js_GetStreamInfo(&raw, connection.state().jetstream, stream.c_str(), nullptr, &js_code);
+  });
+  OwnedStreamInfo info(raw);
+  if (status == NATS_OK) return info;
+  if (js_code == JSStreamNotFoundErr || status == NATS_NOT_FOUND) return error(errc::not_found, object, "no stream " + stream);
+  return nats_error(status, js_code, object, "cannot read stream " + stream);
+}
+
+result<void> delete_stream(const Connection& connection, const std::string& stream, const std::string& object) {
+  jsErrCode js_code{};
+  const natsStatus status = administer(connection, js_code, [&] {
+    return js_DeleteStream(connection.state().jetstream, stream.c_str(), nullptr, &js_code);
+  });
+  if (status == NATS_OK) return {};
+  if (js_code == JSStreamNotFoundErr || status == NATS_NOT_FOUND) return error(errc::not_found, object, "no stream " + stream);
+  return nats_error(status, js_code, object, "cannot remove stream " + stream);
+}
+
 bool transient(natsStatus status, jsErrCode js_code) noexcept {
   return js_code == JSNotEnabledErr || status == NATS_NO_RESPONDERS || status == NATS_CONNECTION_DISCONNECTED;
 }

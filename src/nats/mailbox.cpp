@@ -254,44 +254,13 @@ unsigned Mailbox::levels() const noexcept { return state_->layout.levels; }
 std::size_t Mailbox::max_message() const noexcept { return state_->layout.max_message; }
 const Connection& Mailbox::connection() const noexcept { return state_->connection; }
 
-namespace {
-
-result<Address> address_with_name(std::string_view text) {
-  auto address = Address::parse(text);
-  if (!address) return std::move(address).error();
-  if (address->name.empty()) {
-    return error(errc::invalid_argument, std::string(text), "no mailbox name: write nats://HOST:PORT/NAME");
-  }
-  return address;
-}
-
-template <class Then>
-auto connect_then(std::string_view text, Then&& then) -> decltype(then(std::declval<Connection&>(), std::string())) {
-  auto address = address_with_name(text);
-  if (!address) return std::move(address).error();
-  auto connection = Connection::connect(*address);
-  if (!connection) return std::move(connection).error();
-  return then(*connection, address->name);
-}
-
-}  // namespace
-
 result<Mailbox> Mailbox::open(const Connection& connection, std::string_view name) {
   const std::string object = object_of(connection.address(), name);
   if (!valid_name(name)) return error(errc::invalid_argument, object, "a name holds letters, digits, '-' and '_'");
   const std::string stream = stream_of(name);
-  jsStreamInfo* raw_info = nullptr;
-  jsErrCode js_code{};
-  const natsStatus status = administer(connection, js_code, [&] {
-    return js_GetStreamInfo(&raw_info, connection.state().jetstream, stream.c_str(), nullptr, &js_code);
-  });
-  const detail::OwnedStreamInfo info(raw_info);
-  if (status != NATS_OK) {
-    if (js_code == JSStreamNotFoundErr || status == NATS_NOT_FOUND) {
-      return error(errc::not_found, object, "no stream " + stream);
-    }
-    return nats_error(status, js_code, object, "cannot read stream " + stream);
-  }
+  auto read = detail::read_stream(connection, stream, object);
+  if (!read) return std::move(read).error();
+  const detail::OwnedStreamInfo info = std::move(*read);
   const char* description = info->Config->Description != nullptr ? info->Config->Description : "";
   auto layout = parse_description(description);
   if (!layout) {
@@ -401,14 +370,7 @@ result<Mailbox> Mailbox::open_or_create(const Connection& connection, std::strin
 result<void> Mailbox::destroy(const Connection& connection, std::string_view name) {
   const std::string object = object_of(connection.address(), name);
   if (!valid_name(name)) return error(errc::invalid_argument, object, "a name holds letters, digits, '-' and '_'");
-  const std::string stream = stream_of(name);
-  jsErrCode js_code{};
-  const natsStatus status = administer(connection, js_code, [&] {
-    return js_DeleteStream(connection.state().jetstream, stream.c_str(), nullptr, &js_code);
-  });
-  if (status == NATS_OK) return {};
-  if (js_code == JSStreamNotFoundErr || status == NATS_NOT_FOUND) return error(errc::not_found, object, "no stream " + stream);
-  return nats_error(status, js_code, object, "cannot remove stream " + stream);
+  return detail::delete_stream(connection, stream_of(name), object);
 }
 
 result<std::vector<std::string>> Mailbox::list(const Connection& connection) {
@@ -432,20 +394,20 @@ result<std::vector<std::string>> Mailbox::list(const Connection& connection) {
 }
 
 result<Mailbox> Mailbox::create(std::string_view address, const MailboxOptions& options) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) {
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) {
     return create(connection, name, options);
   });
 }
 result<Mailbox> Mailbox::open(std::string_view address) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) { return open(connection, name); });
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) { return open(connection, name); });
 }
 result<Mailbox> Mailbox::open_or_create(std::string_view address, const MailboxOptions& options) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) {
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) {
     return open_or_create(connection, name, options);
   });
 }
 result<void> Mailbox::destroy(std::string_view address) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) {
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) {
     return destroy(connection, name);
   });
 }
@@ -698,15 +660,11 @@ result<void> Mailbox::State::bury(const natsMsg* message, unsigned band, const s
 }
 
 result<Message> Mailbox::receive() {
-  auto next = state_->receive(Limit::forever());
-  if (!next) return std::move(next).error();
-  return std::move(**next);
+  return detail::found(state_->receive(Limit::forever()));
 }
 result<std::optional<Message>> Mailbox::try_receive() { return state_->receive(Limit::none()); }
 result<Message> Mailbox::receive_until(deadline until) {
-  auto next = state_->receive(Limit::at(until));
-  if (!next) return std::move(next).error();
-  return std::move(**next);
+  return detail::found(state_->receive(Limit::at(until)));
 }
 
 // ---------------------------------------------------------------- stats
@@ -716,13 +674,11 @@ result<MailboxStats> Mailbox::stats() const {
   MailboxStats stats;
   stats.name = state.name;
   stats.stream = state.stream;
-  jsStreamInfo* raw_info = nullptr;
+  auto read = detail::read_stream(state.connection, state.stream, state.object);
+  if (!read) return std::move(read).error();
+  const detail::OwnedStreamInfo info = std::move(*read);
   jsErrCode js_code{};
-  natsStatus status = administer(state.connection, js_code, [&] {
-    return js_GetStreamInfo(&raw_info, state.jetstream(), state.stream.c_str(), nullptr, &js_code);
-  });
-  const detail::OwnedStreamInfo info(raw_info);
-  if (status != NATS_OK) return nats_error(status, js_code, state.object, "cannot read stream " + state.stream);
+  natsStatus status = NATS_OK;
   stats.stored = info->State.Msgs;
   stats.bytes = info->State.Bytes;
   stats.last_sequence = info->State.LastSeq;

@@ -102,6 +102,34 @@ class Backoff {
 /// last error is the only trace).
 std::optional<std::string> refused_publish(natsConnection* connection, std::string_view subject);
 
+/// The stream `stream`'s information. Errors: not_found ("no stream …"), and
+/// those of the server; `object` names what is asked for in them.
+result<OwnedStreamInfo> read_stream(const Connection& connection, const std::string& stream, const std::string& object);
+/// Removes the stream. Errors: not_found, and those of the server.
+result<void> delete_stream(const Connection& connection, const std::string& stream, const std::string& object);
+
+/// Parses `text` (a nats:// address that must name an object), connects,
+/// and calls then(connection, name): the address forms of open, create, destroy.
+template <class Then>
+auto with_connection(std::string_view text, Then&& then) -> decltype(then(std::declval<Connection&>(), std::string())) {
+  auto address = Address::parse(text);
+  if (!address) return std::move(address).error();
+  if (address->name.empty()) {
+    return error(errc::invalid_argument, std::string(text), "no object name: write nats://HOST:PORT/NAME");
+  }
+  auto connection = Connection::connect(*address);
+  if (!connection) return std::move(connection).error();
+  return then(*connection, address->name);
+}
+
+/// What a blocking receive returns: the message a receive with a limit found
+/// (one with a limit always finds one, or fails).
+template <class Message>
+result<Message> found(result<std::optional<Message>> next) {
+  if (!next) return std::move(next).error();
+  return std::move(**next);
+}
+
 /// JetStream's "not enabled" answer also comes while a cluster elects a
 /// leader (and "no responders" while a server restarts): worth retrying.
 bool transient(natsStatus status, jsErrCode js_code) noexcept;

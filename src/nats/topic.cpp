@@ -43,29 +43,15 @@ std::optional<Layout> parse_description(std::string_view text) {
   return Layout{history, max_message};
 }
 
-template <class Then>
-auto connect_then(std::string_view text, Then&& then) -> decltype(then(std::declval<Connection&>(), std::string())) {
-  auto address = Address::parse(text);
-  if (!address) return std::move(address).error();
-  if (address->name.empty()) return error(errc::invalid_argument, std::string(text), "no topic name: nats://HOST:PORT/NAME");
-  auto connection = Connection::connect(*address);
-  if (!connection) return std::move(connection).error();
-  return then(*connection, address->name);
-}
-
 // The stream of a history topic, or nothing for a core topic.
 result<std::optional<Layout>> find_layout(const Connection& connection, std::string_view name, const std::string& object) {
   const std::string stream = stream_of(name);
-  jsStreamInfo* raw = nullptr;
-  jsErrCode js_code{};
-  const natsStatus status = administer(connection, js_code, [&] {
-    return js_GetStreamInfo(&raw, connection.state().jetstream, stream.c_str(), nullptr, &js_code);
-  });
-  const detail::OwnedStreamInfo info(raw);
-  if (status != NATS_OK) {
-    if (js_code == JSStreamNotFoundErr || status == NATS_NOT_FOUND) return std::optional<Layout>{};
-    return nats_error(status, js_code, object, "cannot read stream " + stream);
+  auto read = detail::read_stream(connection, stream, object);
+  if (!read) {
+    if (read.error().code() == errc::not_found) return std::optional<Layout>{};
+    return std::move(read).error();
   }
+  const detail::OwnedStreamInfo info = std::move(*read);
   const char* description = info->Config->Description != nullptr ? info->Config->Description : "";
   auto layout = parse_description(description);
   if (!layout) {
@@ -145,15 +131,11 @@ TopicSubscriber& TopicSubscriber::operator=(TopicSubscriber&&) noexcept = defaul
 TopicSubscriber::~TopicSubscriber() = default;
 
 result<TopicMessage> TopicSubscriber::receive() {
-  auto next = state_->receive(Limit::forever());
-  if (!next) return std::move(next).error();
-  return std::move(**next);
+  return detail::found(state_->receive(Limit::forever()));
 }
 result<std::optional<TopicMessage>> TopicSubscriber::try_receive() { return state_->receive(Limit::none()); }
 result<TopicMessage> TopicSubscriber::receive_until(deadline until) {
-  auto next = state_->receive(Limit::at(until));
-  if (!next) return std::move(next).error();
-  return std::move(**next);
+  return detail::found(state_->receive(Limit::at(until)));
 }
 std::uint64_t TopicSubscriber::dropped() const {
   int64_t dropped = 0;
@@ -251,28 +233,19 @@ result<Topic> Topic::create(const Connection& connection, std::string_view name,
 result<void> Topic::destroy(const Connection& connection, std::string_view name) {
   const std::string object = object_of(connection.address(), name);
   if (!valid_name(name)) return error(errc::invalid_argument, object, "a name holds letters, digits, '-' and '_'");
-  const std::string stream = stream_of(name);
-  jsErrCode js_code{};
-  const natsStatus status = administer(connection, js_code, [&] {
-    return js_DeleteStream(connection.state().jetstream, stream.c_str(), nullptr, &js_code);
-  });
-  if (status == NATS_OK) return {};
-  if (js_code == JSStreamNotFoundErr || status == NATS_NOT_FOUND) {
-    return error(errc::not_found, object, "no stream " + stream + " (a topic without history has nothing to remove)");
-  }
-  return nats_error(status, js_code, object, "cannot remove stream " + stream);
+  return detail::delete_stream(connection, stream_of(name), object);  // not_found also for a topic without history
 }
 
 result<Topic> Topic::create(std::string_view address, const TopicOptions& options) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) {
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) {
     return create(connection, name, options);
   });
 }
 result<Topic> Topic::open(std::string_view address) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) { return open(connection, name); });
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) { return open(connection, name); });
 }
 result<void> Topic::destroy(std::string_view address) {
-  return connect_then(address, [&](Connection& connection, const std::string& name) {
+  return detail::with_connection(address, [&](Connection& connection, const std::string& name) {
     return destroy(connection, name);
   });
 }

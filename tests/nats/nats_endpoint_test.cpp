@@ -21,18 +21,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::span<const std::byte> bytes(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
-std::string text(std::span<const std::byte> data) { return {reinterpret_cast<const char*>(data.data()), data.size()}; }
+using test::bytes;
+using test::text;
 
-class NatsEndpointTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    server_ = test::NatsServer::start();
-    ASSERT_NE(server_, nullptr);
-  }
-  std::string url(std::string_view name) const { return server_->url() + "/" + std::string(name); }
-  std::unique_ptr<test::NatsServer> server_;
-};
+class NatsEndpointTest : public test::NatsServerTest {};
 
 TEST_F(NatsEndpointTest, TheSameSenderAndReceiverCodeWorksOnNats) {
   auto receiver = open_receiver(url("ep"));  // creates the mailbox

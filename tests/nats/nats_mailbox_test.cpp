@@ -17,8 +17,8 @@ namespace {
 using namespace std::chrono_literals;
 using test::NatsServer;
 
-std::span<const std::byte> bytes(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
-std::string text(std::span<const std::byte> data) { return {reinterpret_cast<const char*>(data.data()), data.size()}; }
+using test::bytes;
+using test::text;
 
 // ---------------------------------------------------------------- addresses
 
@@ -67,17 +67,7 @@ TEST(NatsAddress, RefusesMalformedTextSayingWhy) {
 
 // ---------------------------------------------------------------- one server
 
-class NatsMailboxTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    server_ = NatsServer::start();
-    ASSERT_NE(server_, nullptr);
-  }
-  std::string url(std::string_view name, std::string_view options = "") const {
-    return server_->url() + "/" + std::string(name) + (options.empty() ? "" : "?" + std::string(options));
-  }
-  std::unique_ptr<NatsServer> server_;
-};
+class NatsMailboxTest : public test::NatsServerTest {};
 
 TEST_F(NatsMailboxTest, SendsReceivesAndAcksWithIdentityIdAndDeliveryCount) {
   auto mailbox = Mailbox::create(url("orders"));

@@ -21,13 +21,8 @@ struct Sum {
   int value;
 };
 
-class NatsRpcTest : public ::testing::Test {
+class NatsRpcTest : public test::NatsServerTest {
  protected:
-  void SetUp() override {
-    server_ = test::NatsServer::start();
-    ASSERT_NE(server_, nullptr);
-  }
-  std::string url(std::string_view name) const { return server_->url() + "/" + std::string(name); }
 
   // A started server of `name` with add, fail, slow and wait_for_cancel.
   std::unique_ptr<rpc::Server> serve(std::string_view name, std::size_t threads = 2) {
@@ -57,7 +52,6 @@ class NatsRpcTest : public ::testing::Test {
     return std::move(*server);
   }
 
-  std::unique_ptr<test::NatsServer> server_;
   std::atomic<bool> started_{false};
   std::atomic<bool> saw_cancel_{false};
 };

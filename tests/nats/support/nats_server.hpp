@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -164,6 +165,27 @@ class NatsCluster {
 
   std::vector<std::unique_ptr<NatsServer>> nodes_;
   NatsServerOptions options_;
+};
+
+/// Message bytes from text, and text from message bytes (the nats:// tests).
+inline std::span<const std::byte> bytes(std::string_view text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
+inline std::string text(std::span<const std::byte> data) {
+  return {reinterpret_cast<const char*>(data.data()), data.size()};
+}
+
+/// A test with a fresh server of its own; url("name") addresses an object on it.
+class NatsServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = NatsServer::start();
+    ASSERT_NE(server_, nullptr);
+  }
+  std::string url(std::string_view name, std::string_view options = "") const {
+    return server_->url() + "/" + std::string(name) + (options.empty() ? "" : "?" + std::string(options));
+  }
+  std::unique_ptr<NatsServer> server_;
 };
 
 }  // namespace ferry::test
