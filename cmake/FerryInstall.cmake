@@ -6,7 +6,16 @@ install(TARGETS ferry EXPORT ferryTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The nats:// backend, when built: ferry::nats in the same package (its
+# config finds nats.c again with pkg-config, as the build did).
+set(FERRY_PACKAGE_HAS_NATS OFF)
+if(TARGET ferry_nats)
+  set(FERRY_PACKAGE_HAS_NATS ON)
+  install(TARGETS ferry_nats EXPORT ferryTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(DIRECTORY include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+else()
+  install(DIRECTORY include/ferry DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN nats EXCLUDE)
+endif()
 install(EXPORT ferryTargets NAMESPACE ferry:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/ferry)
 
 configure_package_config_file(cmake/ferryConfig.cmake.in
