@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -328,6 +329,48 @@ TEST(BenchCli, RpcCallsAreMeasuredBesideZmqRequestReply) {
   }
 }
 
+#ifdef FERRY_BENCH_HAVE_NATS
+// ferry.mailbox.nats (built with the nats backend): the run starts a
+// nats-server of its own, measures a round trip and a stream through
+// JetStream, and at the end stops the server and removes its files.
+TEST(BenchCli, NatsMailboxIsMeasuredOnTheRunsOwnServer) {
+  const std::string json_path = temp_path("ferry-bench-nats.json");
+  const CliRun run = run_ferry({"bench", "--only", "ferry.mailbox.nats", "--sizes", "64", "--repetitions", "1",
+                                "--budget-ms", "1", "--json", json_path});
+  ASSERT_EQ(run.signal, 0) << run.output;
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("started for this run at nats://127.0.0.1:"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("stopped at the end"), std::string::npos) << run.output;
+  expect_no_leftovers(run.pid);
+  // The server (its store was in the run's directory) is gone too.
+  const std::string run_directory = "ferry-bench." + std::to_string(run.pid) + ".";
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream file(entry.path() / "cmdline");
+    const std::string command_line((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(command_line.find(run_directory), std::string::npos) << "still running: " << entry.path();
+  }
+  std::ifstream file(json_path);
+  ASSERT_TRUE(file.good()) << run.output;
+  const nlohmann::json records = nlohmann::json::parse(file);
+  std::filesystem::remove(json_path);
+  std::set<std::string> ok;
+  for (const nlohmann::json& record : records) {
+    if (record["transport"] != "ferry.mailbox.nats") continue;
+    SCOPED_TRACE(record.dump());
+    ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
+    EXPECT_EQ(record["size"].get<std::size_t>(), 64u);
+    if (record["pattern"] == "throughput") {
+      EXPECT_GT(record["msgs_per_s"].get<double>(), 0);
+    } else {
+      EXPECT_GT(record["median_ns"].get<double>(), 0);
+    }
+    ok.insert(record["pattern"].get<std::string>());
+  }
+  EXPECT_TRUE(ok.count("rtt")) << run.output;
+  EXPECT_TRUE(ok.count("throughput")) << run.output;
+}
+#endif
+
 TEST(BenchCli, UnknownTransportIsAUsageError) {
   const CliRun run = run_ferry({"bench", "--quick", "--only", "carrier.pigeon"});
   EXPECT_EQ(run.status, 2) << run.output;
@@ -353,7 +396,8 @@ TEST(BenchCli, ListNamesEveryTransport) {
                            "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp",
                            "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
-                           "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix"}) {
+                           "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix",
+                           "ferry.mailbox.nats"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

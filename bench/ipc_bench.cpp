@@ -1,6 +1,7 @@
 // The coordinator of ferry's transport benchmark: it chooses what to measure,
 // runs every measurement in its own pair of processes (ipc_worker.hpp), keeps
-// iox-roudi running for iceoryx, and summarises.
+// iox-roudi running for iceoryx and a nats-server for ferry.mailbox.nats, and
+// summarises.
 //
 // Method
 //  The run is a sequence of repetitions. Each repetition measures every
@@ -17,8 +18,9 @@
 // Safety
 //  Each measurement runs in a process group of its own under a deadline; the
 //  coordinator is a child subreaper, so it reaps the responder too. Its
-//  directory, System V queues and the roudi it started are removed whatever
-//  happened, and on SIGINT/SIGTERM as well. A transport that fails is marked
+//  directory, System V queues and the daemons it started (iox-roudi,
+//  nats-server with its store) are removed whatever happened, and on
+//  SIGINT/SIGTERM as well. A transport that fails is marked
 //  (error, with the reason and the tail of its processes' output) and is not
 //  measured again; the run goes on.
 #include "ipc_bench.hpp"
@@ -38,6 +40,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -69,6 +72,7 @@ struct Settings {
   std::vector<std::size_t> sizes;      // throughput
   std::vector<std::size_t> rtt_sizes;  // round-trip requests
   int cpu[2] = {-1, -1};
+  std::string nats_url;  // the run's nats-server, when a transport needs one
 };
 
 // ---------------------------------------------------------------------------
@@ -172,6 +176,62 @@ void kill_and_reap_group(pid_t leader) {
   }
 }
 
+std::string exit_text(int status) {
+  return WIFSIGNALED(status) ? signal_text(WTERMSIG(status)) : "status " + std::to_string(WEXITSTATUS(status));
+}
+
+// Starts a daemon the run needs (iox-roudi, nats-server): `arguments` (argv[0]
+// first) for `program`, in a process group of its own (a terminal's Ctrl-C is
+// ours to handle, not its), SIGTERM when we die, stdin from /dev/null, stdout
+// and stderr into `log_path`. Its pid, or -1 with `error` set.
+pid_t spawn_daemon(const std::string& program, const std::vector<std::string>& arguments, const std::string& log_path,
+                   std::string& error) {
+  std::vector<char*> argv;
+  for (const std::string& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    error = std::string("fork: ") + std::strerror(errno);
+    return -1;
+  }
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);
+    for (const int signo : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) ::signal(signo, SIG_DFL);
+    const int null = ::open("/dev/null", O_RDONLY);
+    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (null >= 0) ::dup2(null, STDIN_FILENO);
+    if (log >= 0) {
+      ::dup2(log, STDOUT_FILENO);
+      ::dup2(log, STDERR_FILENO);
+    }
+    ::execv(program.c_str(), argv.data());
+    std::fprintf(stderr, "execv %s: %s\n", program.c_str(), std::strerror(errno));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Stops a daemon spawn_daemon started: SIGTERM, then SIGKILL if it is not
+// gone within 5 s (false then). `status` is how it ended, as waitpid says.
+bool stop_daemon(pid_t pid, int& status) {
+  ::kill(pid, SIGTERM);
+  ::kill(pid, SIGCONT);  // in case it was stopped
+  const sig_atomic_t interrupted = g_stop;
+  g_stop = 0;  // let the wait run even when we are stopping because of a signal
+  const bool gone = wait_exit(pid, 5000, &status);
+  g_stop = interrupted;
+  if (gone) return true;
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------
 // iox-roudi, for the iceoryx transports
 
@@ -211,31 +271,8 @@ class Roudi {
         return false;
       }
     }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) {
-      reason_ = std::string("fork: ") + std::strerror(errno);
-      return false;
-    }
-    if (pid_ == 0) {
-      ::setpgid(0, 0);  // a terminal's Ctrl-C is ours to handle, not roudi's
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (::getppid() != parent) ::_exit(1);
-      for (const int signo : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) ::signal(signo, SIG_DFL);
-      const int null = ::open("/dev/null", O_RDONLY);
-      const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (null >= 0) ::dup2(null, STDIN_FILENO);
-      if (log >= 0) {
-        ::dup2(log, STDOUT_FILENO);
-        ::dup2(log, STDERR_FILENO);
-      }
-      const char* arguments[] = {"iox-roudi", "-c", config_path.c_str(), "-l", "warning", "-k", "1", nullptr};
-      ::execv(program.c_str(), const_cast<char* const*>(arguments));
-      std::fprintf(stderr, "execv %s: %s\n", program.c_str(), std::strerror(errno));
-      ::_exit(127);
-    }
+    pid_ = spawn_daemon(program, {"iox-roudi", "-c", config_path, "-l", "warning", "-k", "1"}, log_path_, reason_);
+    if (pid_ < 0) return false;
     // Ready when it says so; it exits at once if another RouDi holds the lock.
     const std::uint64_t deadline = now_ns() + 10'000'000'000u;
     for (;;) {
@@ -250,10 +287,7 @@ class Roudi {
           reason_ = "another iox-roudi is already running on this machine; this run needs its own (with mempools "
                     "for the sizes measured): stop the other one to measure iceoryx";
         } else {
-          reason_ = "iox-roudi exited at start (" +
-                    (WIFSIGNALED(status) ? signal_text(WTERMSIG(status))
-                                         : "status " + std::to_string(WEXITSTATUS(status))) +
-                    "): " + log_tail(log_path_, 1);
+          reason_ = "iox-roudi exited at start (" + exit_text(status) + "): " + log_tail(log_path_, 1);
         }
         return false;
       }
@@ -271,9 +305,7 @@ class Roudi {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      reason_ = "iox-roudi ended during the run (" +
-                (WIFSIGNALED(status) ? signal_text(WTERMSIG(status)) : "status " + std::to_string(WEXITSTATUS(status))) +
-                ")";
+      reason_ = "iox-roudi ended during the run (" + exit_text(status) + ")";
       if (const std::string tail = log_tail(log_path_, 2); !tail.empty()) reason_ += ": " + tail;
       remove_leftovers();
       return false;
@@ -287,24 +319,13 @@ class Roudi {
   // Returns how it ended.
   std::string stop() {
     if (pid_ <= 0) return {};
-    ::kill(pid_, SIGTERM);
-    ::kill(pid_, SIGCONT);  // in case it was stopped
     int status = 0;
-    const sig_atomic_t interrupted = g_stop;
-    g_stop = 0;  // let the wait run even when we are stopping because of a signal
-    const bool gone = wait_exit(pid_, 5000, &status);
-    g_stop = interrupted;
     std::string ended = "stopped at the end";
-    if (!gone) {
-      ::kill(pid_, SIGKILL);
-      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-      }
+    if (!stop_daemon(pid_, status)) {
       ended = "killed at the end (it did not stop within 5 s); removed what it left";
       remove_leftovers();
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      ended = "ended with " +
-              (WIFSIGNALED(status) ? signal_text(WTERMSIG(status)) : "status " + std::to_string(WEXITSTATUS(status))) +
-              " when stopped; removed what it left";
+      ended = "ended with " + exit_text(status) + " when stopped; removed what it left";
       remove_leftovers();
     }
     pid_ = -1;
@@ -331,6 +352,134 @@ class Roudi {
   bool ready_ = false;
   std::string log_path_;
   std::string reason_;
+};
+
+// ---------------------------------------------------------------------------
+// nats-server, for ferry.mailbox.nats
+
+// A JetStream server of this run's own: on 127.0.0.1, at a port it picks
+// itself (-p -1; the log says which, so no other process can take the port
+// between our choosing it and its binding), file storage (the default) in
+// `directory`, which stop() removes. The coordinator never connects to it
+// (nats.c's threads would then cross the fork of every measurement): it is
+// ready when its log says so.
+class NatsServer {
+ public:
+  bool start(const std::string& directory) {
+    const std::string program = find_executable("nats-server", true);
+    if (program.empty()) {
+      reason_ = "nats-server is not installed (Debian package: nats-server)";
+      return false;
+    }
+    directory_ = directory;
+    if (::mkdir(directory.c_str(), 0700) != 0) {
+      reason_ = "mkdir " + directory + ": " + std::strerror(errno);
+      return false;
+    }
+    log_path_ = directory + "/nats-server.log";
+    pid_ = spawn_daemon(program, {"nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", directory + "/store"},
+                        log_path_, reason_);
+    if (pid_ < 0) return false;
+    const std::uint64_t deadline = now_ns() + 10'000'000'000u;
+    for (;;) {
+      const std::string log = read_file(log_path_);
+      const std::string port = after(log, "Listening for client connections on 127.0.0.1:");
+      if (!port.empty() && log.find("Server is ready") != std::string::npos) {
+        url_ = "nats://127.0.0.1:" + port;
+        version_ = after(log, "Version:");
+        return true;
+      }
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        reason_ = "nats-server exited at start (" + exit_text(status) + ")" + troubles(true);
+        return false;
+      }
+      if (g_stop || now_ns() > deadline) {
+        reason_ = "nats-server did not become ready within 10 s" + troubles(true);
+        stop();
+        return false;
+      }
+      ::usleep(10'000);
+    }
+  }
+
+  bool alive() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      reason_ = "nats-server ended during the run (" + exit_text(status) + ")" + troubles(false);
+      return false;
+    }
+    return true;
+  }
+
+  // SIGTERM (it exits with status 1 then: not a failure), SIGKILL after 5 s;
+  // then its directory goes, store and log. Returns how it ended.
+  std::string stop() {
+    std::string ended;
+    if (pid_ > 0) {
+      int status = 0;
+      ended = stop_daemon(pid_, status) ? "stopped at the end" : "killed at the end (it did not stop within 5 s)";
+      pid_ = -1;
+    }
+    if (!directory_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(directory_, ignored);
+      directory_.clear();
+    }
+    return ended;
+  }
+
+  const std::string& reason() const { return reason_; }
+  const std::string& url() const { return url_; }
+  const std::string& version() const { return version_; }
+
+ private:
+  // The rest of the line after `marker`, trimmed; "" when the log has no such line.
+  static std::string after(const std::string& log, const std::string& marker) {
+    const std::size_t at = log.find(marker);
+    if (at == std::string::npos) return {};
+    const std::size_t end = log.find('\n', at);
+    if (end == std::string::npos) return {};  // the line is not complete yet
+    std::string text = log.substr(at + marker.size(), end - at - marker.size());
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.erase(0, 1);
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+    return text;
+  }
+
+  // ": " and the last two warnings or errors of its log, without their pid
+  // and time stamp ("[ERR] ..."; its info lines are start-up chatter). None:
+  // with `or_first`, the log's first line (a usage error has no level and
+  // comes first), else "".
+  std::string troubles(bool or_first) const {
+    std::istringstream log(read_file(log_path_));
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(log, line);) {
+      std::size_t level = std::string::npos;
+      for (const char* mark : {"[WRN]", "[ERR]", "[FTL]"}) level = std::min(level, line.find(mark));
+      if (level != std::string::npos) lines.push_back(line.substr(level));
+    }
+    std::string text;
+    for (std::size_t i = lines.size() > 2 ? lines.size() - 2 : 0; i < lines.size(); ++i) {
+      text += (text.empty() ? ": " : " | ") + lines[i];
+    }
+    if (text.empty() && or_first) {
+      std::istringstream again(read_file(log_path_));
+      for (std::string line; text.empty() && std::getline(again, line);) {
+        if (!line.empty()) text = ": " + line;
+      }
+    }
+    return text;
+  }
+
+  pid_t pid_ = -1;
+  std::string directory_;
+  std::string log_path_;
+  std::string reason_;
+  std::string url_;
+  std::string version_;
 };
 
 // ---------------------------------------------------------------------------
@@ -371,6 +520,7 @@ class Coordinator {
     spec.watchdog_s = settings_.watchdog_s;
     spec.dir = dir;
     spec.serial = serial;
+    if (transport.needs_nats_server) spec.nats_url = settings_.nats_url;
     const std::string log_path = dir + "/worker.log";
 
     std::fflush(stdout);
@@ -618,11 +768,14 @@ void choose_cpus(Settings& settings, RunInfo& info) {
 }
 
 void list_transports(const std::vector<TransportInfo>& transports) {
-  std::printf("%-24s %-6s %-15s %s\n", "transport", "group", "here", "what is measured");
+  std::printf("%-24s %-6s %-17s %s\n", "transport", "group", "here", "what is measured");
   for (const TransportInfo& transport : transports) {
-    std::string here = transport.unavailable.empty() ? (transport.needs_roudi ? "needs iox-roudi" : "yes")
-                                                     : "not available";
-    std::printf("%-24s %-6s %-15s %s\n", transport.name.c_str(), group_text(transport.group), here.c_str(),
+    // The daemons are started by the run itself; they must be installed.
+    std::string here = !transport.unavailable.empty() ? "not available"
+                       : transport.needs_roudi        ? "needs iox-roudi"
+                       : transport.needs_nats_server  ? "needs nats-server"
+                                                      : "yes";
+    std::printf("%-24s %-6s %-17s %s\n", transport.name.c_str(), group_text(transport.group), here.c_str(),
                 transport.unavailable.empty() ? transport.description.c_str() : transport.unavailable.c_str());
   }
 }
@@ -774,6 +927,25 @@ int run_command(const Options& options) {
     }
   }
 
+  NatsServer nats_server;
+  bool nats_wanted = false;
+  for (const Cell& cell : cells) nats_wanted |= cell.transport->needs_nats_server && cell.status == Status::none;
+  if (nats_wanted) {
+    if (nats_server.start(temp_root + "/nats-server")) {
+      settings.nats_url = nats_server.url();
+      info.nats_server = "nats-server " + nats_server.version() + " started for this run at " + nats_server.url() +
+                         " (JetStream, file storage in the run's temporary directory)";
+    } else {
+      info.nats_server = "not running: " + nats_server.reason();
+      for (Cell& cell : cells) {
+        if (cell.transport->needs_nats_server && cell.status == Status::none) {
+          cell.status = Status::not_running;
+          cell.reason = nats_server.reason();
+        }
+      }
+    }
+  }
+
   // ---- measure ----
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   std::size_t total = 0;
@@ -808,6 +980,9 @@ int run_command(const Options& options) {
       } else if (cell->transport->needs_roudi && !roudi.alive()) {
         outcome.status = Status::not_running;
         outcome.reason = roudi_broken = roudi.reason();
+      } else if (cell->transport->needs_nats_server && !nats_server.alive()) {
+        outcome.status = Status::not_running;
+        outcome.reason = nats_server.reason();
       } else {
         outcome = coordinator.measure(*cell->transport, cell->pattern, cell->size, cell->senders);
         if (cell->transport->needs_roudi) {
@@ -818,6 +993,10 @@ int run_command(const Options& options) {
           // A RouDi that does not serve once will not serve the next one either:
           // spare every further iceoryx measurement its watchdog.
           if (outcome.status == Status::not_running) roudi_broken = outcome.reason;
+        }
+        if (cell->transport->needs_nats_server && outcome.status == Status::error && !nats_server.alive()) {
+          outcome.status = Status::not_running;
+          outcome.reason = nats_server.reason();
         }
       }
       if (g_stop) break;
@@ -846,6 +1025,10 @@ int run_command(const Options& options) {
   // ---- clean up ----
   if (const std::string ended = roudi.stop(); !ended.empty()) info.roudi += ", " + ended;
   if (!roudi_broken.empty() && roudi_up) info.roudi += "; it stopped serving during the run: " + roudi_broken;
+  if (const std::string ended = nats_server.stop(); !ended.empty()) info.nats_server += ", " + ended;
+  if (nats_wanted && !nats_server.reason().empty() && !settings.nats_url.empty()) {
+    info.nats_server += "; " + nats_server.reason();
+  }
   ::munmap(mapping, sizeof(SharedArea));
   std::error_code ignored;
   std::filesystem::remove_all(temp_root, ignored);

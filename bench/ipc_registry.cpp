@@ -1,6 +1,7 @@
 // The table of transports, in report order: the floors, the kernel's own
 // mechanisms, the peer libraries (each only when it was found at configure
-// time), then ferry's transports and its rpc.
+// time), then ferry's transports (the Mailbox on NATS when the nats backend is
+// built) and its rpc.
 #include "ipc_transports.hpp"
 
 namespace ferry::bench {
@@ -45,6 +46,13 @@ std::vector<TransportInfo> all_transports() {
       "found, or the build is sanitized"));
 #endif
   add_ferry_transports(list);
+#ifdef FERRY_BENCH_HAVE_NATS
+  add_nats_transport(list);
+#else
+  list.push_back(unavailable_transport(
+      "ferry.mailbox.nats", Group::ferry,
+      "not built: the nats backend ferry::nats (nats.c, Debian: libnats-dev) was not found"));
+#endif
   add_rpc_transports(list);
   return list;
 }

@@ -329,6 +329,7 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
                "%s run: %d interleaved repetitions, each measurement %d ms after a %d ms warm-up; took %.1f s\n",
                info.quick ? "quick" : "full", info.repetitions, info.budget_ms, info.warmup_ms, info.seconds);
   if (!info.roudi.empty()) std::fprintf(out, "iceoryx: %s\n", info.roudi.c_str());
+  if (!info.nats_server.empty()) std::fprintf(out, "nats: %s\n", info.nats_server.c_str());
   std::fprintf(out,
                "Figures: medians over the repetitions (rtt: of their medians; p99, p99.9: all samples pooled).\n"
                "floor: the cache-line round trip the same two processes measured right before, median over the\n"
@@ -464,7 +465,10 @@ std::string find_executable(const std::string& name, bool system_directories) {
     }
   }
   if (system_directories) {
-    for (const char* fallback : {"/usr/bin", "/usr/local/bin", "/bin"}) directories.emplace_back(fallback);
+    // sbin too: Debian installs daemons there (nats-server), and a user's PATH may lack it.
+    for (const char* fallback : {"/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/usr/local/sbin"}) {
+      directories.emplace_back(fallback);
+    }
   }
   for (const std::string& directory : directories) {
     const std::string candidate = directory + "/" + name;

@@ -48,6 +48,7 @@ struct RunInfo {
   int warmup_ms = 0;
   double seconds = 0;
   std::string roudi;                    // how iox-roudi fared, "" if not needed
+  std::string nats_server;              // how the run's nats-server fared, "" if not needed
   std::vector<double> all_floors;       // every floor probe of the run, in order
   std::vector<double> spin_rtt_by_rep;  // floor.spin's rtt median, per repetition
 };
@@ -62,7 +63,7 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
 // "" on success, else why not.
 std::string write_json(const std::string& path, const std::vector<Record>& records);
 // The path of `name` on PATH (and, with `system_directories`, in /usr/bin,
-// /usr/local/bin, /bin), or "" when it is not there.
+// /usr/local/bin, /bin, /usr/sbin, /usr/local/sbin), or "" when it is not there.
 std::string find_executable(const std::string& name, bool system_directories);
 std::string find_gnuplot();  // on PATH only: its path, or "" when it is not installed
 std::string plot(const std::string& path, const RunInfo& info, const std::vector<Record>& records);

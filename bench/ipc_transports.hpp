@@ -18,6 +18,7 @@ struct TransportInfo {
   std::string description;  // one line: what exactly is measured
   std::string unavailable;  // "" or why it cannot run here at all
   bool needs_roudi = false; // the coordinator starts iox-roudi when one of these is selected
+  bool needs_nats_server = false;  // the coordinator starts a nats-server (JetStream) when one of these is selected
   bool many_senders = false;  // also measured with several sending processes
   bool replies_64 = false;    // a round trip with a larger request gets a 64-byte reply (the generic echo)
   std::string (*not_applicable)(Pattern, std::size_t) = nullptr;  // see ipc_worker.hpp
@@ -58,5 +59,6 @@ void add_iceoryx_transports(std::vector<TransportInfo>& list);  // transport_ice
 void add_grpc_transport(std::vector<TransportInfo>& list);      // transport_grpc.cpp
 void add_ferry_transports(std::vector<TransportInfo>& list);    // transports_ferry.cpp
 void add_rpc_transports(std::vector<TransportInfo>& list);      // transports_rpc.cpp
+void add_nats_transport(std::vector<TransportInfo>& list);      // transport_nats.cpp
 
 }  // namespace ferry::bench

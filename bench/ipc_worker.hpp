@@ -128,6 +128,7 @@ struct Spec {
   std::string dir;                      // fresh, private, removed by the coordinator afterwards
   std::uint64_t serial = 0;             // unique in this run: for names
   unsigned senders = 1;                 // throughput: sending processes (A and senders - 1 it forks)
+  std::string nats_url;                 // the run's nats-server ("nats://127.0.0.1:PORT"), for needs_nats_server
 };
 
 struct SideReport {
