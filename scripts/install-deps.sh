@@ -13,6 +13,7 @@ packages=(
   iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev  # benchmark peer: Eclipse iceoryx (and iox-roudi)
   gnuplot-nox                                    # ferry bench --plot
   libnats-dev nats-server                        # the nats:// backend (nats.c) and the server its tests start
+  openssl                                        # the nats TLS test makes its certificate
 )
 if [[ ${1:-} == --grpc ]]; then
   packages+=(libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)

@@ -291,10 +291,12 @@ result<Connection> Connection::connect(const Address& address) {
   const auto timeout_ms = static_cast<int64_t>(address.timeout.count());
   const std::string client_name = "ferry pid " + std::to_string(::getpid());
 
-  // Each step names the option it sets, so a refusal says which one.
+  // Each step names the option it sets, so a refusal says which one; an
+  // option nats.c refuses (an unreadable file among them) is invalid_argument.
   const auto set = [&](natsStatus status, std::string_view what) -> result<void> {
-    if (status != NATS_OK) return detail::nats_error(status, object, what);
-    return {};
+    if (status == NATS_OK) return {};
+    const error refused = detail::nats_error(status, object, what);
+    return error(errc::invalid_argument, object, refused.detail());
   };
   result<void> configured =
       set(natsOptions_SetServers(options.get(), url_pointers.data(), static_cast<int>(url_pointers.size())),

@@ -325,6 +325,38 @@ TEST(NatsMailboxIdentity, TheServerAttestsTheSenderAndRefusesImpersonation) {
   EXPECT_EQ(wrong.error().code(), errc::permission_denied) << wrong.error().message();
 }
 
+// ---------------------------------------------------------------- TLS
+
+// A server that requires TLS: with tls_ca (the address option passed through
+// to nats.c) the mailbox works; without TLS, or trusting nothing, it does not.
+TEST(NatsMailboxTls, TheTlsOptionsReachTheClientAndAPlainClientIsRefused) {
+  test::TempDir files;
+  const std::string certificate = files.file("cert.pem");
+  const std::string key = files.file("key.pem");
+  const std::string make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext "
+                           "subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + certificate + " 2>/dev/null";
+  ASSERT_EQ(std::system(make.c_str()), 0) << "openssl (Debian: openssl) makes the test certificate";
+  auto server = NatsServer::start({.tls_certificate = certificate, .tls_key = key});
+  ASSERT_NE(server, nullptr);
+  const std::string base = server->url() + "/secure";
+
+  auto mailbox = Mailbox::open_or_create(base + "?tls_ca=" + certificate);
+  ASSERT_TRUE(mailbox) << mailbox.error().message();
+  ASSERT_TRUE(mailbox->send(bytes("sealed")));
+  auto message = mailbox->receive_for(5s);
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_EQ(text(message->data()), "sealed");
+  ASSERT_TRUE(message->ack());
+
+  auto plain = Mailbox::open(base + "?timeout_ms=1000");
+  ASSERT_FALSE(plain);
+  EXPECT_EQ(plain.error().code(), errc::invalid_argument) << plain.error().message();
+  auto untrusted = Mailbox::open(base + "?tls=1&timeout_ms=1000");  // TLS, but the system's authorities do not know it
+  ASSERT_FALSE(untrusted);
+  EXPECT_EQ(untrusted.error().code(), errc::invalid_argument) << untrusted.error().message();
+  EXPECT_EQ(Mailbox::open(base + "?tls_ca=/nonexistent.pem").error().code(), errc::invalid_argument);
+}
+
 // ---------------------------------------------------------------- processes
 
 std::vector<std::pair<std::string, std::uint64_t>> read_receipts(const std::string& path) {

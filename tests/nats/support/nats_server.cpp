@@ -115,7 +115,8 @@ std::string describe(natsStatus status, jsErrCode js_error = static_cast<jsErrCo
 /// and error() says why.
 class Probe {
  public:
-  Probe(const std::string& urls, const std::vector<NatsUser>& users) {
+  Probe(const std::string& urls, const NatsServerOptions& setup) {
+    const std::vector<NatsUser>& users = setup.users;
     // natsOptions_SetURL takes a single URL; a list goes to SetServers.
     std::vector<std::string> servers;
     std::istringstream list(urls);
@@ -132,6 +133,11 @@ class Probe {
     if (status == NATS_OK && !users.empty()) {
       status = natsOptions_SetUserInfo(options_, users.front().name.c_str(),
                                        users.front().password.c_str());
+    }
+    if (status == NATS_OK && !setup.tls_certificate.empty()) {
+      // The server's self-signed certificate is its own authority.
+      status = natsOptions_SetSecure(options_, true);
+      if (status == NATS_OK) status = natsOptions_LoadCATrustedCertificates(options_, setup.tls_certificate.c_str());
     }
     if (status == NATS_OK) status = natsConnection_Connect(&connection_, options_);
     if (status == NATS_OK) {
@@ -164,8 +170,8 @@ class Probe {
 };
 
 /// Empty if the server answers a JetStream account-info request, else why not.
-std::string account_info_problem(const std::string& url, const std::vector<NatsUser>& users) {
-  const Probe probe(url, users);
+std::string account_info_problem(const std::string& url, const NatsServerOptions& server) {
+  const Probe probe(url, server);
   if (!probe.js()) return probe.error();
   jsAccountInfo* info = nullptr;
   jsErrCode error{};
@@ -278,6 +284,10 @@ void NatsServer::write_config(std::string_view cluster_block) const {
     config << "jetstream {\n  store_dir: " << config_string(dir_.file("store")) << "\n}\n";
   }
   config << cluster_block;
+  if (!options_.tls_certificate.empty()) {
+    config << "tls {\n  cert_file: " << config_string(options_.tls_certificate)
+           << "\n  key_file: " << config_string(options_.tls_key) << "\n}\n";
+  }
   if (!options_.users.empty()) {
     config << "authorization {\n  users = [\n";
     for (const NatsUser& user : options_.users) {
@@ -368,7 +378,7 @@ std::string NatsServer::why_not_ready() const {
   if (!accepts_tcp(port_)) return "port " + std::to_string(port_) + " refuses connections";
   // A cluster answers JetStream requests only once it has a meta leader.
   if (!options_.jetstream || clustered_) return {};
-  return account_info_problem(url(), options_.users);
+  return account_info_problem(url(), options_);
 }
 
 bool NatsServer::reap_if_exited(int* wait_status) {
@@ -470,7 +480,7 @@ bool NatsCluster::wait_jetstream_ready(std::chrono::milliseconds timeout) {
   const std::string subject = "ferry.fixture." + stream;
   const char* subjects[] = {subject.c_str()};
   for (;;) {
-    const Probe probe(urls(), options_.users);
+    const Probe probe(urls(), options_);
     if (probe.js()) {
       jsStreamConfig config;
       jsStreamConfig_Init(&config);

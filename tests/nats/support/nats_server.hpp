@@ -58,6 +58,10 @@ struct NatsServerOptions {
   /// one of these; the fixture's own readiness probes use the first.
   std::vector<NatsUser> users;
   bool jetstream = true;
+  /// PEM files: clients must use TLS (a `tls` block); the fixture's probes
+  /// trust the certificate itself (self-signed).
+  std::string tls_certificate;
+  std::string tls_key;
 };
 
 /// A real nats-server on 127.0.0.1 with JetStream storing under a fresh
