@@ -330,13 +330,14 @@ TEST(BenchCli, RpcCallsAreMeasuredBesideZmqRequestReply) {
 }
 
 #ifdef FERRY_BENCH_HAVE_NATS
-// ferry.mailbox.nats (built with the nats backend): the run starts a
-// nats-server of its own, measures a round trip and a stream through
-// JetStream, and at the end stops the server and removes its files.
-TEST(BenchCli, NatsMailboxIsMeasuredOnTheRunsOwnServer) {
+// ferry.mailbox.nats and ferry.rpc.nats (built with the nats backend): the
+// run starts a nats-server of its own, measures a round trip and a stream
+// through JetStream and through core request/reply, and at the end stops the
+// server and removes its files.
+TEST(BenchCli, NatsMailboxAndRpcAreMeasuredOnTheRunsOwnServer) {
   const std::string json_path = temp_path("ferry-bench-nats.json");
-  const CliRun run = run_ferry({"bench", "--only", "ferry.mailbox.nats", "--sizes", "64", "--repetitions", "1",
-                                "--budget-ms", "1", "--json", json_path});
+  const CliRun run = run_ferry({"bench", "--only", "ferry.mailbox.nats,ferry.rpc.nats", "--sizes", "64",
+                                "--repetitions", "1", "--budget-ms", "1", "--json", json_path});
   ASSERT_EQ(run.signal, 0) << run.output;
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("started for this run at nats://127.0.0.1:"), std::string::npos) << run.output;
@@ -355,7 +356,8 @@ TEST(BenchCli, NatsMailboxIsMeasuredOnTheRunsOwnServer) {
   std::filesystem::remove(json_path);
   std::set<std::string> ok;
   for (const nlohmann::json& record : records) {
-    if (record["transport"] != "ferry.mailbox.nats") continue;
+    if (record["transport"] != "ferry.mailbox.nats" && record["transport"] != "ferry.rpc.nats") continue;
+    if (record.contains("senders") && record["senders"] != 1) continue;
     SCOPED_TRACE(record.dump());
     ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
     EXPECT_EQ(record["size"].get<std::size_t>(), 64u);
@@ -364,10 +366,12 @@ TEST(BenchCli, NatsMailboxIsMeasuredOnTheRunsOwnServer) {
     } else {
       EXPECT_GT(record["median_ns"].get<double>(), 0);
     }
-    ok.insert(record["pattern"].get<std::string>());
+    ok.insert(record["transport"].get<std::string>() + " " + record["pattern"].get<std::string>());
   }
-  EXPECT_TRUE(ok.count("rtt")) << run.output;
-  EXPECT_TRUE(ok.count("throughput")) << run.output;
+  for (const char* expected : {"ferry.mailbox.nats rtt", "ferry.mailbox.nats throughput", "ferry.rpc.nats rtt",
+                               "ferry.rpc.nats throughput"}) {
+    EXPECT_TRUE(ok.count(expected)) << expected << "\n" << run.output;
+  }
 }
 #endif
 
@@ -397,7 +401,7 @@ TEST(BenchCli, ListNamesEveryTransport) {
                            "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
                            "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix",
-                           "ferry.mailbox.nats"}) {
+                           "ferry.mailbox.nats", "ferry.rpc.nats"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

@@ -1,4 +1,6 @@
-// ferry's rpc in the benchmark: ferry.rpc.shm, ferry.rpc.unix, ferry.rpc.tcp.
+// ferry's rpc in the benchmark: ferry.rpc.shm, ferry.rpc.unix, ferry.rpc.tcp,
+// and ferry.rpc.nats (core NATS request/reply through the nats-server the run
+// starts; only when the nats backend is built).
 // The responder is an rpc::Server with one method, "echo", run on one server
 // thread (over shm, each caller's lane has a thread of its own: a caller's
 // first call offers its lane, the warm-up's next ones find it taken); the
@@ -49,6 +51,9 @@ struct RpcTransport : TransportBase {
     if (kScheme == Endpoint::Scheme::shm && size > (std::size_t{1} << 20)) {
       return "calls above 1 MiB: each caller's request log in /dev/shm would hold 8 of them";
     }
+    if (kScheme == Endpoint::Scheme::nats && size + 1024 > (std::size_t{1} << 20)) {  // 1 KiB: the rpc header, generously
+      return "above nats-server's default max_payload (1 MiB) with the rpc header";
+    }
     return {};
   }
 
@@ -71,7 +76,11 @@ struct RpcTransport : TransportBase {
       }
       case Endpoint::Scheme::unix_stream: where = "unix://" + spec.dir + "/rpc.sock"; break;
       case Endpoint::Scheme::tcp: where = "tcp://127.0.0.1:0"; break;
-      default: fail("rpc serves shm://, unix:// and tcp:// only");
+      case Endpoint::Scheme::nats:
+        if (spec.nats_url.empty()) fail("no nats-server for this run (the coordinator did not start one)");
+        where = spec.nats_url + "/bench-rpc-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
+        break;
+      default: fail("rpc serves shm://, unix://, tcp:// and nats:// only");
     }
     auto server = rpc::Server::create(where, {.threads = 1, .max_payload = max_payload(spec), .queue_capacity = kInFlight});
     if (!server) fail("%s", server.error().message().c_str());
@@ -138,6 +147,15 @@ void add_rpc_transports(std::vector<TransportInfo>& list) {
       "ferry.rpc.unix", Group::ferry, "ferry rpc echo calls at unix:// (a connection per caller)"));
   list.push_back(make_transport<RpcTransport<Endpoint::Scheme::tcp>>(
       "ferry.rpc.tcp", Group::ferry, "ferry rpc echo calls at tcp://127.0.0.1 (a connection per caller)"));
+#ifdef FERRY_BENCH_HAVE_NATS
+  TransportInfo nats = make_transport<RpcTransport<Endpoint::Scheme::nats>>(
+      "ferry.rpc.nats", Group::ferry, "ferry rpc echo calls at nats:// (core request/reply through nats-server on loopback)");
+  nats.needs_nats_server = true;
+  list.push_back(std::move(nats));
+#else
+  list.push_back(unavailable_transport(
+      "ferry.rpc.nats", Group::ferry, "not built: the nats backend ferry::nats (nats.c, Debian: libnats-dev) was not found"));
+#endif
 }
 
 }  // namespace ferry::bench
