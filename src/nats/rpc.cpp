@@ -70,6 +70,9 @@ class NatsRpcClient final : public rpc::detail::ClientCore {
         requests_(requests_of(name) + "." + connection_.address().identity()),
         cancels_(cancels_of(name) + "." + connection_.address().identity()),
         inbox_(random_inbox()) {}
+  // The connection is this client's own: closed (its reader thread stopped)
+  // before the reply subscription goes, so no reply can arrive for a freed one.
+  ~NatsRpcClient() override { natsConnection_Close(connection_.state().connection); }
 
   static result<std::shared_ptr<rpc::detail::ClientCore>> make(const Endpoint& endpoint,
                                                                 const rpc::ClientOptions& options) {
@@ -178,7 +181,10 @@ class NatsRpcServer final : public rpc::Server::Impl {
     return {};
   }
 
+  // The connection is this server's own: closed (its reader thread stopped)
+  // before the subscriptions go, so no request can arrive for a freed one.
   void halted() noexcept override {
+    natsConnection_Close(connection_.state().connection);
     requests_.reset();
     cancels_.reset();
   }

@@ -41,7 +41,7 @@ TEST(NatsClusterMailbox, KillingTheStreamLeaderLosesNoAcknowledgedMessage) {
   for (int i = 0; i < cluster->size(); ++i) {
     servers += (i ? "," : "") + cluster->node(i).url().substr(std::string_view("nats://").size());
   }
-  const std::string url = "nats://" + servers + "/replicated?replicas=3&timeout_ms=2000";
+  const std::string url = "nats://" + servers + "/replicated?replicas=3&timeout_ms=5000";  // room for a busy cluster (sanitizer builds)
   auto mailbox = Mailbox::create(url, {.lease = 2s});
   ASSERT_TRUE(mailbox) << mailbox.error().message();
   auto before = mailbox->stats();
