@@ -1828,7 +1828,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
     const deadline slice = until ? std::min(*until, deadline_after(detail::kWaitSlice)) : deadline_after(detail::kWaitSlice);
     // has_work sees a new record first (it polls the logs); `news` is what
     // the senders' seq_cst counter promises: a sleeper is woken for it.
-    const auto ready = [&] { return (!from && s.has_work()) || news() != news_before; };
+    const auto ready = [&] { return (!request.from && s.has_work()) || news() != news_before; };
     if (s.control->data_ready.wait(ready, strategy, slice) == wait_status::timed_out) {
       if (until && steady_clock::now() >= *until) return error(errc::timed_out, s.description, "nothing within the timeout");
       force_lease_check = true;  // a lessee may have died: nobody notifies for that

@@ -139,7 +139,7 @@ TEST_P(TopicStreams, EverySubscriberSeesEveryMessageInOrder) {
   std::vector<std::uint64_t> received(kSubscribers), lost(kSubscribers);
   std::vector<std::string> failures(kSubscribers);
   for (int i = 0; i < kSubscribers; ++i) {
-    readers.emplace_back([&, i] {
+    readers.emplace_back([&, i, strategy = strategy] {
       std::vector<std::byte> buffer(200);
       for (std::uint64_t expected = 0; expected < count;) {
         auto delivery = subscribers[static_cast<std::size_t>(i)].receive(buffer, strategy);

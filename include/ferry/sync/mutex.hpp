@@ -146,7 +146,7 @@ class alignas(64) Mutex {
   std::atomic<std::uint64_t> owner_{0};  // packed ProcessId of the holder, 0 if free
   std::uint64_t id_;
   std::atomic<std::uint32_t> state_{0};  // State
-  std::uint32_t reserved_ = 0;
+  [[maybe_unused]] std::uint32_t reserved_ = 0;
   detail::Label label_;
 };
 

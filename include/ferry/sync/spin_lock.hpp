@@ -30,7 +30,10 @@ class alignas(64) SpinLock {
   static constexpr std::uint32_t kMaxPauses = 1024;
   static constexpr std::uint32_t kYieldAfterSpins = 64;
 
-  explicit SpinLock(std::string_view label = {}) noexcept : label_(label) {}
+  // Not explicit: a SpinLock member of an aggregate in shared memory is
+  // value-initialized by `T{}`.
+  SpinLock() noexcept : SpinLock(std::string_view{}) {}
+  explicit SpinLock(std::string_view label) noexcept : label_(label) {}
   SpinLock(const SpinLock&) = delete;
   SpinLock& operator=(const SpinLock&) = delete;
 
