@@ -7,6 +7,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config   # toolchain
+  clang lld                                      # the test suite's sanitizer builds
   libgtest-dev                                   # tests
   libcli11-dev nlohmann-json3-dev                # the ferry command-line tool
   libboost-dev libzmq3-dev libnng-dev            # benchmark peers: Boost.Interprocess, ZeroMQ, NNG
