@@ -1,6 +1,8 @@
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <vector>
 
 #include "nats_internal.hpp"
@@ -260,6 +262,31 @@ result<OwnedStreamInfo> read_stream(const Connection& connection, const std::str
   return nats_error(status, js_code, object, "cannot read stream " + stream);
 }
 
+result<void> add_stream(const Connection& connection, const StreamSpec& spec, const std::string& object) {
+  const char* subjects[] = {spec.subjects.c_str()};
+  jsStreamConfig config;
+  jsStreamConfig_Init(&config);
+  config.Name = spec.name.c_str();
+  config.Description = spec.description.c_str();
+  config.Subjects = subjects;
+  config.SubjectsLen = 1;
+  config.Retention = spec.retention;
+  config.MaxMsgs = spec.max_messages;
+  config.Discard = spec.discard;
+  config.MaxMsgSize = static_cast<std::int32_t>(spec.max_message_size);
+  config.Storage = spec.memory ? js_MemoryStorage : js_FileStorage;
+  config.Replicas = connection.address().replicas;
+  config.Duplicates = nanoseconds(spec.duplicate_window);
+  jsStreamInfo* raw = nullptr;
+  jsErrCode js_code{};
+  const natsStatus status = administer(connection, js_code, [&] {
+    return js_AddStream(&raw, connection.state().jetstream, &config, nullptr, &js_code);
+  });
+  const OwnedStreamInfo info(raw);
+  if (status != NATS_OK) return nats_error(status, js_code, object, "cannot make stream " + spec.name);
+  return {};
+}
+
 result<void> delete_stream(const Connection& connection, const std::string& stream, const std::string& object) {
   jsErrCode js_code{};
   const natsStatus status = administer(connection, js_code, [&] {
@@ -290,6 +317,17 @@ result<Connection> Connection::connect(const Address& address) {
   for (const std::string& url : urls) url_pointers.push_back(url.c_str());
   const auto timeout_ms = static_cast<int64_t>(address.timeout.count());
   const std::string client_name = "ferry pid " + std::to_string(::getpid());
+
+  // nats.c reads these files only when it connects (and again at each
+  // reconnection), and then says only that something failed.
+  for (const auto& [option, file] : {std::pair{"creds", &address.credentials_file}, {"seed", &address.seed_file},
+                                     {"tls_ca", &address.tls_ca}, {"tls_cert", &address.tls_cert},
+                                     {"tls_key", &address.tls_key}}) {
+    if (!file->empty() && ::access(file->c_str(), R_OK) != 0) {
+      return error(errc::invalid_argument, object,
+                   std::string(option) + " file " + *file + " cannot be read: " + std::strerror(errno));
+    }
+  }
 
   // Each step names the option it sets, so a refusal says which one; an
   // option nats.c refuses (an unreadable file among them) is invalid_argument.

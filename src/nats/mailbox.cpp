@@ -310,29 +310,17 @@ result<Mailbox> Mailbox::create(const Connection& connection, std::string_view n
 
   const Layout layout{options.levels, options.max_deliver, options.dead_letter, options.max_message};
   const std::string stream = stream_of(name);
-  const std::string description = describe(layout);
-  const std::string subjects = "ferry.mbx." + std::string(name) + ".*.*";
-  const char* subject_list[] = {subjects.c_str()};
-  jsStreamConfig stream_config;
-  jsStreamConfig_Init(&stream_config);
-  stream_config.Name = stream.c_str();
-  stream_config.Description = description.c_str();
-  stream_config.Subjects = subject_list;
-  stream_config.SubjectsLen = 1;
-  stream_config.Retention = js_WorkQueuePolicy;
-  stream_config.MaxMsgs = options.capacity == 0 ? -1 : static_cast<std::int64_t>(options.capacity);
-  stream_config.Discard = js_DiscardNew;
-  stream_config.MaxMsgSize = static_cast<std::int32_t>(options.max_message + kHeaderRoom);
-  stream_config.Storage = options.memory ? js_MemoryStorage : js_FileStorage;
-  stream_config.Replicas = connection.address().replicas;
-  stream_config.Duplicates = nanoseconds(options.duplicate_window);
-  jsStreamInfo* raw_info = nullptr;
-  jsErrCode js_code{};
-  natsStatus status = administer(connection, js_code, [&] {
-    return js_AddStream(&raw_info, connection.state().jetstream, &stream_config, nullptr, &js_code);
-  });
-  detail::OwnedStreamInfo info(raw_info);
-  if (status != NATS_OK) return nats_error(status, js_code, object, "cannot make stream " + stream);
+  const detail::StreamSpec spec{
+      .name = stream,
+      .description = describe(layout),
+      .subjects = "ferry.mbx." + std::string(name) + ".*.*",
+      .retention = js_WorkQueuePolicy,
+      .max_messages = options.capacity == 0 ? -1 : static_cast<std::int64_t>(options.capacity),
+      .discard = js_DiscardNew,  // a full mailbox refuses: send waits
+      .max_message_size = options.max_message + kHeaderRoom,
+      .memory = options.memory,
+      .duplicate_window = options.duplicate_window};
+  if (auto made = detail::add_stream(connection, spec, object); !made) return std::move(made).error();
 
   for (unsigned band = 0; band < options.levels; ++band) {
     const std::string consumer = consumer_of(band);
@@ -346,7 +334,8 @@ result<Mailbox> Mailbox::create(const Connection& connection, std::string_view n
     consumer_config.FilterSubject = filter.c_str();
     consumer_config.MaxAckPending = 1 << 16;
     jsConsumerInfo* raw_consumer = nullptr;
-    status = administer(connection, js_code, [&] {
+    jsErrCode js_code{};
+    const natsStatus status = administer(connection, js_code, [&] {
       return js_AddConsumer(&raw_consumer, connection.state().jetstream, stream.c_str(), &consumer_config, nullptr,
                             &js_code);
     });

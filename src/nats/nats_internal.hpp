@@ -105,6 +105,22 @@ std::optional<std::string> refused_publish(natsConnection* connection, std::stri
 /// The stream `stream`'s information. Errors: not_found ("no stream …"), and
 /// those of the server; `object` names what is asked for in them.
 result<OwnedStreamInfo> read_stream(const Connection& connection, const std::string& stream, const std::string& object);
+/// A stream ferry makes (a mailbox's or a topic's): what differs between
+/// them. The rest of the configuration keeps nats.c's defaults; the replicas
+/// come from the connection's address.
+struct StreamSpec {
+  std::string name;
+  std::string description;
+  std::string subjects;  ///< one subject pattern
+  jsRetentionPolicy retention = js_LimitsPolicy;
+  std::int64_t max_messages = -1;  ///< -1: no limit
+  jsDiscardPolicy discard = js_DiscardOld;
+  std::size_t max_message_size = 0;  ///< payload and headers
+  bool memory = false;
+  std::chrono::nanoseconds duplicate_window{0};  ///< 0: the server's default
+};
+/// Makes the stream. Errors: those of the server, naming `object`.
+result<void> add_stream(const Connection& connection, const StreamSpec& spec, const std::string& object);
 /// Removes the stream. Errors: not_found, and those of the server.
 result<void> delete_stream(const Connection& connection, const std::string& stream, const std::string& object);
 

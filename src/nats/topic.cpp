@@ -203,30 +203,17 @@ result<Topic> Topic::create(const Connection& connection, std::string_view name,
   if (*found) return error(errc::already_exists, object, "stream " + stream_of(name) + " exists");
   if (options.history == 0) return open(connection, name);
 
-  const std::string stream = stream_of(name);
-  const std::string description = std::string(kDescription) + " history=" + std::to_string(options.history) +
-                                  " max_message=" + std::to_string(options.max_message);
-  const std::string subjects = subjects_of(name);
-  const char* subject_list[] = {subjects.c_str()};
-  jsStreamConfig config;
-  jsStreamConfig_Init(&config);
-  config.Name = stream.c_str();
-  config.Description = description.c_str();
-  config.Subjects = subject_list;
-  config.SubjectsLen = 1;
-  config.Retention = js_LimitsPolicy;
-  config.MaxMsgs = static_cast<std::int64_t>(options.history);
-  config.Discard = js_DiscardOld;
-  config.MaxMsgSize = static_cast<std::int32_t>(options.max_message + kHeaderRoom);
-  config.Storage = options.memory ? js_MemoryStorage : js_FileStorage;
-  config.Replicas = connection.address().replicas;
-  jsStreamInfo* raw = nullptr;
-  jsErrCode js_code{};
-  const natsStatus status = administer(connection, js_code, [&] {
-    return js_AddStream(&raw, connection.state().jetstream, &config, nullptr, &js_code);
-  });
-  const detail::OwnedStreamInfo info(raw);
-  if (status != NATS_OK) return nats_error(status, js_code, object, "cannot make stream " + stream);
+  const detail::StreamSpec spec{
+      .name = stream_of(name),
+      .description = std::string(kDescription) + " history=" + std::to_string(options.history) +
+                     " max_message=" + std::to_string(options.max_message),
+      .subjects = subjects_of(name),
+      .retention = js_LimitsPolicy,
+      .max_messages = static_cast<std::int64_t>(options.history),
+      .discard = js_DiscardOld,  // the oldest gives way: the last `history` stay
+      .max_message_size = options.max_message + kHeaderRoom,
+      .memory = options.memory};
+  if (auto made = detail::add_stream(connection, spec, object); !made) return std::move(made).error();
   return open(connection, name);
 }
 
