@@ -232,6 +232,29 @@ bool stop_daemon(pid_t pid, int& status) {
   return false;
 }
 
+// How waiting for a daemon to get ready ended.
+enum class DaemonStart {
+  ready,
+  exited,     // it ended first: reaped, pid -1, `status` says how
+  timed_out,  // not ready within 10 s, or the run is stopping: still running
+};
+
+// Waits until `ready()` (which reads the daemon's log) says a daemon
+// spawn_daemon started is ready, it exits, or 10 s pass.
+template <class Ready>
+DaemonStart wait_until_ready(pid_t& pid, int& status, Ready&& ready) {
+  const std::uint64_t deadline = now_ns() + 10'000'000'000u;
+  for (;;) {
+    if (ready()) return DaemonStart::ready;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      pid = -1;
+      return DaemonStart::exited;
+    }
+    if (g_stop || now_ns() > deadline) return DaemonStart::timed_out;
+    ::usleep(10'000);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // iox-roudi, for the iceoryx transports
 
@@ -274,15 +297,14 @@ class Roudi {
     pid_ = spawn_daemon(program, {"iox-roudi", "-c", config_path, "-l", "warning", "-k", "1"}, log_path_, reason_);
     if (pid_ < 0) return false;
     // Ready when it says so; it exits at once if another RouDi holds the lock.
-    const std::uint64_t deadline = now_ns() + 10'000'000'000u;
-    for (;;) {
-      if (read_file(log_path_).find("RouDi is ready for clients") != std::string::npos) {
+    int status = 0;
+    switch (wait_until_ready(pid_, status, [&] {
+      return read_file(log_path_).find("RouDi is ready for clients") != std::string::npos;
+    })) {
+      case DaemonStart::ready:
         ready_ = true;
         return true;
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
+      case DaemonStart::exited:
         if (read_file(log_path_).find("ROUDI_STILL_RUNNING") != std::string::npos) {
           reason_ = "another iox-roudi is already running on this machine; this run needs its own (with mempools "
                     "for the sizes measured): stop the other one to measure iceoryx";
@@ -290,14 +312,12 @@ class Roudi {
           reason_ = "iox-roudi exited at start (" + exit_text(status) + "): " + log_tail(log_path_, 1);
         }
         return false;
-      }
-      if (g_stop || now_ns() > deadline) {
+      case DaemonStart::timed_out:
         reason_ = "iox-roudi did not become ready within 10 s: " + log_tail(log_path_, 2);
         stop();
         return false;
-      }
-      ::usleep(10'000);
     }
+    return false;
   }
 
   bool alive() {
@@ -380,28 +400,26 @@ class NatsServer {
     pid_ = spawn_daemon(program, {"nats-server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", directory + "/store"},
                         log_path_, reason_);
     if (pid_ < 0) return false;
-    const std::uint64_t deadline = now_ns() + 10'000'000'000u;
-    for (;;) {
+    int status = 0;
+    switch (wait_until_ready(pid_, status, [&] {
       const std::string log = read_file(log_path_);
       const std::string port = after(log, "Listening for client connections on 127.0.0.1:");
-      if (!port.empty() && log.find("Server is ready") != std::string::npos) {
-        url_ = "nats://127.0.0.1:" + port;
-        version_ = after(log, "Version:");
+      if (port.empty() || log.find("Server is ready") == std::string::npos) return false;
+      url_ = "nats://127.0.0.1:" + port;
+      version_ = after(log, "Version:");
+      return true;
+    })) {
+      case DaemonStart::ready:
         return true;
-      }
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
+      case DaemonStart::exited:
         reason_ = "nats-server exited at start (" + exit_text(status) + ")" + troubles(true);
         return false;
-      }
-      if (g_stop || now_ns() > deadline) {
+      case DaemonStart::timed_out:
         reason_ = "nats-server did not become ready within 10 s" + troubles(true);
         stop();
         return false;
-      }
-      ::usleep(10'000);
     }
+    return false;
   }
 
   bool alive() {
