@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "nats_keys.hpp"
 #include "nats_server.hpp"
 
 namespace ferry::nats {
@@ -286,6 +287,26 @@ test::NatsUser mailbox_user(const std::string& name) {
           .subscribe = {}};
 }
 
+// A message `from` sends arrives at `to` attributed to `name`.
+void expect_attributed(Mailbox& from, Mailbox& to, const std::string& name) {
+  ASSERT_TRUE(from.send(bytes("from " + name)));
+  auto message = to.receive_for(5s);
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_EQ(text(message->data()), "from " + name);
+  EXPECT_EQ(message->sender(), name);
+  ASSERT_TRUE(message->ack());
+}
+
+// A client at `address`, which claims a name its login may not send as: the
+// server drops its publish, and send() says why.
+void expect_impersonation_refused(const std::string& address) {
+  auto impostor = Mailbox::open(address);
+  ASSERT_TRUE(impostor) << impostor.error().message();
+  auto forged = impostor->send_for(bytes("forged"), 2s);
+  ASSERT_FALSE(forged);
+  EXPECT_EQ(forged.error().code(), errc::permission_denied) << forged.error().message();
+}
+
 TEST(NatsMailboxIdentity, TheServerAttestsTheSenderAndRefusesImpersonation) {
   auto server = NatsServer::start({.users = {mailbox_user("alice"), mailbox_user("bob")}});
   ASSERT_NE(server, nullptr);
@@ -301,12 +322,7 @@ TEST(NatsMailboxIdentity, TheServerAttestsTheSenderAndRefusesImpersonation) {
   ASSERT_TRUE(alice->send(bytes("from alice")));
   ASSERT_TRUE(bob->send(bytes("from bob")));
 
-  // Bob claiming to be alice: the server drops the publish and says why.
-  auto impostor = Mailbox::open(as("bob", "as=alice&timeout_ms=500"));
-  ASSERT_TRUE(impostor) << impostor.error().message();
-  auto forged = impostor->send_for(bytes("from alice, honestly"), 2s);
-  ASSERT_FALSE(forged);
-  EXPECT_EQ(forged.error().code(), errc::permission_denied) << forged.error().message();
+  expect_impersonation_refused(as("bob", "as=alice&timeout_ms=500"));  // bob claiming to be alice
 
   std::map<std::string, std::string> seen;
   for (;;) {
@@ -323,6 +339,86 @@ TEST(NatsMailboxIdentity, TheServerAttestsTheSenderAndRefusesImpersonation) {
   auto wrong = Mailbox::open("nats://alice:guess@" + host + "/shared");
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().code(), errc::permission_denied) << wrong.error().message();
+}
+
+// An NKey user (nkey=PUBLIC&seed=FILE) signs the server's challenge with its
+// seed: no password travels. Its permissions attest it as they do a
+// password user's; a wrong seed or an unreadable seed file is refused.
+TEST(NatsMailboxIdentity, AnNkeyUserSignsInWithItsSeedAndIsAttestedByTheServer) {
+  test::TempDir files;
+  const test::NatsNkey carol_key = test::make_user_nkey(files.file("carol.nk"));
+  const test::NatsNkey stranger_key = test::make_user_nkey(files.file("stranger.nk"));
+  ASSERT_FALSE(carol_key.public_key.empty());
+  ASSERT_FALSE(stranger_key.public_key.empty());
+  ASSERT_EQ(carol_key.public_key.size(), 56u);
+  ASSERT_EQ(carol_key.public_key[0], 'U');
+  ASSERT_NE(carol_key.public_key, stranger_key.public_key);
+
+  test::NatsUser carol_login = mailbox_user("carol");
+  carol_login.nkey = carol_key.public_key;
+  auto server = NatsServer::start({.users = {mailbox_user("alice"), carol_login}});
+  ASSERT_NE(server, nullptr);
+  const std::string host = server->url().substr(std::string_view("nats://").size());
+  // Carol's key, the seed from `seed_file`, sending as `as`.
+  const auto by_key = [&](const std::string& seed_file, std::string_view as, std::string_view more = "") {
+    return "nats://" + host + "/shared?nkey=" + carol_key.public_key + "&seed=" + seed_file + "&as=" +
+           std::string(as) + std::string(more);
+  };
+
+  auto alice = Mailbox::create("nats://alice:alice-pw@" + host + "/shared");
+  ASSERT_TRUE(alice) << alice.error().message();
+  auto carol = Mailbox::open(by_key(carol_key.seed_file, "carol"));
+  ASSERT_TRUE(carol) << carol.error().message();
+  expect_attributed(*carol, *alice, "carol");
+  // Signed in by key, carol still may not send as alice.
+  expect_impersonation_refused(by_key(carol_key.seed_file, "alice", "&timeout_ms=500"));
+  auto nothing = alice->receive_for(300ms);
+  ASSERT_FALSE(nothing);
+  EXPECT_EQ(nothing.error().code(), errc::timed_out);
+
+  // Carol's public key with another key's seed: the signature does not verify.
+  auto wrong_seed = Mailbox::open(by_key(stranger_key.seed_file, "carol", "&timeout_ms=1000"));
+  ASSERT_FALSE(wrong_seed);
+  EXPECT_EQ(wrong_seed.error().code(), errc::permission_denied) << wrong_seed.error().message();
+  auto no_seed = Mailbox::open(by_key(files.file("missing.nk"), "carol", "&timeout_ms=1000"));
+  ASSERT_FALSE(no_seed);
+  EXPECT_NE(no_seed.error().message().find("missing.nk"), std::string::npos) << no_seed.error().message();
+}
+
+// Decentralized authentication: an operator, an account and users with
+// credentials files (creds=FILE). The user JWT's permissions, signed by the
+// account, attest the sender as a server's own user list does.
+TEST(NatsMailboxIdentity, ACredentialsFileUserIsAttestedByTheServer) {
+  test::TempDir files;
+  auto trust = test::NatsOperator::make(files);
+  ASSERT_NE(trust, nullptr);
+  const std::string admin = trust->user_credentials("admin", {}, {});
+  const std::string dave = trust->user_credentials("dave", mailbox_user("dave").publish, {});
+  ASSERT_FALSE(admin.empty());
+  ASSERT_FALSE(dave.empty());
+  auto server = NatsServer::start({.operator_config = trust->server_config(), .probe_credentials = admin});
+  ASSERT_NE(server, nullptr);
+  const std::string base = server->url() + "/shared?creds=";
+
+  auto receiver = Mailbox::create(base + admin + "&as=admin");
+  ASSERT_TRUE(receiver) << receiver.error().message();
+  auto sender = Mailbox::open(base + dave + "&as=dave");
+  ASSERT_TRUE(sender) << sender.error().message();
+  expect_attributed(*sender, *receiver, "dave");
+  expect_impersonation_refused(base + dave + "&as=admin&timeout_ms=500");
+
+  // Credentials no account of this server signed: refused at login.
+  test::TempDir elsewhere;
+  auto other = test::NatsOperator::make(elsewhere);
+  ASSERT_NE(other, nullptr);
+  const std::string stranger = other->user_credentials("dave", {}, {});
+  ASSERT_FALSE(stranger.empty());
+  auto refused = Mailbox::open(base + stranger + "&as=dave&timeout_ms=1000");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), errc::permission_denied) << refused.error().message();
+  auto missing = Mailbox::open(base + files.file("missing.creds") + "&as=dave&timeout_ms=1000");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message().find("missing.creds"), std::string::npos) << missing.error().message();
 }
 
 // ---------------------------------------------------------------- TLS

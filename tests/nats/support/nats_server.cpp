@@ -134,6 +134,9 @@ class Probe {
       status = natsOptions_SetUserInfo(options_, users.front().name.c_str(),
                                        users.front().password.c_str());
     }
+    if (status == NATS_OK && !setup.probe_credentials.empty()) {
+      status = natsOptions_SetUserCredentialsFromFiles(options_, setup.probe_credentials.c_str(), nullptr);
+    }
     if (status == NATS_OK && !setup.tls_certificate.empty()) {
       // The server's self-signed certificate is its own authority.
       status = natsOptions_SetSecure(options_, true);
@@ -288,11 +291,16 @@ void NatsServer::write_config(std::string_view cluster_block) const {
     config << "tls {\n  cert_file: " << config_string(options_.tls_certificate)
            << "\n  key_file: " << config_string(options_.tls_key) << "\n}\n";
   }
+  config << options_.operator_config;
   if (!options_.users.empty()) {
     config << "authorization {\n  users = [\n";
     for (const NatsUser& user : options_.users) {
-      config << "    {\n      user: " << config_string(user.name)
-             << "\n      password: " << config_string(user.password) << "\n";
+      if (user.nkey.empty()) {
+        config << "    {\n      user: " << config_string(user.name)
+               << "\n      password: " << config_string(user.password) << "\n";
+      } else {
+        config << "    {\n      nkey: " << config_string(user.nkey) << "\n";
+      }
       if (!user.publish.empty() || !user.subscribe.empty()) {
         config << "      permissions {\n";
         if (!user.publish.empty()) {

@@ -47,6 +47,10 @@ struct NatsUser {
   /// '\' when it sends them to the server, so avoid those two.
   std::string name;
   std::string password;
+  /// An NKey user instead (NatsNkey::public_key, nats_keys.hpp): it signs in
+  /// with its seed; the server knows it by this key only (name and password
+  /// unused).
+  std::string nkey;
   /// Subjects this user may publish to / subscribe to. Empty: no restriction
   /// for that direction.
   std::vector<std::string> publish;
@@ -55,13 +59,19 @@ struct NatsUser {
 
 struct NatsServerOptions {
   /// Empty: no authorization at all. Otherwise every client must log in as
-  /// one of these; the fixture's own readiness probes use the first.
+  /// one of these; the fixture's own readiness probes use the first, which
+  /// must therefore be a user with a password.
   std::vector<NatsUser> users;
   bool jetstream = true;
   /// PEM files: clients must use TLS (a `tls` block); the fixture's probes
   /// trust the certificate itself (self-signed).
   std::string tls_certificate;
   std::string tls_key;
+  /// Decentralized authentication instead of `users`: the config lines of an
+  /// operator and its accounts (NatsOperator::server_config, nats_keys.hpp),
+  /// and the credentials file the fixture's probes log in with.
+  std::string operator_config;
+  std::string probe_credentials;
 };
 
 /// A real nats-server on 127.0.0.1 with JetStream storing under a fresh
