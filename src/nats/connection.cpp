@@ -262,6 +262,29 @@ result<OwnedStreamInfo> read_stream(const Connection& connection, const std::str
   return nats_error(status, js_code, object, "cannot read stream " + stream);
 }
 
+result<std::vector<std::string>> stream_names(const Connection& connection, std::string_view prefix,
+                                              const std::string& object) {
+  jsStreamNamesList* raw = nullptr;
+  jsErrCode js_code{};
+  const natsStatus status = administer(connection, js_code, [&] {
+    return js_StreamNames(&raw, connection.state().jetstream, nullptr, &js_code);
+  });
+  const Owned<jsStreamNamesList, jsStreamNamesList_Destroy> names(raw);
+  std::vector<std::string> found;
+  if (status == NATS_NOT_FOUND) return found;  // no stream at all
+  if (status != NATS_OK) return nats_error(status, js_code, object, "cannot list streams");
+  for (int i = 0; i < names->Count; ++i) {
+    const std::string_view stream = names->List[i];
+    if (stream.starts_with(prefix)) found.emplace_back(stream.substr(prefix.size()));
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+std::string stream_leader(const jsStreamInfo& info) {
+  return info.Cluster != nullptr && info.Cluster->Leader != nullptr ? info.Cluster->Leader : "";
+}
+
 result<void> add_stream(const Connection& connection, const StreamSpec& spec, const std::string& object) {
   const char* subjects[] = {spec.subjects.c_str()};
   jsStreamConfig config;

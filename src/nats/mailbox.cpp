@@ -363,23 +363,8 @@ result<void> Mailbox::destroy(const Connection& connection, std::string_view nam
 }
 
 result<std::vector<std::string>> Mailbox::list(const Connection& connection) {
-  const std::string object = "nats mailboxes at " + connection.address().with_name("").to_string();
-  jsStreamNamesList* raw = nullptr;
-  jsErrCode js_code{};
-  const natsStatus status = administer(connection, js_code, [&] {
-    return js_StreamNames(&raw, connection.state().jetstream, nullptr, &js_code);
-  });
-  const detail::Owned<jsStreamNamesList, jsStreamNamesList_Destroy> names(raw);
-  std::vector<std::string> mailboxes;
-  if (status == NATS_NOT_FOUND) return mailboxes;  // no stream at all
-  if (status != NATS_OK) return nats_error(status, js_code, object, "cannot list streams");
-  const std::string prefix = stream_of("");
-  for (int i = 0; i < names->Count; ++i) {
-    const std::string_view stream = names->List[i];
-    if (stream.starts_with(prefix)) mailboxes.emplace_back(stream.substr(prefix.size()));
-  }
-  std::sort(mailboxes.begin(), mailboxes.end());
-  return mailboxes;
+  return detail::stream_names(connection, stream_of(""),
+                              "nats mailboxes at " + connection.address().with_name("").to_string());
 }
 
 result<Mailbox> Mailbox::create(std::string_view address, const MailboxOptions& options) {
@@ -672,7 +657,7 @@ result<MailboxStats> Mailbox::stats() const {
   stats.bytes = info->State.Bytes;
   stats.last_sequence = info->State.LastSeq;
   stats.replicas = static_cast<int>(info->Config->Replicas);
-  if (info->Cluster != nullptr && info->Cluster->Leader != nullptr) stats.leader = info->Cluster->Leader;
+  stats.leader = detail::stream_leader(*info);
   for (unsigned band = 0; band < state.layout.levels; ++band) {
     const std::string consumer = consumer_of(band);
     jsConsumerInfo* raw_consumer = nullptr;

@@ -105,6 +105,12 @@ std::optional<std::string> refused_publish(natsConnection* connection, std::stri
 /// The stream `stream`'s information. Errors: not_found ("no stream …"), and
 /// those of the server; `object` names what is asked for in them.
 result<OwnedStreamInfo> read_stream(const Connection& connection, const std::string& stream, const std::string& object);
+/// The names after `prefix` of the streams whose names start with it, sorted.
+result<std::vector<std::string>> stream_names(const Connection& connection, std::string_view prefix,
+                                              const std::string& object);
+/// The server leading the stream ("" outside a cluster).
+std::string stream_leader(const jsStreamInfo& info);
+
 /// A stream ferry makes (a mailbox's or a topic's): what differs between
 /// them. The rest of the configuration keeps nats.c's defaults; the replicas
 /// come from the connection's address.

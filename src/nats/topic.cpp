@@ -171,6 +171,32 @@ Topic::~Topic() = default;
 const std::string& Topic::name() const noexcept { return state_->name; }
 std::size_t Topic::history() const noexcept { return state_->layout.history; }
 
+result<TopicStats> Topic::stats() const {
+  const State& state = *state_;
+  const std::string stream = stream_of(state.name);
+  if (state.layout.history == 0) {
+    return error(errc::not_found, state.object, "a topic without history keeps nothing on the servers");
+  }
+  auto read = detail::read_stream(state.connection, stream, state.object);
+  if (!read) return std::move(read).error();
+  const detail::OwnedStreamInfo info = std::move(*read);
+  return TopicStats{.name = state.name,
+                    .stream = stream,
+                    .history = state.layout.history,
+                    .stored = info->State.Msgs,
+                    .bytes = info->State.Bytes,
+                    .first_sequence = info->State.FirstSeq,
+                    .last_sequence = info->State.LastSeq,
+                    .subscribers = static_cast<std::uint64_t>(info->State.Consumers),
+                    .replicas = static_cast<int>(info->Config->Replicas),
+                    .leader = detail::stream_leader(*info)};
+}
+
+result<std::vector<std::string>> Topic::list(const Connection& connection) {
+  return detail::stream_names(connection, stream_of(""),
+                              "nats topics at " + connection.address().with_name("").to_string());
+}
+
 result<Topic> Topic::open(const Connection& connection, std::string_view name) {
   const std::string object = object_of(connection.address(), name);
   if (!valid_name(name)) return error(errc::invalid_argument, object, "a name holds letters, digits, '-' and '_'");

@@ -14,6 +14,7 @@
 
 #include "ferry/messaging/endpoints.hpp"
 #include "ferry/nats/mailbox.hpp"
+#include "ferry/nats/topic.hpp"
 #include "nats_server.hpp"
 
 namespace ferry {
@@ -177,12 +178,30 @@ TEST_F(NatsEndpointTest, TheFerryToolSendsReceivesListsAndShowsNatsMailboxes) {
   EXPECT_EQ(shown["redelivered"], 1);
   EXPECT_EQ(shown["bands"][2]["leased"], 1);
 
+  // A history topic is listed beside the mailbox; stat finds it by name.
+  auto topic = nats::Topic::create(url("ticks"), {.history = 2});
+  ASSERT_TRUE(topic) << topic.error().message();
+  for (const char* tick : {"1", "2", "3"}) ASSERT_TRUE(topic->publish(bytes(tick)));
+
   auto [list_status, list] = ferry_cli("ls --json " + server_->url());
   ASSERT_EQ(list_status, 0) << list;
   const auto listed = nlohmann::json::parse(list);
-  ASSERT_EQ(listed.size(), 1u);
+  ASSERT_EQ(listed.size(), 2u) << list;
   EXPECT_EQ(listed[0]["name"], "cli");
   EXPECT_EQ(listed[0]["kind"], "nats-mailbox");
+  EXPECT_EQ(listed[1]["name"], "ticks");
+  EXPECT_EQ(listed[1]["kind"], "nats-topic");
+  EXPECT_EQ(listed[1]["stored"], 2);
+
+  auto [topic_status, topic_stat] = ferry_cli("stat --json " + url("ticks"));
+  ASSERT_EQ(topic_status, 0) << topic_stat;
+  const auto topic_shown = nlohmann::json::parse(topic_stat);
+  EXPECT_EQ(topic_shown["history"], 2);
+  EXPECT_EQ(topic_shown["first_sequence"], 2);
+  EXPECT_EQ(topic_shown["last_sequence"], 3);
+  auto [table_status, table] = ferry_cli("ls " + server_->url());
+  ASSERT_EQ(table_status, 0) << table;
+  EXPECT_NE(table.find("nats-topic"), std::string::npos) << table;
 
   auto [missing_status, missing] = ferry_cli("stat " + url("nope"));
   EXPECT_EQ(missing_status, 1);

@@ -69,6 +69,21 @@ TEST_F(NatsTopicTest, AHistoryTopicGivesALateSubscriberTheLastMessagesThenLiveOn
   EXPECT_EQ(text(live->data()), "live");
   EXPECT_EQ(live->sequence(), 9u);
 
+  // What the server holds: the last 5 of 9, one subscriber reading them.
+  auto stats = topic->stats();
+  ASSERT_TRUE(stats) << stats.error().message();
+  EXPECT_EQ(stats->stream, "FERRY_TOPIC_prices");
+  EXPECT_EQ(stats->history, 5u);
+  EXPECT_EQ(stats->stored, 5u);
+  EXPECT_EQ(stats->first_sequence, 5u);
+  EXPECT_EQ(stats->last_sequence, 9u);
+  EXPECT_EQ(stats->subscribers, 1u);
+  auto connection = nats::Connection::connect(*nats::Address::parse(url("")));
+  ASSERT_TRUE(connection) << connection.error().message();
+  ASSERT_TRUE(Topic::open(*connection, "headlines"));  // a core topic: nothing on the server
+  EXPECT_EQ(Topic::open(*connection, "headlines")->stats().error().code(), errc::not_found);
+  EXPECT_EQ(Topic::list(*connection).value(), std::vector<std::string>{"prices"});
+
   EXPECT_EQ(Topic::create(url("prices"), {.history = 5}).error().code(), errc::already_exists);
   const std::string too_large(2'000'000, 'x');
   EXPECT_EQ(topic->publish(bytes(too_large)).error().code(), errc::invalid_argument);

@@ -34,7 +34,8 @@ struct StatOptions {
 };
 
 /// nats:// (nats.cpp, when the nats backend is built): ferry ls nats://SERVERS
-/// lists the mailboxes there; ferry stat nats://SERVERS/NAME shows one.
+/// lists the mailboxes and history topics there; ferry stat
+/// nats://SERVERS/NAME shows one.
 bool is_nats(const std::string& target);
 int list_nats(const std::string& servers, bool json);
 int stat_nats(const StatOptions& options);

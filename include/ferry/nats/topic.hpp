@@ -33,6 +33,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ferry/nats/connection.hpp"
 #include "ferry/os/clock.hpp"
@@ -47,6 +48,20 @@ struct TopicOptions {
   std::size_t max_message = 1'000'000;
   /// History in memory instead of files.
   bool memory = false;
+};
+
+/// What the servers hold of a history topic.
+struct TopicStats {
+  std::string name;
+  std::string stream;
+  std::size_t history = 0;  ///< messages kept for late subscribers
+  std::uint64_t stored = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t first_sequence = 0;  ///< the oldest message kept
+  std::uint64_t last_sequence = 0;   ///< the newest one: messages published so far
+  std::uint64_t subscribers = 0;     ///< live history subscribers (each an ordered consumer)
+  int replicas = 1;
+  std::string leader;  ///< the server leading the stream (clusters)
 };
 
 /// A received topic message: owned by the caller.
@@ -108,6 +123,9 @@ class Topic {
   /// Removes a history topic's stream (and its messages). Errors: not_found.
   static result<void> destroy(std::string_view address);
   static result<void> destroy(const Connection& connection, std::string_view name);
+  /// The names of the history topics on these servers (streams
+  /// FERRY_TOPIC_*), sorted; topics without history leave nothing to list.
+  static result<std::vector<std::string>> list(const Connection& connection);
 
   Topic(Topic&&) noexcept;
   Topic& operator=(Topic&&) noexcept;
@@ -125,6 +143,9 @@ class Topic {
 
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] std::size_t history() const noexcept;
+  /// Errors: not_found for a topic without history (the servers keep
+  /// nothing of it), and those of the server.
+  result<TopicStats> stats() const;
 
  private:
   struct State;
