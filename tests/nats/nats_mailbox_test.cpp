@@ -396,6 +396,14 @@ TEST(NatsMailboxIdentity, ACredentialsFileUserIsAttestedByTheServer) {
   const std::string dave = trust->user_credentials("dave", mailbox_user("dave").publish, {});
   ASSERT_FALSE(admin.empty());
   ASSERT_FALSE(dave.empty());
+  // Credentials that no account of this server signed. (Keys are made before
+  // any connection: openssl runs in a child, and nats.c's threads should
+  // not be there when the test forks.)
+  test::TempDir elsewhere;
+  auto other = test::NatsOperator::make(elsewhere);
+  ASSERT_NE(other, nullptr);
+  const std::string stranger = other->user_credentials("dave", {}, {});
+  ASSERT_FALSE(stranger.empty());
   auto server = NatsServer::start({.operator_config = trust->server_config(), .probe_credentials = admin});
   ASSERT_NE(server, nullptr);
   const std::string base = server->url() + "/shared?creds=";
@@ -407,12 +415,6 @@ TEST(NatsMailboxIdentity, ACredentialsFileUserIsAttestedByTheServer) {
   expect_attributed(*sender, *receiver, "dave");
   expect_impersonation_refused(base + dave + "&as=admin&timeout_ms=500");
 
-  // Credentials no account of this server signed: refused at login.
-  test::TempDir elsewhere;
-  auto other = test::NatsOperator::make(elsewhere);
-  ASSERT_NE(other, nullptr);
-  const std::string stranger = other->user_credentials("dave", {}, {});
-  ASSERT_FALSE(stranger.empty());
   auto refused = Mailbox::open(base + stranger + "&as=dave&timeout_ms=1000");
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), errc::permission_denied) << refused.error().message();
