@@ -223,7 +223,7 @@ class ShmServer final : public Server::Impl {
     if (!replies.send(wire::encode(hello))) return;
     std::vector<std::byte> buffer(options_.max_payload + wire::kMaxOverhead);
     while (!stopping_.load(std::memory_order_relaxed)) {
-      auto taken = requests.receive_until(buffer, deadline_after(kStopCheck));
+      auto taken = requests.receive_until(buffer, coarse_deadline_after(kStopCheck));
       if (!taken) {
         if (taken.error().code() == errc::timed_out) continue;
         return;  // the caller left (peer_gone), or sent what no request can be

@@ -67,4 +67,13 @@ TEST(Clock, DeadlineAfterSaturates) {
   EXPECT_GT(ferry::deadline_after(1s), ferry::steady_clock::now());
 }
 
+TEST(Clock, ACoarseDeadlineIsOnTheSameClockAndAtMostATickEarly) {
+  EXPECT_EQ(ferry::coarse_deadline_after(ferry::steady_clock::duration::max()), ferry::deadline::max());
+  const auto before = ferry::steady_clock::now();
+  const auto coarse = ferry::coarse_deadline_after(1s);
+  const auto after = ferry::steady_clock::now();
+  EXPECT_LE(coarse, after + 1s);          // never late
+  EXPECT_GT(coarse, before + 1s - 50ms);  // a clock tick (1-10 ms) early at most, on the same origin
+}
+
 }  // namespace

@@ -20,6 +20,11 @@ using deadline = steady_clock::time_point;
   return now + timeout;
 }
 
+/// The same, read from the clock as of its last tick (CLOCK_MONOTONIC_COARSE:
+/// a few milliseconds early at most, for a seventh of the cost): for the
+/// slices of a loop that only has to look at something now and then.
+[[nodiscard]] deadline coarse_deadline_after(steady_clock::duration timeout) noexcept;
+
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME), for timestamps shown to people.
 [[nodiscard]] std::uint64_t wall_clock_ns() noexcept;
 /// The same as of the last clock tick (a few milliseconds behind at most,
