@@ -172,7 +172,7 @@ namespace {
 result<Channel> Channel::create(std::string_view name, const ChannelOptions& options) {
   const std::string description = "channel '" + std::string(name) + "'";
   if (options.max_message > detail::kMaxInlineMessage) {
-    return error(errc::invalid_argument, description, "max_message is beyond 2 GiB (larger messages travel as loans)");
+    return error(errc::invalid_argument, description, "max_message is beyond 1 GiB (larger messages travel as loans)");
   }
   if (options.loans.limit < (std::size_t{1} << detail::kMinChunkShift) ||
       options.loans.limit > (std::size_t{1} << detail::kMaxChunkShift)) {
@@ -268,10 +268,13 @@ struct ChannelSender::State {
       const std::uint64_t offset = tail & shared->mask;
       const std::uint64_t header = header_at(shared->ring, offset).load(std::memory_order_acquire);
       const auto tag = static_cast<std::uint32_t>(header >> 32);
+      const auto length = static_cast<std::uint32_t>(header);
       if ((tag & ~detail::kWrapBit) != record_tag(tail)) return;
-      const std::uint64_t step = (tag & detail::kWrapBit) ? shared->capacity - offset
-                                                          : record_size(static_cast<std::uint32_t>(header));
-      if (step == 0 || offset + step > shared->capacity) return;
+      const std::uint64_t step =
+          (tag & detail::kWrapBit)
+              ? shared->capacity - offset
+              : detail::record_end(tail, length & detail::kLengthMask, (length & detail::kPackedBit) != 0) - tail;
+      if (offset + step > shared->capacity) return;
       tail += step;
       scanned += step;
     }
@@ -337,10 +340,13 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_record(std::s
   State& s = *state_;
   const ChannelShared& shared = *s.shared;
   s.reserved.reset();  // a reservation not committed is abandoned
-  const std::uint64_t need = record_size(size);
+  // Room for the record as if sent on its own (to the next line): commit
+  // decides, and a packed one takes less.
+  const auto need_at = [&](std::uint64_t offset) { return detail::record_end(offset, size, false) - offset; };
   const auto room_needed = [&] {
-    const std::uint64_t to_end = shared.capacity - (s.tail & shared.mask);
-    return need <= to_end ? need : to_end + need;
+    const std::uint64_t offset = s.tail & shared.mask;
+    const std::uint64_t to_end = shared.capacity - offset;
+    return need_at(offset) <= to_end ? need_at(offset) : to_end + need_at(0);
   };
   const auto room = [&] { return shared.capacity - (s.tail - s.head_seen); };
   if (room() < room_needed()) {
@@ -370,7 +376,7 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_record(std::s
   }
   const std::uint64_t offset = s.tail & shared.mask;
   const std::uint64_t to_end = shared.capacity - offset;
-  if (need > to_end) {
+  if (need_at(offset) > to_end) {
     // Fill the rest of the ring with a wrap record; the message starts at 0.
     header_at(shared.ring, offset)
         .store(record_header(static_cast<std::uint32_t>(to_end - detail::kRecordHeaderSize),
@@ -380,7 +386,9 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_record(std::s
   }
   s.reserved_at = s.tail;
   s.reserved = size;
-  if (need >= detail::kLargeRecord) s.control().writing.store(s.tail + need, std::memory_order_relaxed);
+  if (record_size(size) >= detail::kLargeRecord) {
+    s.control().writing.store(s.tail + record_size(size), std::memory_order_relaxed);
+  }
   return std::optional<std::span<std::byte>>(
       std::span<std::byte>(shared.ring + (s.tail & shared.mask) + detail::kRecordHeaderSize, size));
 }
@@ -413,8 +421,11 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
                      "-byte reservation");
   }
   const std::uint64_t offset = s.reserved_at & s.shared->mask;
-  const std::uint64_t header = record_header(static_cast<std::uint32_t>(used) | flags, record_tag(s.reserved_at));
-  s.tail = s.reserved_at + record_size(used);
+  // A record published later is one of a batch: the next one packs in after it.
+  const bool packed = when == Publish::later;
+  const std::uint64_t header = record_header(
+      static_cast<std::uint32_t>(used) | flags | (packed ? detail::kPackedBit : 0), record_tag(s.reserved_at));
+  s.tail = detail::record_end(s.reserved_at, used, packed);
   s.reserved.reset();
   ++s.sent;
   if (when == Publish::later && !s.held) {
@@ -456,11 +467,12 @@ namespace {
 // header is stored, instead of being pulled back while the next line is
 // fetched. (A 64-byte message with its header spans two lines.)
 void copy_record_payload(std::byte* record_payload, std::span<const std::byte> message) noexcept {
-  constexpr std::size_t kFirstLine = detail::kRecordAlignment - detail::kRecordHeaderSize;
-  if (message.size() > kFirstLine) {
-    std::memcpy(record_payload + kFirstLine, message.data() + kFirstLine, message.size() - kFirstLine);
+  const auto past_line = reinterpret_cast<std::uintptr_t>(record_payload) % detail::kLineSize;
+  const std::size_t in_header_line = std::min(message.size(), (detail::kLineSize - past_line) % detail::kLineSize);
+  if (message.size() > in_header_line) {
+    std::memcpy(record_payload + in_header_line, message.data() + in_header_line, message.size() - in_header_line);
   }
-  if (!message.empty()) std::memcpy(record_payload, message.data(), std::min(message.size(), kFirstLine));
+  if (in_header_line != 0) std::memcpy(record_payload, message.data(), in_header_line);
 }
 
 }  // namespace
@@ -573,7 +585,7 @@ result<std::optional<Loan>> ChannelSender::loan_impl(std::size_t size, std::opti
   // As for a large record in the ring: a receiver about to sleep spins
   // through the writing of a large chunk instead (bounded by kLargeCopySpin);
   // the chunk's record will end about here.
-  if (size >= detail::kLargeRecord) s.control().writing.store(s.tail + detail::kRecordAlignment, std::memory_order_relaxed);
+  if (size >= detail::kLargeRecord) s.control().writing.store(s.tail + detail::kLineSize, std::memory_order_relaxed);
   return std::optional<Loan>(Loan(s.chunks, **taken));
 }
 
@@ -749,7 +761,7 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
     // its tag is the one of this position (seq_cst: WaitPoint's contract).
     const std::uint64_t header = header_at(shared.ring, offset).load(std::memory_order_seq_cst);
     const auto tag = static_cast<std::uint32_t>(header >> 32);
-    const auto length = static_cast<std::uint32_t>(header);
+    const auto length_word = static_cast<std::uint32_t>(header);
     if ((tag & ~detail::kWrapBit) != record_tag(s.head)) {
       s.flush_release();  // let the sender reuse the space while we wait
       if (!wait) {
@@ -776,15 +788,15 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
     }
     if (tag & detail::kWrapBit) {
       const std::uint64_t to_end = shared.capacity - offset;
-      if (length != to_end - detail::kRecordHeaderSize) {
+      if (length_word != to_end - detail::kRecordHeaderSize) {
         return detail::corrupt(shared, "bad wrap record at offset " + std::to_string(offset));
       }
       s.head += to_end;
       continue;
     }
-    if (length & detail::kChunkBit) {
-      if (length != (sizeof(detail::ChunkRef) | detail::kChunkBit) ||
-          offset + record_size(sizeof(detail::ChunkRef)) > shared.capacity) {
+    if (length_word & detail::kChunkBit) {
+      if ((length_word & detail::kLengthMask) != sizeof(detail::ChunkRef) ||
+          offset + detail::kRecordHeaderSize + sizeof(detail::ChunkRef) > shared.capacity) {
         return detail::corrupt(shared, "bad chunk record at offset " + std::to_string(offset));
       }
       detail::ChunkRef ref;
@@ -792,15 +804,16 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
       if (!s.chunks) s.chunks.emplace(shared.chunk_home(), shared.control->slabs);
       auto payload = s.chunks->resolve(ref);
       if (!payload) return std::move(payload).error();
-      s.peeked = record_size(sizeof(detail::ChunkRef));
+      s.peeked = detail::record_end(s.head, sizeof(detail::ChunkRef), (length_word & detail::kPackedBit) != 0) - s.head;
       s.peeked_chunk = ref;
       return std::optional<std::span<const std::byte>>(*payload);
     }
-    if (length > shared.max_message || offset + record_size(length) > shared.capacity) {
+    const std::uint32_t length = length_word & detail::kLengthMask;
+    if (length > shared.max_message || offset + detail::kRecordHeaderSize + length > shared.capacity) {
       return detail::corrupt(shared, "bad record at offset " + std::to_string(offset) + ": " +
                                          std::to_string(length) + " bytes");
     }
-    s.peeked = record_size(length);
+    s.peeked = detail::record_end(s.head, length, (length_word & detail::kPackedBit) != 0) - s.head;
     if (*s.peeked >= detail::kLargeRecord) {
       s.control().reading.store(s.head + *s.peeked, std::memory_order_relaxed);
     }

@@ -29,9 +29,9 @@ SlabShape shape_for(unsigned chunk_shift, std::size_t limit) noexcept {
   return {0, chunk_shift, static_cast<std::uint32_t>(count)};
 }
 
-bool sent(std::uint64_t state) noexcept { return (state & 63) == kChunkSentTag; }
-bool loaned(std::uint64_t state) noexcept { return (state & 63) == kChunkLoaned; }
-std::uint64_t sent_position(std::uint64_t state) noexcept { return state & ~std::uint64_t{63}; }
+bool sent(std::uint64_t state) noexcept { return (state & 7) == kChunkSentTag; }
+bool loaned(std::uint64_t state) noexcept { return (state & 7) == kChunkLoaned; }
+std::uint64_t sent_position(std::uint64_t state) noexcept { return state & ~std::uint64_t{7}; }
 
 bool sent_before(std::uint64_t state, std::uint64_t released) noexcept {
   return sent(state) && sent_position(state) < released;

@@ -140,7 +140,7 @@ TEST(Channel, WrapAroundAtEveryOffset) {
   // Advance the ring by one record (one cache line) per round, then send
   // messages of every size, so that records of one and two lines start (and
   // wrap) at every line of the ring.
-  for (std::size_t shift = 0; shift < 256 / ferry::detail::kRecordAlignment; ++shift) {
+  for (std::size_t shift = 0; shift < 256 / ferry::detail::kLineSize; ++shift) {
     ASSERT_TRUE(*tx->try_send({}));
     ASSERT_EQ(**rx->try_receive(buffer), 0u);
     for (std::size_t size = 1; size <= 64; ++size) {
@@ -212,10 +212,12 @@ TEST(Channel, DeferredCommitsArePublishedTogether) {
   std::vector<std::span<const std::byte>> batch(payloads.begin(), payloads.end());
   auto sent = tx->try_send_batch(batch);
   ASSERT_TRUE(sent);
-  // The ring is empty but starts at offset 192 (three 64-byte records above):
-  // 30 records of 128 bytes fit before the end; the 31st goes after a wrap
-  // record over the 64 bytes left there, into the room the first three
-  // left; the 32nd does not fit.
+  // The ring is empty but starts at offset 48 (three packed 16-byte records
+  // above). Each packed record of 120 bytes takes 128, but one is reserved
+  // only where it would fit sent on its own (144 bytes, to the next line):
+  // 31 fit before the end (48 + 31 * 128 = 4016); the 32nd would go after a
+  // wrap record over the 80 bytes left there, and the first three left only
+  // 48 bytes at the start.
   EXPECT_EQ(*sent, 31u);
   for (std::size_t i = 0; i < *sent; ++i) {
     ASSERT_EQ(**rx->try_receive(buffer), 120u);
@@ -230,6 +232,63 @@ TEST(Channel, DeferredCommitsArePublishedTogether) {
   });
   ASSERT_TRUE(tx->send_batch(batch));
   receiver.join();
+}
+
+TEST(Channel, ABatchPacksItsRecordsAndALoneRecordStartsALine) {
+  Fixture f({.capacity = 1024, .max_message = 64});
+  auto tx = f.channel->sender();
+  auto rx = f.channel->receiver();
+  // Sent alone, an 8-byte message takes a line: 16 fit in 1024 bytes.
+  int alone = 0;
+  while (*tx->try_send(bytes_of(pattern(8, static_cast<std::uint64_t>(alone))))) ++alone;
+  EXPECT_EQ(alone, 16);
+  std::vector<std::byte> buffer(64);
+  for (int i = 0; i < alone; ++i) ASSERT_TRUE(rx->try_receive(buffer)->has_value());
+
+  // In a batch, each takes 16 bytes (8 of header, 8 of payload): 64 fit.
+  std::vector<std::vector<std::byte>> payloads;
+  for (int i = 0; i < 100; ++i) payloads.push_back(pattern(8, static_cast<std::uint64_t>(i)));
+  const std::vector<std::span<const std::byte>> batch(payloads.begin(), payloads.end());
+  EXPECT_EQ(*tx->try_send_batch(batch), 64u);
+  for (std::size_t i = 0; i < 64; ++i) {
+    ASSERT_EQ(**rx->try_receive(buffer), 8u) << i;
+    EXPECT_EQ(std::memcmp(buffer.data(), payloads[i].data(), 8), 0) << i;
+  }
+  EXPECT_FALSE(rx->try_receive(buffer)->has_value());
+}
+
+TEST(Channel, PackedRecordsWrapAtEveryEightByteOffset) {
+  // Batches of messages of 1 to 64 bytes, so that packed records (and the
+  // wrap records before them) start at every 8-byte offset of a small ring,
+  // mixed with lone ones that round up to a line.
+  Fixture f({.capacity = 256, .max_message = 64});
+  auto tx = f.channel->sender();
+  auto rx = f.channel->receiver();
+  std::vector<std::byte> buffer(64);
+  std::uint64_t sent = 0, received = 0;
+  for (std::size_t round = 0; round < 400; ++round) {
+    const std::size_t size = 1 + (round * 7) % 64;
+    const std::size_t count = 1 + round % 3;
+    std::vector<std::vector<std::byte>> payloads;
+    for (std::size_t i = 0; i < count; ++i) payloads.push_back(pattern(size, sent + i));
+    const std::vector<std::span<const std::byte>> batch(payloads.begin(), payloads.end());
+    if (round % 5 == 4) {
+      ASSERT_TRUE(*tx->try_send(batch[0]));
+      sent += 1;
+    } else {
+      auto taken = tx->try_send_batch(batch);
+      ASSERT_TRUE(taken) << taken.error().message();
+      ASSERT_GE(*taken, 1u) << round;
+      sent += *taken;
+    }
+    while (received < sent) {
+      auto got = rx->try_receive(buffer);
+      ASSERT_TRUE(got && got->has_value()) << round << " " << received;
+      ASSERT_EQ(**got, size) << round;
+      ASSERT_EQ(std::memcmp(buffer.data(), pattern(size, received).data(), size), 0) << round << " " << received;
+      ++received;
+    }
+  }
 }
 
 TEST(Channel, AWrapRecordAheadOfADeferredBatchIsNotCorruption) {
@@ -361,7 +420,7 @@ TEST(Channel, HostileSegmentGivesCorruptNeverACrash) {
   EXPECT_EQ(receive_after([](ChannelControl& c, std::byte*) { c.tail.store(1u << 30); }), errc::corrupt);
   EXPECT_EQ(receive_after([](ChannelControl& c, std::byte*) { c.head.store(8); }), errc::corrupt);
   EXPECT_EQ(receive_after([](ChannelControl&, std::byte* ring) {
-              const std::uint32_t huge = 1u << 30;
+              const std::uint32_t huge = ferry::detail::kLengthMask;
               std::memcpy(ring, &huge, 4);
             }),
             errc::corrupt);

@@ -26,7 +26,8 @@
 // Zero copy: `reserve(n)` gives the sender the bytes in the ring to write,
 // `commit(used)` publishes them; `peek()` gives the receiver the next message
 // in place and `release()` frees it. Batching: `commit(used, Publish::later)`
-// (and `send_batch`) publish several messages with one index store. For
+// (and `send_batch`) publish several messages with one index store, packed
+// (8-byte aligned) instead of a cache line or more each. For
 // messages of a cache line or two, copying `send()` is the faster path: it
 // writes the line the receiver polls last (see copy_record_payload).
 //
@@ -64,7 +65,7 @@ namespace ferry {
 struct ChannelOptions {
   /// Bytes of the ring (rounded up to a power of two, at least 2 x the largest record).
   std::size_t capacity = std::size_t{1} << 20;
-  /// The largest message copied into the ring, in bytes (larger ones travel as loans).
+  /// The largest message copied into the ring, in bytes, up to 1 GiB (larger ones travel as loans).
   std::size_t max_message = 64 * 1024;
   LoanOptions loans;
   SegmentKind kind = SegmentKind::posix;

@@ -23,22 +23,26 @@
 // two processes except the records themselves: the role words, which each
 // side reads every time it waits, change only when a role is claimed or left.
 //
-// A record is an 8-byte header and its payload, padded to a cache line
-// (64 bytes): records never share a line, so the receiver polling the next
-// header does not pull away the line the sender is still writing, and a
-// payload of up to 56 bytes travels in the same line as its header. The
-// header is the record's commit word: one 64-bit store, written after the
-// payload, makes the record visible.
+// A record is an 8-byte header and its payload. A record sent on its own
+// (published at once) ends at a cache-line boundary (64 bytes): the receiver
+// polling the next header does not pull away the line the sender is still
+// writing, and a payload of up to 56 bytes travels in the same line as its
+// header. The records of a batch (Publish::later) are packed instead: each
+// ends at the next 8-byte boundary and the next starts there, so a stream of
+// 64-byte messages moves 72 bytes a message, not two lines. P in the header
+// says which: set, the next record starts right after this one. The header
+// is the record's commit word: one 64-bit store, written after the payload,
+// makes the record visible.
 //
 //  0                   1                   2                   3
 //  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 // +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-// |                     length (payload bytes)                    |
-// +-+-------------------------------------------------------------+
+// |C|P|            length (payload bytes)                         |
+// +-+-+-----------------------------------------------------------+
 // |W|          tag: which lap of the ring this record is          |
 // +-+-------------------------------------------------------------+
-// (length's top bit, C, marks a chunk record: its payload is a ChunkRef
-// naming a loaned chunk, whose bytes are the message)
+// (C marks a chunk record: its payload is a ChunkRef naming a loaned chunk,
+// whose bytes are the message)
 // |                 payload ... (padded to 8 bytes)               |
 // +---------------------------------------------------------------+
 //
@@ -82,17 +86,20 @@
 namespace ferry::detail {
 
 inline constexpr std::uint64_t kChannelMagic = 0x4E48'4359'5252'4546ull;  // "FERRYCHN"
-inline constexpr std::uint32_t kChannelLayoutVersion = 4;
+inline constexpr std::uint32_t kChannelLayoutVersion = 5;
 inline constexpr std::size_t kChannelRingOffset = 1024;
 inline constexpr std::size_t kRecordHeaderSize = 8;
-inline constexpr std::size_t kRecordAlignment = 64;
+inline constexpr std::size_t kRecordGranule = 8;  // a packed record ends at a multiple of this
+inline constexpr std::size_t kLineSize = 64;       // a record sent on its own ends at a multiple of this
 inline constexpr std::uint64_t kLargeRecord = 64 * 1024;  // see `writing` / `reading`
 inline constexpr std::uint64_t kMinChannelCapacity = 256;
-// Tags repeat every (2^31 - 1) * 64 bytes (~128 GiB): the ring must be smaller.
+// Tags repeat every (2^31 - 1) * 8 bytes (~16 GiB): the ring must be smaller.
 inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 33;
 inline constexpr std::uint32_t kWrapBit = 0x8000'0000u;
-inline constexpr std::uint32_t kChunkBit = 0x8000'0000u;  // in the length
-inline constexpr std::uint32_t kMaxInlineMessage = kChunkBit - 64;
+inline constexpr std::uint32_t kChunkBit = 0x8000'0000u;   // in the length word: C
+inline constexpr std::uint32_t kPackedBit = 0x4000'0000u;  // in the length word: P
+inline constexpr std::uint32_t kLengthMask = kPackedBit - 1;
+inline constexpr std::uint32_t kMaxInlineMessage = kPackedBit - 64;
 inline constexpr std::uint64_t kRoleNone = 0;
 inline constexpr std::uint64_t kRoleLeft = 1;
 
@@ -148,14 +155,25 @@ static_assert(sizeof(ChannelControl) <= kChannelRingOffset);
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-constexpr std::uint64_t record_size(std::uint64_t payload) noexcept {
-  return (kRecordHeaderSize + payload + kRecordAlignment - 1) & ~std::uint64_t{kRecordAlignment - 1};
+/// Where the next record starts after one of `payload` bytes at absolute
+/// `position`: the next 8-byte boundary if the record is packed, else the next line.
+constexpr std::uint64_t record_end(std::uint64_t position, std::uint64_t payload, bool packed) noexcept {
+  const std::uint64_t align = packed ? kRecordGranule : kLineSize;
+  return (position + kRecordHeaderSize + payload + align - 1) & ~(align - 1);
 }
+
+/// The bytes a record of `payload` bytes takes at most (sent on its own, at a line).
+constexpr std::uint64_t record_size(std::uint64_t payload) noexcept { return record_end(0, payload, false); }
 
 /// The tag of a record at absolute `position`: never 0 (zeroed memory is no record).
 constexpr std::uint32_t record_tag(std::uint64_t position) noexcept {
-  return static_cast<std::uint32_t>((position / kRecordAlignment) % (kWrapBit - 1)) + 1;
+  return static_cast<std::uint32_t>((position / kRecordGranule) % (kWrapBit - 1)) + 1;
 }
+
+static_assert(record_size(56) == 64 && record_size(64) == 128, "a lone record fills its lines");
+static_assert(record_end(8, 64, true) == 80 && record_end(8, 64, false) == 128, "a packed one ends at 8 bytes");
+static_assert(kMaxChannelCapacity < (kWrapBit - 1) * kRecordGranule, "a tag never repeats within a ring");
+static_assert(kMaxInlineMessage <= kLengthMask, "a length never reaches into P or C");
 
 constexpr std::uint64_t record_header(std::uint32_t length, std::uint32_t tag) noexcept {
   return (std::uint64_t{tag} << 32) | length;

@@ -18,7 +18,7 @@
 //                state (64)       0 free · loaner << 6 | 1: loaned (loaner: the
 //                                 publisher entry on a Topic, 0 elsewhere) ·
 //                                 position | 2: sent in the record at that
-//                                 position (a multiple of 64)
+//                                 position (a multiple of 8)
 //
 // Only the sender writes slabs, descriptors and the table (on a Topic, the
 // holder of the publish lock), so no atomic read-modify-write is needed
