@@ -280,6 +280,33 @@ struct ChannelSender::State {
     }
   }
 
+  // The payload of a record of `size` bytes at the tail, reserved.
+  std::byte* place(std::size_t size) noexcept {
+    reserved_at = tail;
+    reserved = size;
+    if (detail::record_size(size) >= detail::kLargeRecord) {
+      control().writing.store(tail + detail::record_size(size), std::memory_order_relaxed);
+    }
+    return shared->ring + (tail & shared->mask) + detail::kRecordHeaderSize;
+  }
+
+  // Nearly every reserve: the ring has room at the tail as last seen, no
+  // wait, no wrap. Null otherwise (reserve_record does the rest). Returned
+  // as a pointer, in a register: a span handed back inside a result<> in
+  // memory is reloaded wider than it was stored, and that load waits until
+  // every earlier store has left the store buffer, the last messages' lines
+  // among them, which are still crossing to the receiver: one cross-CPU
+  // transfer a message instead of many overlapped.
+  std::byte* room_at_tail(std::size_t size) noexcept {
+    const std::uint64_t offset = tail & shared->mask;
+    const std::uint64_t need = detail::record_end(offset, size, false) - offset;
+    if (size > shared->max_message || need > shared->capacity - offset ||
+        need > shared->capacity - (tail - head_seen)) {
+      return nullptr;
+    }
+    return place(size);
+  }
+
   // Reads the receiver's position; false if it is impossible (a hostile
   // segment). The receiver may be past `published` (a wrap record is visible
   // as soon as it is written) but never past what this sender wrote.
@@ -384,27 +411,24 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_record(std::s
                std::memory_order_release);
     s.tail += to_end;
   }
-  s.reserved_at = s.tail;
-  s.reserved = size;
-  if (record_size(size) >= detail::kLargeRecord) {
-    s.control().writing.store(s.tail + record_size(size), std::memory_order_relaxed);
-  }
-  return std::optional<std::span<std::byte>>(
-      std::span<std::byte>(shared.ring + (s.tail & shared.mask) + detail::kRecordHeaderSize, size));
+  return std::optional<std::span<std::byte>>(std::span<std::byte>(s.place(size), size));
 }
 
 result<std::span<std::byte>> ChannelSender::reserve(std::size_t size, WaitStrategy strategy) {
+  if (std::byte* room = state_->room_at_tail(size)) return std::span<std::byte>(room, size);
   auto reserved = reserve_impl(size, std::nullopt, strategy, true);
   if (!reserved) return std::move(reserved).error();
   return **reserved;
 }
 
 result<std::optional<std::span<std::byte>>> ChannelSender::try_reserve(std::size_t size) {
+  if (std::byte* room = state_->room_at_tail(size)) return std::optional(std::span<std::byte>(room, size));
   return reserve_impl(size, std::nullopt, {}, false);
 }
 
 result<std::span<std::byte>> ChannelSender::reserve_until(std::size_t size, deadline until,
                                                           WaitStrategy strategy) {
+  if (std::byte* room = state_->room_at_tail(size)) return std::span<std::byte>(room, size);
   auto reserved = reserve_impl(size, until, strategy, true);
   if (!reserved) return std::move(reserved).error();
   return **reserved;
@@ -491,10 +515,14 @@ result<bool> ChannelSender::send_impl(std::span<const std::byte> message, std::o
     std::memcpy((*loan)->data().data(), message.data(), message.size());
     return send_loan(**loan, until, strategy, wait, when);
   }
-  auto reserved = reserve_impl(message.size(), until, strategy, wait);
-  if (!reserved) return std::move(reserved).error();
-  if (!*reserved) return false;
-  copy_record_payload((*reserved)->data(), message);
+  std::byte* room = state_->room_at_tail(message.size());
+  if (room == nullptr) {
+    auto reserved = reserve_impl(message.size(), until, strategy, wait);
+    if (!reserved) return std::move(reserved).error();
+    if (!*reserved) return false;
+    room = (*reserved)->data();
+  }
+  copy_record_payload(room, message);
   if (auto committed = commit(message.size(), when); !committed) return std::move(committed).error();
   return true;
 }
