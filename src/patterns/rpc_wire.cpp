@@ -61,6 +61,14 @@ std::size_t encoded_size(const Message& message) noexcept {
 }
 
 void encode_into(const Message& message, std::span<std::byte> out) noexcept {
+  // The caller's bytes first: reading them may wait for the stores before it
+  // to leave the store buffer (a buffer written just now, by narrower
+  // stores), and into a Channel's ring none of ours should be among them yet.
+  std::byte* at = out.data() + kHeaderSize;
+  for (const auto part : {bytes_of(message.method), bytes_of(message.reply_to), message.payload}) {
+    if (!part.empty()) std::memcpy(at, part.data(), part.size());
+    at += part.size();
+  }
   std::memset(out.data(), 0, kHeaderSize);
   put(out, kMagicAt, kMagic, 1);
   put(out, kVersionAt, kVersion, 1);
@@ -73,11 +81,6 @@ void encode_into(const Message& message, std::span<std::byte> out) noexcept {
   put(out, kClientKeyAt, message.client_key, 8);
   put(out, kReplyToLengthAt, message.reply_to.size(), 2);
   put(out, kPayloadLengthAt, message.payload.size(), 4);
-  std::byte* at = out.data() + kHeaderSize;
-  for (const auto part : {bytes_of(message.method), bytes_of(message.reply_to), message.payload}) {
-    if (!part.empty()) std::memcpy(at, part.data(), part.size());
-    at += part.size();
-  }
 }
 
 Bytes encode(const Message& message) {
