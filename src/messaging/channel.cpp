@@ -258,6 +258,7 @@ struct ChannelSender::State {
     std::uint64_t header;
   };
   std::optional<HeldHeader> held;
+  bool in_batch = false;  // the last commit was Publish::later: more are coming
 
   ChannelControl& control() const noexcept { return *shared->control; }
 
@@ -282,6 +283,7 @@ struct ChannelSender::State {
 
   // The payload of a record of `size` bytes at the tail, reserved.
   std::byte* place(std::size_t size) noexcept {
+    if (in_batch) own_ahead();
     reserved_at = tail;
     reserved = size;
     if (detail::record_size(size) >= detail::kLargeRecord) {
@@ -289,6 +291,21 @@ struct ChannelSender::State {
     }
     return shared->ring + (tail & shared->mask) + detail::kRecordHeaderSize;
   }
+
+  // Within a batch, asks for a ring line a little ahead of the tail for
+  // writing: the stores of the messages to come then find their lines here
+  // instead of fetching each from the receiver's cache (which read them a lap
+  // ago) while the stores behind them wait. Twice the 64 B stream with the
+  // vCPUs apart; not for lone messages, whose round trip it would slow.
+  void own_ahead() const noexcept {
+    const std::byte* line = shared->ring + ((tail + kOwnAhead) & shared->mask);
+#if defined(__x86_64__)
+    asm volatile("prefetchw %0" : : "m"(*line));  // a NOP on CPUs without it
+#else
+    __builtin_prefetch(line, 1);
+#endif
+  }
+  static constexpr std::uint64_t kOwnAhead = 512;
 
   // Nearly every reserve: the ring has room at the tail as last seen, no
   // wait, no wrap. Null otherwise (reserve_record does the rest). Returned
@@ -447,6 +464,7 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
   const std::uint64_t offset = s.reserved_at & s.shared->mask;
   // A record published later is one of a batch: the next one packs in after it.
   const bool packed = when == Publish::later;
+  s.in_batch = packed;
   const std::uint64_t header = record_header(
       static_cast<std::uint32_t>(used) | flags | (packed ? detail::kPackedBit : 0), record_tag(s.reserved_at));
   s.tail = detail::record_end(s.reserved_at, used, packed);
