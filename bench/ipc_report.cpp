@@ -226,6 +226,61 @@ void print_rpc_costs(std::FILE* out, const std::vector<Record>& records) {
   }
 }
 
+// The host moves the two vCPUs between repetitions now and then, and a run
+// that saw both placements is two machines: each row again, from the
+// repetitions whose floor probe said near (below 200 ns) and from those that
+// said apart, with its ratio to the floor transport's same repetitions
+// (times slower per message; wake-up: against floor.futex).
+void print_by_placement(std::FILE* out, const std::vector<Record>& records) {
+  constexpr double kApart = 200;
+  const auto near = [](double floor_ns) { return floor_ns < kApart; };
+  // A row's time per message over its repetitions of one placement: the median and how many.
+  const auto split = [&](const Record& record, bool want_near) -> std::pair<std::optional<double>, std::size_t> {
+    std::vector<double> costs;
+    for (std::size_t i = 0; i < record.repetition_values.size() && i < record.repetition_floors.size(); ++i) {
+      const double value = record.repetition_values[i];
+      if (near(record.repetition_floors[i]) != want_near || value <= 0) continue;
+      costs.push_back(is_round_trip(record.pattern) ? value : 1e9 / value);
+    }
+    if (costs.empty()) return {std::nullopt, 0};
+    std::sort(costs.begin(), costs.end());
+    const std::size_t mid = costs.size() / 2;
+    return {costs.size() % 2 ? costs[mid] : (costs[mid - 1] + costs[mid]) / 2, costs.size()};
+  };
+  const bool both = std::any_of(records.begin(), records.end(), [&](const Record& record) {
+    const auto& floors = record.repetition_floors;
+    return std::any_of(floors.begin(), floors.end(), near) &&
+           std::any_of(floors.begin(), floors.end(), [&](double ns) { return !near(ns); });
+  });
+  if (!both) return;
+  std::fprintf(out,
+               "\nBy placement: the repetitions measured with the vCPUs near (floor probe below %.0f ns) and apart,\n"
+               "each a median over those repetitions (n: how many), x: against the floor transport's same ones.\n",
+               kApart);
+  std::fprintf(out, "  %-21s %-23s %12s %3s %8s   %12s %3s %8s\n", "table", "transport", "near", "n", "x", "apart",
+               "n", "x");
+  for (const Section& section : sections(records)) {
+    if (section.senders != 1) continue;
+    const Record* reference = find_record(records, floor_reference(section.pattern), section);
+    for (const Record& record : records) {
+      if (!section.holds(record) || record.status != Status::ok) continue;
+      const std::string table = std::string(pattern_text(section.pattern)) + " " + size_text(section.size);
+      std::fprintf(out, "  %-21s %-23s", table.c_str(), record.transport.c_str());
+      for (const bool want_near : {true, false}) {
+        const auto [cost_ns, count] = split(record, want_near);
+        std::optional<double> ratio;
+        if (reference && cost_ns) {
+          if (const auto reference_ns = split(*reference, want_near).first) ratio = *cost_ns / *reference_ns;
+        }
+        std::string shown = "-";
+        if (cost_ns) shown = is_round_trip(section.pattern) ? format_ns(*cost_ns) : format_rate(1e9 / *cost_ns, "/s");
+        std::fprintf(out, "%s%12s %3zu %8s", want_near ? " " : "   ", shown.c_str(), count, format_ratio(ratio).c_str());
+      }
+      std::fprintf(out, "\n");
+    }
+  }
+}
+
 }  // namespace
 
 const char* status_text(Status status) {
@@ -389,6 +444,7 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
   print_request_sizes(out, records);
   print_wrapper_costs(out, records);
   print_rpc_costs(out, records);
+  print_by_placement(out, records);
 
   if (!info.all_floors.empty()) {
     std::vector<double> floors = info.all_floors;
