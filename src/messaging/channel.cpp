@@ -1,6 +1,9 @@
 #include "ferry/messaging/channel.hpp"
 
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include <bit>
 #include <cerrno>
@@ -35,6 +38,19 @@ struct ChannelShared {
 };
 
 namespace {
+
+// Whether the CPU has PREFETCHW (CPUID 0x80000001, ECX bit 8), asked once.
+bool cpu_prefetches_for_write() noexcept {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 8)) != 0;
+  }();
+  return has;
+#else
+  return true;  // __builtin_prefetch(address, 1) is what the target has
+#endif
+}
 
 // How often a waiting side looks whether its peer still lives.
 constexpr auto kPeerCheckInterval = std::chrono::milliseconds(100);
@@ -259,6 +275,7 @@ struct ChannelSender::State {
   };
   std::optional<HeldHeader> held;
   bool in_batch = false;  // the last commit was Publish::later: more are coming
+  bool prefetch_for_write = detail::cpu_prefetches_for_write();
 
   ChannelControl& control() const noexcept { return *shared->control; }
 
@@ -281,9 +298,15 @@ struct ChannelSender::State {
     }
   }
 
+  // The room a record of `size` bytes needs at ring `offset`: as if sent on
+  // its own (to the next line); commit decides, and a packed one takes less.
+  static std::uint64_t room_for(std::size_t size, std::uint64_t offset) noexcept {
+    return detail::record_end(offset, size, false) - offset;
+  }
+
   // The payload of a record of `size` bytes at the tail, reserved.
   std::byte* place(std::size_t size) noexcept {
-    if (in_batch) own_ahead();
+    if (in_batch && prefetch_for_write) own_ahead();
     reserved_at = tail;
     reserved = size;
     if (detail::record_size(size) >= detail::kLargeRecord) {
@@ -300,7 +323,7 @@ struct ChannelSender::State {
   void own_ahead() const noexcept {
     const std::byte* line = shared->ring + ((tail + kOwnAhead) & shared->mask);
 #if defined(__x86_64__)
-    asm volatile("prefetchw %0" : : "m"(*line));  // a NOP on CPUs without it
+    asm volatile("prefetchw %0" : : "m"(*line));
 #else
     __builtin_prefetch(line, 1);
 #endif
@@ -316,7 +339,7 @@ struct ChannelSender::State {
   // transfer a message instead of many overlapped.
   std::byte* room_at_tail(std::size_t size) noexcept {
     const std::uint64_t offset = tail & shared->mask;
-    const std::uint64_t need = detail::record_end(offset, size, false) - offset;
+    const std::uint64_t need = room_for(size, offset);
     if (size > shared->max_message || need > shared->capacity - offset ||
         need > shared->capacity - (tail - head_seen)) {
       return nullptr;
@@ -384,9 +407,7 @@ result<std::optional<std::span<std::byte>>> ChannelSender::reserve_record(std::s
   State& s = *state_;
   const ChannelShared& shared = *s.shared;
   s.reserved.reset();  // a reservation not committed is abandoned
-  // Room for the record as if sent on its own (to the next line): commit
-  // decides, and a packed one takes less.
-  const auto need_at = [&](std::uint64_t offset) { return detail::record_end(offset, size, false) - offset; };
+  const auto need_at = [&](std::uint64_t offset) { return State::room_for(size, offset); };
   const auto room_needed = [&] {
     const std::uint64_t offset = s.tail & shared.mask;
     const std::uint64_t to_end = shared.capacity - offset;
