@@ -43,11 +43,17 @@ namespace {
 
 using detail::WaitLimit;
 
-// True if a FIFO's writers came and went (POLLHUP). A FIFO that no writer has
-// opened yet reads 0 too, but that is "nothing yet", not end of stream.
-bool pipe_hung_up(int fd) {
+// What a pipe's read of 0 bytes meant, looked at right after it.
+enum class EmptyRead : std::uint8_t { end_of_stream, data_came, nothing_yet };
+
+// A FIFO's writers came and went (POLLHUP): end of stream, unless one of them
+// wrote between the read and this look (POLLIN too: read again). A FIFO that
+// no writer has opened yet reads 0 too, but that is "nothing yet".
+EmptyRead after_empty_read(int fd) {
   pollfd watched{fd, POLLIN, 0};
-  return ::poll(&watched, 1, 0) == 1 && (watched.revents & POLLHUP) != 0;
+  if (::poll(&watched, 1, 0) != 1) return EmptyRead::nothing_yet;
+  if ((watched.revents & POLLIN) != 0) return EmptyRead::data_came;
+  return (watched.revents & POLLHUP) != 0 ? EmptyRead::end_of_stream : EmptyRead::nothing_yet;
 }
 
 // write() to a pipe without readers raises SIGPIPE, whose default action
@@ -156,7 +162,10 @@ result<std::size_t> ByteStream::read_vector(const iovec* pieces, int count, Wait
     const ssize_t got = ::readv(fd_.get(), pieces, count);
     if (got > 0) return static_cast<std::size_t>(got);
     if (got == 0) {
-      if (kind_ == Kind::socket || pipe_hung_up(fd_.get())) return std::size_t{0};
+      if (kind_ == Kind::socket) return std::size_t{0};
+      const EmptyRead seen = after_empty_read(fd_.get());
+      if (seen == EmptyRead::end_of_stream) return std::size_t{0};
+      if (seen == EmptyRead::data_came) continue;
       // A FIFO nobody has opened for writing yet: wait as if empty.
     } else if (errno == EINTR) {
       continue;
