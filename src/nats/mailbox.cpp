@@ -555,7 +555,7 @@ result<std::optional<Message>> Mailbox::State::receive(const Limit& limit) {
       }
       auto taken = take(band, std::move(**fetched));
       if (!taken || *taken) return taken;
-      band = layout.levels;  // it was poison: look from the top again
+      band = layout.levels;  // it was poison, or another band's: look from the top again
     }
     if (limit.kind == Limit::Kind::none) return std::optional<Message>{};
     if (limit.passed()) return error(errc::timed_out, object, "no message");
@@ -585,6 +585,13 @@ result<std::optional<Message>> Mailbox::State::take(unsigned band, OwnedMessage 
   const std::string_view subject = natsMsg_GetSubject(raw);
   const std::string expected = "ferry.mbx." + name + "." + std::to_string(band) + ".";
   if (!subject.starts_with(expected) || subject.size() == expected.size()) {
+    // Another band's message: the late answer to a pull of that band which
+    // timed out while JetStream failed over (seen when a stream leader is
+    // killed). Handed back at once (-NAK), it is taken when its band's turn comes.
+    if (subject.starts_with("ferry.mbx." + name + ".")) {
+      (void)answer_delivery(connection, reply, "-NAK", false);
+      return std::optional<Message>{};
+    }
     return error(errc::corrupt, object, "a message on subject '" + std::string(subject) + "' in consumer " + consumer_of(band));
   }
   std::string sender(subject.substr(expected.size()));
