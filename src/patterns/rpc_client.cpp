@@ -108,8 +108,8 @@ class ShmClient final : public ClientCore {
   std::optional<result<Bytes>> call_on_lane(std::string_view method, std::span<const std::byte> request,
                                             std::optional<deadline> until, CallOptions options) override {
     if (!options_.lanes || server_uid_ != own_uid_) return std::nullopt;
-    const std::unique_lock lock(lane_mutex_, std::try_to_lock);
-    if (!lock.owns_lock()) return std::nullopt;  // another thread's call is on it
+    if (lane_busy_.exchange(true, std::memory_order_acquire)) return std::nullopt;  // another thread's call is on it
+    const LaneTurn turn{lane_busy_};
     if (!lane_) {
       offer_lane();
       return std::nullopt;
@@ -157,7 +157,7 @@ class ShmClient final : public ClientCore {
     bool ready = false;
   };
 
-  // Under lane_mutex_. A lane that broke is replaced by a new offer; one
+  // In the lane's turn. A lane that broke is replaced by a new offer; one
   // that could not be offered is not tried again.
   void offer_lane() {
     if (lanes_unavailable_) return;
@@ -186,7 +186,7 @@ class ShmClient final : public ClientCore {
     }
   }
 
-  // Under lane_mutex_: whether a server took the lane (its hello is there).
+  // In the lane's turn: whether a server took the lane (its hello is there).
   bool heard_hello() {
     auto hello = lane_->replies.try_peek();
     if (!hello || !*hello) return false;
@@ -202,7 +202,7 @@ class ShmClient final : public ClientCore {
     return error(errc::timed_out, description(), "no reply to '" + std::string(method) + "' by its deadline");
   }
 
-  // Under lane_mutex_: the lane's server died or stopped during a call. A
+  // In the lane's turn: the lane's server died or stopped during a call. A
   // request it never took goes to the mailbox, as does an idempotent one;
   // another may have run, and fails as over the mailbox (remote peer_gone).
   std::optional<result<Bytes>> lane_broke(std::string_view method, CallOptions options) {
@@ -228,7 +228,13 @@ class ShmClient final : public ClientCore {
     lane_.reset();
   }
 
-  std::mutex lane_mutex_;
+  // One call on the lane at a time: a flag, not a mutex, since ending a
+  // turn is then a plain store where unlocking is one more locked instruction.
+  struct LaneTurn {
+    std::atomic<bool>& busy;
+    ~LaneTurn() { busy.store(false, std::memory_order_release); }
+  };
+  std::atomic<bool> lane_busy_{false};
   std::optional<Lane> lane_;
   bool lanes_unavailable_ = false;
   std::mutex send_mutex_;

@@ -167,7 +167,7 @@ class ClientCore {
   struct Counters {
     std::atomic<std::uint64_t> calls{0}, replies{0}, timed_out{0}, cancelled{0}, retries{0}, late_replies{0},
         foreign_replies{0};
-    // Counted under lane_mutex_, one writer at a time: no locked instruction.
+    // Counted in the lane's turn (rpc_client.cpp), one writer at a time: no locked instruction.
     std::atomic<std::uint64_t> lane_calls{0}, lane_replies{0};
   };
   static void count_alone(std::atomic<std::uint64_t>& counter) noexcept {

@@ -54,6 +54,14 @@ mode_t segment_mode(mode_t mailbox_mode) noexcept {
   return 0600 | ((mailbox_mode & 0020) ? 0040 : 0) | ((mailbox_mode & 0002) ? 0004 : 0);
 }
 
+void write_method(CallSlot& slot, std::string_view method) noexcept {
+  std::uint64_t words[kMethodWords] = {};
+  const std::size_t length = std::min(method.size(), sizeof words);
+  std::memcpy(words, method.data(), length);
+  for (std::size_t w = 0; w < kMethodWords; ++w) slot.method[w].store(words[w], std::memory_order_relaxed);
+  slot.method_length.store(static_cast<std::uint32_t>(length), std::memory_order_relaxed);
+}
+
 std::string method_of(const CallSlot& slot) {
   std::uint64_t words[kMethodWords];
   for (std::size_t i = 0; i < kMethodWords; ++i) words[i] = slot.method[i].load(std::memory_order_relaxed);
@@ -153,9 +161,8 @@ bool Registry::any_server_alive() const noexcept {
   });
 }
 
-std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t caller_pid, std::string_view method,
-                                                  bool cancellable) noexcept {
-  const std::uint64_t me = ProcessId::current().packed();
+std::optional<std::size_t> Registry::claim_call_slot(const CallKey& key, pid_t caller_pid,
+                                                     std::string_view method) noexcept {
   for (std::size_t n = 0; n < kCalls; ++n) {
     const std::size_t i = (key.call_id + key.client_key + n) % kCalls;
     CallSlot& slot = layout()->calls[i];
@@ -166,21 +173,40 @@ std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t call
     slot.started_ns.store(coarse_wall_clock_ns(), std::memory_order_relaxed);
     slot.caller_pid.store(static_cast<std::uint32_t>(caller_pid), std::memory_order_relaxed);
     slot.caller_uid.store(key.caller_uid, std::memory_order_relaxed);
-    std::uint64_t words[kMethodWords] = {};
-    const std::size_t length = std::min(method.size(), sizeof words);
-    std::memcpy(words, method.data(), length);
-    for (std::size_t w = 0; w < kMethodWords; ++w) slot.method[w].store(words[w], std::memory_order_relaxed);
-    slot.method_length.store(static_cast<std::uint32_t>(length), std::memory_order_relaxed);
+    write_method(slot, method);
     slot.cancelled.store(0, std::memory_order_relaxed);
-    // A cancellable call is published before the ring is looked at (seq_cst,
-    // as cancel() records before it looks at the calls).
-    slot.server.store(me, cancellable ? std::memory_order_seq_cst : std::memory_order_release);
     return i;
   }
   return std::nullopt;
 }
 
+std::optional<std::size_t> Registry::publish_call(const CallKey& key, pid_t caller_pid, std::string_view method) noexcept {
+  const auto slot = claim_call_slot(key, caller_pid, method);
+  // Published before the ring is looked at (seq_cst, as cancel() records
+  // before it looks at the calls).
+  if (slot) layout()->calls[*slot].server.store(ProcessId::current().packed(), std::memory_order_seq_cst);
+  return slot;
+}
+
 void Registry::retire_call(std::size_t slot) noexcept { layout()->calls[slot].server.store(0, std::memory_order_release); }
+
+std::optional<std::size_t> Registry::hold_call_slot(const CallKey& key, pid_t caller_pid) noexcept {
+  const auto slot = claim_call_slot({key.client_key, 0, key.caller_uid}, caller_pid, {});
+  if (slot) layout()->calls[*slot].server.store(ProcessId::current().packed(), std::memory_order_release);
+  return slot;
+}
+
+void Registry::start_held_call(std::size_t slot, std::uint64_t call_id, std::string_view method) noexcept {
+  CallSlot& held = layout()->calls[slot];
+  held.started_ns.store(coarse_wall_clock_ns(), std::memory_order_relaxed);
+  write_method(held, method);
+  held.cancelled.store(0, std::memory_order_relaxed);
+  held.call_id.store(call_id, std::memory_order_release);  // listed from here on
+}
+
+void Registry::end_held_call(std::size_t slot) noexcept {
+  layout()->calls[slot].call_id.store(0, std::memory_order_release);
+}
 
 void Registry::cancel(const CallKey& key) noexcept {
   Layout* registry = layout();
@@ -219,7 +245,10 @@ EndpointStatus Registry::status() const {
   }
   for (const CallSlot& slot : layout()->calls) {
     const std::uint64_t owner = slot.server.load();
-    if (owner <= kFilling || !ProcessId::from_packed(owner).alive()) continue;
+    if (owner <= kFilling || slot.call_id.load(std::memory_order_acquire) == 0 ||  // a lane between calls
+        !ProcessId::from_packed(owner).alive()) {
+      continue;
+    }
     status.calls.push_back({ProcessId::from_packed(owner).pid(), static_cast<pid_t>(slot.caller_pid.load()),
                             static_cast<uid_t>(slot.caller_uid.load()), slot.call_id.load(), method_of(slot),
                             slot.started_ns.load(), slot.cancelled.load() != 0});

@@ -11,6 +11,10 @@
 //               method (first 64 bytes)
 //   cancels[256] a ring of recent cancels: client key, call id, caller uid
 //
+// A shm lane holds one call slot for its life, since its caller's calls
+// run one at a time: call id 0 while it waits between calls (not listed by
+// stat), the call's id while one runs.
+//
 // A slot whose process died is free for the next claimer. A cancel is
 // written to the ring and then looked for in calls[]; a server publishes a
 // call in calls[] and then looks for it in the ring (both seq_cst), so a
@@ -38,7 +42,7 @@
 namespace ferry::rpc::registry {
 
 inline constexpr std::uint32_t kMagic = 0x43505246;  // "FRPC"
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;  // 2: lanes hold call slots (call id 0: idle)
 inline constexpr std::size_t kServers = 64;
 inline constexpr std::size_t kCalls = 256;
 inline constexpr std::size_t kCancels = 256;
@@ -113,11 +117,17 @@ class Registry {
   void count_handled() noexcept;
   [[nodiscard]] bool any_server_alive() const noexcept;
 
-  /// Lists a call as running in this process; its slot, or none when the table is full.
-  /// A call that can be cancelled is published in the order cancel() relies on.
-  std::optional<std::size_t> publish_call(const CallKey& key, pid_t caller_pid, std::string_view method,
-                                          bool cancellable) noexcept;
+  /// Lists a call as running in this process, in the order cancel() relies
+  /// on; its slot, or none when the table is full.
+  std::optional<std::size_t> publish_call(const CallKey& key, pid_t caller_pid, std::string_view method) noexcept;
+  /// Frees a slot of publish_call or hold_call_slot.
   void retire_call(std::size_t slot) noexcept;
+  /// A slot held for the calls of one caller that come one at a time (a
+  /// lane's; `key.call_id` is ignored), unlisted until a call starts; none when the table is full.
+  std::optional<std::size_t> hold_call_slot(const CallKey& key, pid_t caller_pid) noexcept;
+  /// A held slot's call starts (a few plain stores, no claim) and ends.
+  void start_held_call(std::size_t slot, std::uint64_t call_id, std::string_view method) noexcept;
+  void end_held_call(std::size_t slot) noexcept;
   [[nodiscard]] const std::atomic<std::uint32_t>& cancelled_flag(std::size_t slot) const noexcept {
     return layout()->calls[slot].cancelled;
   }
@@ -132,6 +142,8 @@ class Registry {
   explicit Registry(Segment segment) noexcept : segment_(std::move(segment)) {}
   [[nodiscard]] Layout* layout() const noexcept { return reinterpret_cast<Layout*>(segment_.data().data()); }
   static result<Registry> checked(Segment segment);
+  // A free slot, claimed (kFilling) and filled for `key`; the caller publishes it.
+  std::optional<std::size_t> claim_call_slot(const CallKey& key, pid_t caller_pid, std::string_view method) noexcept;
 
   Segment segment_;
   std::optional<std::size_t> server_slot_;

@@ -88,7 +88,10 @@ class ShmServer final : public Server::Impl {
   void halted() noexcept override {
     {
       const std::scoped_lock lock(lanes_mutex_);
-      for (Lane& lane : lanes_) lane.thread.join();  // each sees stopping_ within kStopCheck
+      for (Lane& lane : lanes_) {
+        lane.thread.join();  // each sees stopping_ within kStopCheck
+        lane.counters.add_to(counters_);
+      }
       lanes_.clear();
     }
     registry_.remove_server();
@@ -155,20 +158,19 @@ class ShmServer final : public Server::Impl {
     }
     const auto until = wire::deadline_of(*request);
     if (expired(until)) return;
-    if (auto outcome = run_listed(*request, caller, until, lease.delivery_count(), true)) {
+    if (auto outcome = run_listed(*request, caller, until, lease.delivery_count())) {
       reply(wire::encode_reply(*request, *outcome));
     }
   }
 
   // Runs `request`, listed in the registry while it runs (ferry stat, and
-  // cancels find it there); nothing if it was cancelled before it started
-  // (a lane's calls are synchronous: no one can cancel them).
+  // cancels find it there); nothing if it was cancelled before it started.
   std::optional<result<Bytes>> run_listed(const wire::Message& request, const SenderIdentity& caller,
-                                  const std::optional<deadline>& until, std::uint32_t deliveries, bool cancellable) {
+                                          const std::optional<deadline>& until, std::uint32_t deliveries) {
     const registry::CallKey key{request.client_key, request.call_id, caller.uid};
-    const auto slot = registry_.publish_call(key, caller.pid, request.method, cancellable);
+    const auto slot = registry_.publish_call(key, caller.pid, request.method);
     std::optional<result<Bytes>> answer;
-    if (cancellable && registry_.cancel_recorded(key)) {
+    if (registry_.cancel_recorded(key)) {
       counters_.cancelled.fetch_add(1, std::memory_order_relaxed);
     } else {
       const CallContext context(request.method, caller, until, deliveries,
@@ -190,9 +192,10 @@ class ShmServer final : public Server::Impl {
       return;
     }
     const std::scoped_lock lock(lanes_mutex_);
-    lanes_.remove_if([](Lane& lane) {
+    lanes_.remove_if([this](Lane& lane) {
       if (!lane.done) return false;
       lane.thread.join();
+      lane.counters.add_to(counters_);
       return true;
     });
     if (lanes_.size() >= options_.max_lanes) return;
@@ -205,22 +208,31 @@ class ShmServer final : public Server::Impl {
     if (!requests || !replies) return;  // taken by another server already
     counters_.lanes.fetch_add(1, std::memory_order_relaxed);
     Lane& lane = lanes_.emplace_back();
+    lane.counters.alone = true;
     lane.thread = std::thread([this, &lane, caller, client_key = offer.client_key, requests = std::move(*requests),
                                replies = std::move(*replies)]() mutable {
-      serve_lane(requests, replies, caller, client_key);
+      serve_lane(requests, replies, caller, client_key, lane.counters);
       lane.done = true;
     });
   }
 
-  // One caller's calls, one at a time, until it leaves or the server stops.
-  // A request is taken (released) before it runs: one the caller sees
-  // untaken was never run, and it can go to the mailbox instead.
+  // One caller's calls, one at a time, until it leaves or the server stops,
+  // listed in the registry (ferry stat) in a call slot the lane holds.
   void serve_lane(ChannelReceiver& requests, ChannelSender& replies, const SenderIdentity& caller,
-                  std::uint64_t client_key) {
+                  std::uint64_t client_key, Counters& counters) {
     wire::Message hello;  // a reply to call 0: the caller may use the lane from now on
     hello.kind = wire::Kind::reply;
     hello.client_key = client_key;
     if (!replies.send(wire::encode(hello))) return;
+    const auto slot = registry_.hold_call_slot({client_key, 0, caller.uid}, caller.pid);
+    serve_lane_calls(requests, replies, caller, client_key, slot, counters);
+    if (slot) registry_.retire_call(*slot);
+  }
+
+  // A request is taken (released) before it runs: one the caller sees
+  // untaken was never run, and it can go to the mailbox instead.
+  void serve_lane_calls(ChannelReceiver& requests, ChannelSender& replies, const SenderIdentity& caller,
+                        std::uint64_t client_key, std::optional<std::size_t> slot, Counters& counters) {
     std::vector<std::byte> buffer(options_.max_payload + wire::kMaxOverhead);
     while (!stopping_.load(std::memory_order_relaxed)) {
       auto taken = requests.receive_until(buffer, coarse_deadline_after(kStopCheck));
@@ -230,21 +242,24 @@ class ShmServer final : public Server::Impl {
       }
       auto request = wire::decode(std::span(buffer).first(*taken));
       if (!request || request->kind != wire::Kind::request || request->client_key != client_key) {
-        counters_.malformed.fetch_add(1, std::memory_order_relaxed);
+        counters.count(&Counters::malformed);
         continue;
       }
-      counters_.received.fetch_add(1, std::memory_order_relaxed);
+      counters.count(&Counters::received);
       const auto until = wire::deadline_of(*request);
-      if (expired(until)) continue;
-      const auto outcome = run_listed(*request, caller, until, 1, false);
-      if (!outcome) continue;
+      if (expired(until, counters)) continue;
+      // A lane's calls are synchronous: no one can cancel them.
+      if (slot) registry_.start_held_call(*slot, request->call_id, request->method);
+      const result<Bytes> outcome = run(*request, CallContext(request->method, caller, until, 1, &kNeverCancelled), counters);
+      registry_.count_handled();
+      if (slot) registry_.end_held_call(*slot);
       // Encoded straight into the ring.
       std::string text;
-      const wire::Message reply = wire::reply_to(*request, *outcome, text);
+      const wire::Message reply = wire::reply_to(*request, outcome, text);
       const std::size_t size = wire::encoded_size(reply);
       auto room = reply_room(replies, size);
       if (!room) {
-        counters_.replies_dropped.fetch_add(1, std::memory_order_relaxed);
+        counters.count(&Counters::replies_dropped);
         if (room.error().code() != errc::timed_out) return;
         continue;
       }
@@ -264,11 +279,20 @@ class ShmServer final : public Server::Impl {
   struct Lane {
     std::thread thread;
     std::atomic<bool> done{false};
+    Counters counters;  // counted alone by the lane's thread; added to counters_ when it ends
   };
+
+  void add_other_counts(ServerStats& total) const noexcept override {
+    const std::scoped_lock lock(lanes_mutex_);
+    for (const Lane& lane : lanes_) {
+      lane.counters.add_to(total);
+      if (!lane.done.load(std::memory_order_relaxed)) ++total.open_lanes;
+    }
+  }
 
   Mailbox requests_;  // held from create() on: a process-persistent mailbox lives while someone has it open
   registry::Registry registry_;
-  std::mutex lanes_mutex_;
+  mutable std::mutex lanes_mutex_;
   std::list<Lane> lanes_;
 };
 

@@ -536,6 +536,61 @@ TEST_P(RpcLaneTest, SynchronousCallsTakeTheCallersOwnLaneAndKeepItsIdentity) {
   EXPECT_EQ(client->stats().lane_calls - before.lane_calls, calls + 2);
 }
 
+TEST_P(RpcLaneTest, ALaneCallIsListedWhileItRunsAndCountedOnce) {
+  Gate gate;
+  std::atomic<bool> holding{false};
+  auto server = serve({{"ping", [](const CallContext&, std::span<const std::byte>) { return empty_reply(); }},
+                       {"hold", [&](const CallContext&, std::span<const std::byte>) {
+                          holding = true;
+                          gate.pass();
+                          return empty_reply();
+                        }}});
+  ASSERT_TRUE(server);
+  const std::string name = endpoint_.text().substr(std::string_view("shm://").size());
+  auto client = connect();
+  wait_for_lane(*client);
+  ASSERT_FALSE(HasFatalFailure());
+  const auto lane_calls = client->stats().lane_calls;
+  auto idle = ferry::rpc::inspect(name);
+  ASSERT_TRUE(idle) << idle.error().message();
+  EXPECT_TRUE(idle->calls.empty()) << "a lane between calls lists none";
+
+  std::thread caller([&] { EXPECT_TRUE(client->call("hold", {})); });
+  ASSERT_TRUE(eventually([&] { return holding.load(); }));
+  auto running = ferry::rpc::inspect(name);
+  ASSERT_TRUE(running);
+  ASSERT_EQ(running->calls.size(), 1u);
+  EXPECT_EQ(running->calls[0].method, "hold");
+  EXPECT_EQ(running->calls[0].caller_pid, ::getpid());
+  EXPECT_EQ(running->calls[0].server_pid, ::getpid());
+  EXPECT_GT(running->calls[0].call_id, 0u);
+  EXPECT_GT(running->calls[0].started_ns, 0u);
+  gate.open();
+  caller.join();
+  EXPECT_EQ(client->stats().lane_calls, lane_calls + 1) << "it went on the lane";
+  auto after = ferry::rpc::inspect(name);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->calls.empty());
+
+  // The lane's thread counts on its own; the server's stats add it in while
+  // the lane lives and after it ended, once.
+  const auto handled = server->stats().handled;
+  EXPECT_EQ(handled, server->stats().received);
+  EXPECT_EQ(after->servers.at(0).handled, handled);
+  EXPECT_EQ(server->stats().open_lanes, 1u);
+  client.reset();  // the lane ends
+  ASSERT_TRUE(eventually([&] { return server->stats().open_lanes == 0; }));
+  auto other = connect();
+  ASSERT_TRUE(other);
+  wait_for_lane(*other);  // taking its lane folds the ended one's counts into the server's
+  ASSERT_FALSE(HasFatalFailure());
+  const auto other_calls = other->stats().calls;
+  other.reset();
+  server->stop();
+  EXPECT_EQ(server->stats().handled, handled + other_calls);
+  EXPECT_EQ(server->stats().received, handled + other_calls);
+}
+
 TEST_P(RpcLaneTest, ALateReplyOnTheLaneIsSkippedAndCounted) {
   auto server = serve({{"ping", [](const CallContext&, std::span<const std::byte>) { return empty_reply(); }},
                        {"slow", [](const CallContext&, std::span<const std::byte>) {

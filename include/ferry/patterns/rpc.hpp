@@ -236,6 +236,7 @@ struct ServerStats {
   std::uint64_t rejected = 0;   ///< answered limit_reached (queue full) or connections over the limit
   std::uint64_t replies_dropped = 0;  ///< the caller was gone or did not take its reply
   std::uint64_t lanes = 0;            ///< shm: callers taken on lanes of their own, ever
+  std::uint64_t open_lanes = 0;       ///< shm: of those, the ones whose lane is open now
 };
 
 class Server {
