@@ -57,7 +57,7 @@ mode_t segment_mode(mode_t mailbox_mode) noexcept {
 void write_method(CallSlot& slot, std::string_view method) noexcept {
   std::uint64_t words[kMethodWords] = {};
   const std::size_t length = std::min(method.size(), sizeof words);
-  std::memcpy(words, method.data(), length);
+  if (length > 0) std::memcpy(words, method.data(), length);  // an empty view's data() may be null
   for (std::size_t w = 0; w < kMethodWords; ++w) slot.method[w].store(words[w], std::memory_order_relaxed);
   slot.method_length.store(static_cast<std::uint32_t>(length), std::memory_order_relaxed);
 }
