@@ -105,8 +105,9 @@ class ShmClient final : public ClientCore {
   }
   [[nodiscard]] std::string_view reply_to() const noexcept override { return reply_name_; }
 
-  std::optional<result<Bytes>> call_on_lane(std::string_view method, std::span<const std::byte> request,
-                                            std::optional<deadline> until, CallOptions options) override {
+  std::optional<result<std::size_t>> call_on_lane(std::string_view method, std::span<const std::byte> request,
+                                                  std::optional<deadline> until, CallOptions options,
+                                                  const ReplyTarget& target) override {
     if (!options_.lanes || server_uid_ != own_uid_) return std::nullopt;
     if (lane_busy_.exchange(true, std::memory_order_acquire)) return std::nullopt;  // another thread's call is on it
     const LaneTurn turn{lane_busy_};
@@ -115,7 +116,7 @@ class ShmClient final : public ClientCore {
       return std::nullopt;
     }
     if (!lane_->ready && !heard_hello()) return std::nullopt;
-    if (auto checked = check_call(method, request, until); !checked) return result<Bytes>(std::move(checked).error());
+    if (auto checked = check_call(method, request, until); !checked) return result<std::size_t>(std::move(checked).error());
     const std::uint64_t id = next_id();
     count_alone(counters_.lane_calls);
     // Encoded straight into the ring; the lane itself leads back (no reply-to).
@@ -138,9 +139,9 @@ class ShmClient final : public ClientCore {
         counters_.late_replies.fetch_add(1, std::memory_order_relaxed);  // of a call that timed out
       } else {
         count_alone(counters_.lane_replies);
-        result<Bytes> outcome = decoded->status == 0
-                                    ? result<Bytes>(Bytes(decoded->payload.begin(), decoded->payload.end()))
-                                    : result<Bytes>(wire::remote_error(*decoded, method, endpoint_.to_string()));
+        result<std::size_t> outcome =
+            decoded->status == 0 ? target.take(decoded->payload, method)
+                                 : result<std::size_t>(wire::remote_error(*decoded, method, endpoint_.to_string()));
         (void)lane_->replies.release();
         return outcome;
       }
@@ -197,7 +198,7 @@ class ShmClient final : public ClientCore {
     return lane_->ready;
   }
 
-  result<Bytes> timed_out(std::string_view method) {
+  error timed_out(std::string_view method) {
     counters_.timed_out.fetch_add(1, std::memory_order_relaxed);
     return error(errc::timed_out, description(), "no reply to '" + std::string(method) + "' by its deadline");
   }
@@ -205,7 +206,7 @@ class ShmClient final : public ClientCore {
   // In the lane's turn: the lane's server died or stopped during a call. A
   // request it never took goes to the mailbox, as does an idempotent one;
   // another may have run, and fails as over the mailbox (remote peer_gone).
-  std::optional<result<Bytes>> lane_broke(std::string_view method, CallOptions options) {
+  std::optional<result<std::size_t>> lane_broke(std::string_view method, CallOptions options) {
     const bool taken = lane_->requests.drained();
     drop_lane();
     if (!taken) return std::nullopt;
@@ -218,7 +219,7 @@ class ShmClient final : public ClientCore {
     reply.status = static_cast<std::uint8_t>(errc::peer_gone);
     const std::string_view text = "the server running the call died; not idempotent, so not run again";
     reply.payload = std::as_bytes(std::span(text));
-    return result<Bytes>(wire::remote_error(reply, method, endpoint_.to_string()));
+    return result<std::size_t>(wire::remote_error(reply, method, endpoint_.to_string()));
   }
 
   void drop_lane() {
@@ -381,10 +382,31 @@ result<Bytes> Client::call(std::string_view method, std::span<const std::byte> r
 result<Bytes> Client::call_until(std::string_view method, std::span<const std::byte> request, deadline until,
                                  CallOptions options) {
   const auto limit = until == deadline::max() ? std::nullopt : std::optional(until);
-  if (auto direct = core_->call_on_lane(method, request, limit, options)) return std::move(*direct);
+  Bytes reply;
+  if (auto direct = core_->call_on_lane(method, request, limit, options, detail::ReplyTarget(reply))) {
+    if (!*direct) return std::move(*direct).error();
+    return reply;
+  }
   auto state = core_->start(method, request, limit, options);
   if (!state) return std::move(state).error();
   return core_->outcome(**state);
+}
+
+result<std::size_t> Client::call_into(std::string_view method, std::span<const std::byte> request,
+                                      std::span<std::byte> reply, CallOptions options) {
+  return call_into_until(method, request, reply, deadline::max(), options);
+}
+
+result<std::size_t> Client::call_into_until(std::string_view method, std::span<const std::byte> request,
+                                            std::span<std::byte> reply, deadline until, CallOptions options) {
+  const auto limit = until == deadline::max() ? std::nullopt : std::optional(until);
+  const detail::ReplyTarget target(reply);
+  if (auto direct = core_->call_on_lane(method, request, limit, options, target)) return std::move(*direct);
+  auto state = core_->start(method, request, limit, options);
+  if (!state) return std::move(state).error();
+  auto outcome = core_->outcome(**state);
+  if (!outcome) return std::move(outcome).error();
+  return target.take(*outcome, method);
 }
 
 result<PendingCall> Client::call_async(std::string_view method, std::span<const std::byte> request,

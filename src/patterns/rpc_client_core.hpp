@@ -22,6 +22,32 @@ constexpr auto kPeerCheck = std::chrono::milliseconds(100);
 // How long a cancel may wait for room on its way out.
 constexpr auto kCancelSendLimit = std::chrono::seconds(1);
 
+/// Where a call's reply payload goes: new Bytes (call) or the caller's buffer (call_into).
+class ReplyTarget {
+ public:
+  explicit ReplyTarget(Bytes& bytes) noexcept : bytes_(&bytes) {}
+  explicit ReplyTarget(std::span<std::byte> buffer) noexcept : buffer_(buffer) {}
+
+  /// Puts `payload` there: its size, or limit_reached when the caller's buffer is smaller.
+  result<std::size_t> take(std::span<const std::byte> payload, std::string_view method) const {
+    if (bytes_ != nullptr) {
+      bytes_->assign(payload.begin(), payload.end());
+      return payload.size();
+    }
+    if (payload.size() > buffer_.size()) {
+      return error(errc::limit_reached, "rpc call of '" + std::string(method) + "'",
+                   "a reply of " + std::to_string(payload.size()) + " bytes, the caller's buffer has " +
+                       std::to_string(buffer_.size()));
+    }
+    if (!payload.empty()) std::memcpy(buffer_.data(), payload.data(), payload.size());
+    return payload.size();
+  }
+
+ private:
+  Bytes* bytes_ = nullptr;
+  std::span<std::byte> buffer_;
+};
+
 struct PendingState {
   std::uint64_t id = 0;
   std::string method;
@@ -190,9 +216,10 @@ class ClientCore {
 
  public:
   /// shm: a synchronous call over this caller's own lane, if it has one
-  /// free: its outcome; or nothing, and the call goes the common way.
-  virtual std::optional<result<Bytes>> call_on_lane(std::string_view, std::span<const std::byte>,
-                                                    std::optional<deadline>, CallOptions) {
+  /// free: its outcome (the reply's size; the reply put into `target`); or
+  /// nothing, and the call goes the common way.
+  virtual std::optional<result<std::size_t>> call_on_lane(std::string_view, std::span<const std::byte>,
+                                                          std::optional<deadline>, CallOptions, const ReplyTarget&) {
     return std::nullopt;
   }
 

@@ -234,6 +234,7 @@ class ShmServer final : public Server::Impl {
   void serve_lane_calls(ChannelReceiver& requests, ChannelSender& replies, const SenderIdentity& caller,
                         std::uint64_t client_key, std::optional<std::size_t> slot, Counters& counters) {
     std::vector<std::byte> buffer(options_.max_payload + wire::kMaxOverhead);
+    Bytes owned, scratch;  // where replies are made (Impl::run), reused from call to call
     while (!stopping_.load(std::memory_order_relaxed)) {
       auto taken = requests.receive_until(buffer, coarse_deadline_after(kStopCheck));
       if (!taken) {
@@ -250,7 +251,8 @@ class ShmServer final : public Server::Impl {
       if (expired(until, counters)) continue;
       // A lane's calls are synchronous: no one can cancel them.
       if (slot) registry_.start_held_call(*slot, request->call_id, request->method);
-      const result<Bytes> outcome = run(*request, CallContext(request->method, caller, until, 1, &kNeverCancelled), counters);
+      const auto outcome =
+          run(*request, CallContext(request->method, caller, until, 1, &kNeverCancelled), counters, owned, scratch);
       registry_.count_handled();
       if (slot) registry_.end_held_call(*slot);
       // Encoded straight into the ring.
@@ -548,6 +550,9 @@ result<std::unique_ptr<Server>> Server::create(Listener listener, const ServerOp
 }
 
 result<void> Server::add(std::string_view method, Handler handler) { return impl_->add(method, std::move(handler)); }
+result<void> Server::add_in_place(std::string_view method, InPlaceHandler handler) {
+  return impl_->add_in_place(method, std::move(handler));
+}
 result<void> Server::start() { return impl_->start(); }
 void Server::stop() noexcept { impl_->stop(); }
 ServerStats Server::stats() const noexcept { return impl_->stats(); }

@@ -61,20 +61,20 @@ struct Counters {
 static_assert(sizeof(ServerStats) == 15 * sizeof(std::uint64_t), "a ServerStats field without its counter");
 
 class Server::Impl {
+ protected:
+  // A method's handler: one of the two kinds.
+  struct Method {
+    Handler bytes;
+    InPlaceHandler in_place;
+  };
+
  public:
   Impl(Endpoint endpoint, ServerOptions options) : endpoint_(std::move(endpoint)), options_(options) {}
   virtual ~Impl() = default;
 
-  result<void> add(std::string_view method, Handler handler) {
-    if (started_) return problem("methods are added before start()");
-    if (method.empty() || method.size() > kMaxMethodName) {
-      return problem("a method name has 1 to " + std::to_string(kMaxMethodName) + " bytes, not " +
-                     std::to_string(method.size()));
-    }
-    if (!methods_.emplace(std::string(method), std::move(handler)).second) {
-      return problem("method '" + std::string(method) + "' is registered already");
-    }
-    return {};
+  result<void> add(std::string_view method, Handler handler) { return add_method(method, {std::move(handler), {}}); }
+  result<void> add_in_place(std::string_view method, InPlaceHandler handler) {
+    return add_method(method, {{}, std::move(handler)});
   }
 
   result<void> start() {
@@ -107,36 +107,72 @@ class Server::Impl {
   [[nodiscard]] std::string description() const { return "rpc server at " + endpoint_.to_string(); }
   error problem(std::string detail) const { return error(errc::invalid_argument, description(), std::move(detail)); }
 
-  // Runs `request`: the handler's reply, or the error its caller gets;
-  // counted in `counters` (the server's, or a lane's own).
-  result<Bytes> run(const wire::Message& request, const CallContext& context, Counters& counters) {
+  // Runs `request`: its reply's bytes, held by `owned` (a Handler's Bytes,
+  // moved there) or `scratch` (an InPlaceHandler's room, grown once), or the
+  // error its caller gets; counted in `counters` (the server's, or a lane's own).
+  result<std::span<const std::byte>> run(const wire::Message& request, const CallContext& context, Counters& counters,
+                                         Bytes& owned, Bytes& scratch) {
     const auto method = methods_.find(request.method);
     if (method == methods_.end()) {
       counters.count(&Counters::unknown_method);
       return error(errc::not_found, description(), "no method '" + std::string(request.method) + "'");
     }
-    result<Bytes> reply = invoke(method->second, context, request.payload);
+    auto reply = invoke(method->second, context, request.payload, owned, scratch);
     counters.count(&Counters::handled);
-    if (reply && reply->size() > options_.max_payload) {
-      reply = error(errc::limit_reached, description(),
-                    "method '" + std::string(request.method) + "' replied " + std::to_string(reply->size()) +
-                        " bytes, more than max_payload " + std::to_string(options_.max_payload));
-    }
     if (!reply) counters.count(&Counters::failed);
     return reply;
   }
-  result<Bytes> run(const wire::Message& request, const CallContext& context) { return run(request, context, counters_); }
+  // The same, the reply in Bytes of its own (the transports but shm lanes).
+  result<Bytes> run(const wire::Message& request, const CallContext& context) {
+    Bytes owned;
+    thread_local Bytes scratch;
+    auto reply = run(request, context, counters_, owned, scratch);
+    if (!reply) return std::move(reply).error();
+    if (reply->data() != owned.data()) owned.assign(reply->begin(), reply->end());  // written in place
+    return owned;
+  }
 
-  // A handler that throws fails its call, not the server.
-  static result<Bytes> invoke(Handler& handler, const CallContext& context, std::span<const std::byte> payload) {
+  // Calls the handler; one that throws fails its call, not the server.
+  result<std::span<const std::byte>> invoke(const Method& method, const CallContext& context,
+                                            std::span<const std::byte> payload, Bytes& owned, Bytes& scratch) {
     try {
-      return handler(context, payload);
+      std::size_t size = 0;
+      if (method.bytes) {
+        auto reply = method.bytes(context, payload);
+        if (!reply) return std::move(reply).error();
+        owned = std::move(*reply);
+        size = owned.size();
+      } else {
+        if (scratch.size() < options_.max_payload) scratch.resize(options_.max_payload);
+        auto written = method.in_place(context, payload, std::span(scratch).first(options_.max_payload));
+        if (!written) return std::move(written).error();
+        size = *written;
+      }
+      if (size > options_.max_payload) {
+        return error(errc::limit_reached, description(),
+                     "method '" + std::string(context.method()) + "' replied " + std::to_string(size) +
+                         " bytes, more than max_payload " + std::to_string(options_.max_payload));
+      }
+      return std::span<const std::byte>(method.bytes ? owned.data() : scratch.data(), size);
     } catch (const std::exception& thrown) {
       return error(errc::system, "rpc method '" + std::string(context.method()) + "'",
                    std::string("the handler threw: ") + thrown.what());
     } catch (...) {
       return error(errc::system, "rpc method '" + std::string(context.method()) + "'", "the handler threw");
     }
+  }
+
+  result<void> add_method(std::string_view name, Method method) {
+    if (started_) return problem("methods are added before start()");
+    if (name.empty() || name.size() > kMaxMethodName) {
+      return problem("a method name has 1 to " + std::to_string(kMaxMethodName) + " bytes, not " +
+                     std::to_string(name.size()));
+    }
+    if (!method.bytes && !method.in_place) return problem("method '" + std::string(name) + "' has no handler");
+    if (!methods_.emplace(std::string(name), std::move(method)).second) {
+      return problem("method '" + std::string(name) + "' is registered already");
+    }
+    return {};
   }
 
   // A request whose deadline has passed is not run.
@@ -149,7 +185,7 @@ class Server::Impl {
 
   Endpoint endpoint_;
   ServerOptions options_;
-  std::map<std::string, Handler, std::less<>> methods_;
+  std::map<std::string, Method, std::less<>> methods_;
   Counters counters_;
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;

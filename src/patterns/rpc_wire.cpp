@@ -133,7 +133,7 @@ result<Message> decode(std::span<const std::byte> bytes) {
   return message;
 }
 
-Message reply_to(const Message& request, const result<Bytes>& outcome, std::string& text) {
+Message reply_to(const Message& request, const result<std::span<const std::byte>>& outcome, std::string& text) {
   Message reply;
   reply.kind = Kind::reply;
   reply.call_id = request.call_id;
@@ -151,7 +151,9 @@ Message reply_to(const Message& request, const result<Bytes>& outcome, std::stri
 
 Bytes encode_reply(const Message& request, const result<Bytes>& outcome) {
   std::string text;
-  return encode(reply_to(request, outcome, text));
+  const auto view = outcome ? result<std::span<const std::byte>>(std::span<const std::byte>(*outcome))
+                            : result<std::span<const std::byte>>(outcome.error());
+  return encode(reply_to(request, view, text));
 }
 
 std::uint64_t deadline_field(std::optional<deadline> until, bool relative) noexcept {

@@ -55,7 +55,7 @@ result<Message> decode(std::span<const std::byte> bytes);
 
 /// The reply to `request`: success with the handler's bytes, or the error
 /// (its message is kept in `text`, which the reply's payload views).
-Message reply_to(const Message& request, const result<Bytes>& outcome, std::string& text);
+Message reply_to(const Message& request, const result<std::span<const std::byte>>& outcome, std::string& text);
 Bytes encode_reply(const Message& request, const result<Bytes>& outcome);
 
 /// The deadline field for `until` (none: 0): absolute monotonic, or the time left (relative).

@@ -1,6 +1,8 @@
 // rpc::Server and rpc::Client in one process, on every transport: replies
 // reach their callers, errors cross the wire, deadlines, cancellation, and
 // hostile requests.
+#include <array>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -112,6 +114,87 @@ TEST_P(RpcTest, TypedMethodsCheckSizes) {
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().code(), errc::invalid_argument);
   EXPECT_TRUE(ferry::rpc::is_remote(wrong.error()));
+}
+
+// In-place methods write into the server's room of max_payload bytes;
+// call_into copies a reply into the caller's buffer. Each pairs with the
+// other kind, on every transport and (shm) on the mailbox and the lane.
+TEST_P(RpcTest, InPlaceMethodsAndCallIntoCarryRepliesWithoutBytes) {
+  constexpr std::size_t kMaxPayload = 1024;
+  auto server = ferry::rpc::Server::create(endpoint_.text(), {.max_payload = kMaxPayload});
+  ASSERT_TRUE(server) << server.error().message();
+  std::atomic<std::size_t> room_seen{0};
+  ASSERT_TRUE((*server)->add_in_place(
+      "upper", [&](const CallContext&, std::span<const std::byte> request, std::span<std::byte> reply) {
+        room_seen = reply.size();
+        for (std::size_t i = 0; i < request.size(); ++i) {
+          reply[i] = static_cast<std::byte>(std::toupper(std::to_integer<int>(request[i])));
+        }
+        return ferry::result<std::size_t>(request.size());
+      }));
+  ASSERT_TRUE((*server)->add_in_place("refuse", [](const CallContext&, std::span<const std::byte>, std::span<std::byte>) {
+    return ferry::result<std::size_t>(ferry::error(errc::permission_denied, "ledger", "not today"));
+  }));
+  ASSERT_TRUE((*server)->add_in_place("overrun", [](const CallContext&, std::span<const std::byte>, std::span<std::byte> reply) {
+    return ferry::result<std::size_t>(reply.size() + 1);  // claims more than its room
+  }));
+  ASSERT_TRUE((*server)->add("echo", ferry::test::echo()));
+  EXPECT_EQ((*server)->add_in_place("empty", ferry::rpc::InPlaceHandler{}).error().code(), errc::invalid_argument);
+  ASSERT_TRUE((*server)->start());
+  endpoint_.bound(**server);
+  auto client = connect({.max_payload = kMaxPayload});
+  ASSERT_TRUE(client);
+
+  std::array<std::byte, 64> buffer{};
+  const auto upper_is = [&](std::string_view expected) {
+    auto size = client->call_into("upper", text_bytes("call"), buffer);
+    return size && std::string_view(reinterpret_cast<const char*>(buffer.data()), *size) == expected;
+  };
+  EXPECT_TRUE(upper_is("CALL"));  // over shm, on the mailbox: this call offers the lane
+  if (GetParam() == "shm") {
+    for (int i = 0; i < 2000 && client->stats().lane_calls == 0; ++i) {
+      ASSERT_TRUE(upper_is("CALL"));
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_GT(client->stats().lane_calls, 0u) << "no server took the lane";
+  }
+  const std::uint64_t calls = ferry::test::scaled(200);
+  for (std::uint64_t i = 0; i < calls; ++i) {
+    const std::string text = "call " + std::to_string(i);
+    auto size = client->call_into("upper", text_bytes(text), buffer);
+    ASSERT_TRUE(size) << size.error().message();
+    ASSERT_EQ(std::string(reinterpret_cast<const char*>(buffer.data()), *size), "CALL " + std::to_string(i));
+    auto echoed = client->call_into("echo", text_bytes(text), buffer);
+    ASSERT_TRUE(echoed) << echoed.error().message();
+    ASSERT_EQ(std::string(reinterpret_cast<const char*>(buffer.data()), *echoed), text);
+  }
+  EXPECT_EQ(room_seen.load(), kMaxPayload);
+  auto upper = client->call("upper", text_bytes("bytes too"));
+  ASSERT_TRUE(upper) << upper.error().message();
+  EXPECT_EQ(text_of(*upper), "BYTES TOO");
+
+  // A reply larger than the caller's buffer: limit_reached here, and the next call is not confused by it.
+  std::array<std::byte, 4> small{};
+  auto too_large = client->call_into("upper", text_bytes("longer than four"), small);
+  ASSERT_FALSE(too_large);
+  EXPECT_EQ(too_large.error().code(), errc::limit_reached);
+  EXPECT_FALSE(ferry::rpc::is_remote(too_large.error()));
+  EXPECT_NE(too_large.error().message().find("16 bytes"), std::string::npos) << too_large.error().message();
+  auto after = client->call_into("upper", text_bytes("ok"), small);
+  ASSERT_TRUE(after) << after.error().message();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(small.data()), *after), "OK");
+
+  auto refused = client->call_into("refuse", {}, buffer);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), errc::permission_denied);
+  EXPECT_TRUE(ferry::rpc::is_remote(refused.error()));
+  EXPECT_NE(refused.error().detail().find("not today"), std::string::npos) << refused.error().message();
+  auto overrun = client->call("overrun", {});
+  ASSERT_FALSE(overrun);
+  EXPECT_EQ(overrun.error().code(), errc::limit_reached);
+  EXPECT_TRUE(ferry::rpc::is_remote(overrun.error()));
+  EXPECT_NE(overrun.error().detail().find("more than max_payload"), std::string::npos) << overrun.error().message();
+  EXPECT_EQ((*server)->stats().failed, 2u);
 }
 
 TEST_P(RpcTest, ErrorsCrossTheWireTypedAndMarkedRemote) {

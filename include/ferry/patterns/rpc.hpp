@@ -14,6 +14,11 @@
 //   auto bytes = (*client)->call("echo", std::as_bytes(std::span(text)));   // or raw bytes
 //   auto pending = (*client)->call_async("slow", request);  // wait, poll (ready) or cancel it
 //
+// Without allocating: a method added with add_in_place() writes its reply
+// into the server's room (InPlaceHandler), and call_into() copies the reply
+// into the caller's buffer; typed methods are written in place. On a shm
+// lane such a call allocates nothing on either side.
+//
 // Calls: call() waits for the reply for ever (but fails with peer_gone when
 // every server is gone); call_for/call_until carry a deadline in the request.
 // A server does not run a request whose deadline has passed; a caller whose
@@ -197,6 +202,11 @@ class CallContext {
 
 /// A method: the request's bytes in, the reply's bytes (or an error) out.
 using Handler = std::function<result<Bytes>(const CallContext& call, std::span<const std::byte> request)>;
+/// A method that writes its reply in place: into `reply` (max_payload bytes
+/// the server thread reuses from call to call), returning how many of them
+/// it wrote. Nothing is allocated for its calls on shm lanes.
+using InPlaceHandler = std::function<result<std::size_t>(const CallContext& call, std::span<const std::byte> request,
+                                                         std::span<std::byte> reply)>;
 
 struct ServerOptions {
   /// Handler threads in this process.
@@ -258,8 +268,10 @@ class Server {
   /// Registers a method. Errors: invalid_argument (empty or longer than
   /// kMaxMethodName, already registered, or the server was started).
   result<void> add(std::string_view method, Handler handler);
-  /// A method taking and returning trivially copyable structs; a request of
-  /// another size is invalid_argument for the caller.
+  /// Registers a method that writes its reply in place; errors as add().
+  result<void> add_in_place(std::string_view method, InPlaceHandler handler);
+  /// A method taking and returning trivially copyable structs (written in
+  /// place); a request of another size is invalid_argument for the caller.
   template <Trivial Request, class Function>
     requires std::invocable<Function&, const CallContext&, const Request&>
   result<void> add(std::string_view method, Function function);
@@ -366,6 +378,14 @@ class Client {
   }
   result<Bytes> call_until(std::string_view method, std::span<const std::byte> request, deadline until,
                            CallOptions options = {});
+  /// Calls `method` and copies its reply into `reply`: its size. Nothing is
+  /// allocated when the call goes on this caller's shm lane. Errors as
+  /// call(), and limit_reached when the reply does not fit (the call ran; its
+  /// reply is dropped).
+  result<std::size_t> call_into(std::string_view method, std::span<const std::byte> request, std::span<std::byte> reply,
+                                CallOptions options = {});
+  result<std::size_t> call_into_until(std::string_view method, std::span<const std::byte> request,
+                                      std::span<std::byte> reply, deadline until, CallOptions options = {});
   /// Sends the request and returns at once. Errors: those of sending.
   result<PendingCall> call_async(std::string_view method, std::span<const std::byte> request,
                                  std::optional<deadline> until = std::nullopt, CallOptions options = {});
@@ -440,15 +460,17 @@ result<void> Server::add(std::string_view method, Function function) {
   using Reply = typename Outcome::value_type;
   static_assert(Trivial<Reply>, "a typed method returns result<R> with R trivially copyable");
   const std::string name(method);
-  return add(method, [name, function = std::move(function)](const CallContext& call,
-                                                            std::span<const std::byte> bytes) mutable -> result<Bytes> {
+  return add_in_place(method, [name, function = std::move(function)](
+                                  const CallContext& call, std::span<const std::byte> bytes,
+                                  std::span<std::byte> room) mutable -> result<std::size_t> {
     if (bytes.size() != sizeof(Request)) return detail::size_error(name, "request", bytes.size(), sizeof(Request));
     Request request;
     std::memcpy(&request, bytes.data(), sizeof(Request));
     Outcome reply = function(call, request);
     if (!reply) return std::move(reply).error();
-    const auto view = Client::bytes_of(*reply);
-    return Bytes(view.begin(), view.end());
+    if (room.size() < sizeof(Reply)) return detail::size_error(name, "max_payload", room.size(), sizeof(Reply));
+    std::memcpy(room.data(), &*reply, sizeof(Reply));
+    return sizeof(Reply);
   });
 }
 
