@@ -148,11 +148,7 @@ class Server::Impl {
         if (!written) return std::move(written).error();
         size = *written;
       }
-      if (size > options_.max_payload) {
-        return error(errc::limit_reached, description(),
-                     "method '" + std::string(context.method()) + "' replied " + std::to_string(size) +
-                         " bytes, more than max_payload " + std::to_string(options_.max_payload));
-      }
+      if (size > options_.max_payload) return detail::reply_too_large(context.method(), size, options_.max_payload);
       return std::span<const std::byte>(method.bytes ? owned.data() : scratch.data(), size);
     } catch (const std::exception& thrown) {
       return error(errc::system, "rpc method '" + std::string(context.method()) + "'",

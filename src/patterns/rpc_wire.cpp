@@ -18,6 +18,10 @@ error size_error(std::string_view method, std::string_view what, std::size_t siz
                std::string(what) + " of " + std::to_string(size) + " bytes, the method's type has " +
                    std::to_string(expected));
 }
+error reply_too_large(std::string_view method, std::size_t size, std::size_t max_payload) {
+  return error(errc::limit_reached, "rpc method '" + std::string(method) + "'",
+               "replied " + std::to_string(size) + " bytes, more than max_payload " + std::to_string(max_payload));
+}
 error cancelled_error(std::string_view method) {
   return error(errc::cancelled, "rpc call of '" + std::string(method) + "'", "cancelled by the caller");
 }

@@ -139,6 +139,10 @@ TEST_P(RpcTest, InPlaceMethodsAndCallIntoCarryRepliesWithoutBytes) {
     return ferry::result<std::size_t>(reply.size() + 1);  // claims more than its room
   }));
   ASSERT_TRUE((*server)->add("echo", ferry::test::echo()));
+  struct Big {
+    std::byte bytes[2 * kMaxPayload];
+  };
+  ASSERT_TRUE((*server)->add<Pair>("big", [](const CallContext&, const Pair&) -> ferry::result<Big> { return Big{}; }));
   EXPECT_EQ((*server)->add_in_place("empty", ferry::rpc::InPlaceHandler{}).error().code(), errc::invalid_argument);
   ASSERT_TRUE((*server)->start());
   endpoint_.bound(**server);
@@ -194,7 +198,11 @@ TEST_P(RpcTest, InPlaceMethodsAndCallIntoCarryRepliesWithoutBytes) {
   EXPECT_EQ(overrun.error().code(), errc::limit_reached);
   EXPECT_TRUE(ferry::rpc::is_remote(overrun.error()));
   EXPECT_NE(overrun.error().detail().find("more than max_payload"), std::string::npos) << overrun.error().message();
-  EXPECT_EQ((*server)->stats().failed, 2u);
+  auto big = client->call("big", ferry::rpc::Client::bytes_of(Pair{1, 2}));
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code(), errc::limit_reached) << big.error().message();
+  EXPECT_TRUE(ferry::rpc::is_remote(big.error()));
+  EXPECT_EQ((*server)->stats().failed, 3u);
 }
 
 TEST_P(RpcTest, ErrorsCrossTheWireTypedAndMarkedRemote) {

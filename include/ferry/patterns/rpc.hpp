@@ -442,6 +442,8 @@ result<EndpointStatus> inspect(std::string_view name);
 
 namespace detail {
 error size_error(std::string_view method, std::string_view what, std::size_t size, std::size_t expected);
+/// limit_reached: method `method` replied `size` bytes, more than max_payload.
+error reply_too_large(std::string_view method, std::size_t size, std::size_t max_payload);
 }  // namespace detail
 
 template <Trivial Value>
@@ -468,7 +470,7 @@ result<void> Server::add(std::string_view method, Function function) {
     std::memcpy(&request, bytes.data(), sizeof(Request));
     Outcome reply = function(call, request);
     if (!reply) return std::move(reply).error();
-    if (room.size() < sizeof(Reply)) return detail::size_error(name, "max_payload", room.size(), sizeof(Reply));
+    if (room.size() < sizeof(Reply)) return detail::reply_too_large(name, sizeof(Reply), room.size());
     std::memcpy(room.data(), &*reply, sizeof(Reply));
     return sizeof(Reply);
   });
