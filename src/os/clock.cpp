@@ -14,9 +14,7 @@ std::uint64_t nanoseconds_of(clockid_t clock) noexcept {
 
 deadline coarse_deadline_after(steady_clock::duration timeout) noexcept {
   // steady_clock is CLOCK_MONOTONIC, whose coarse reading shares its origin.
-  const deadline now{std::chrono::nanoseconds(nanoseconds_of(CLOCK_MONOTONIC_COARSE))};
-  if (timeout > deadline::max() - now) return deadline::max();
-  return now + timeout;
+  return deadline_after(timeout, deadline(std::chrono::nanoseconds(nanoseconds_of(CLOCK_MONOTONIC_COARSE))));
 }
 
 std::uint64_t wall_clock_ns() noexcept { return nanoseconds_of(CLOCK_REALTIME); }

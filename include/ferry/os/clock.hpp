@@ -13,11 +13,14 @@ namespace ferry {
 using steady_clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux
 using deadline = steady_clock::time_point;
 
-/// The deadline `timeout` from now; saturates instead of overflowing.
+/// The deadline `timeout` after `from`; saturates instead of overflowing.
+[[nodiscard]] inline deadline deadline_after(steady_clock::duration timeout, deadline from) noexcept {
+  if (timeout > deadline::max() - from) return deadline::max();
+  return from + timeout;
+}
+/// The deadline `timeout` from now.
 [[nodiscard]] inline deadline deadline_after(steady_clock::duration timeout) noexcept {
-  const auto now = steady_clock::now();
-  if (timeout > deadline::max() - now) return deadline::max();
-  return now + timeout;
+  return deadline_after(timeout, steady_clock::now());
 }
 
 /// The same, read from the clock as of its last tick (CLOCK_MONOTONIC_COARSE:
