@@ -128,7 +128,7 @@ class Server::Impl {
     thread_local Bytes scratch;
     auto reply = run(request, context, counters_, owned, scratch);
     if (!reply) return std::move(reply).error();
-    if (reply->data() != owned.data()) owned.assign(reply->begin(), reply->end());  // written in place
+    if (owned.empty()) owned.assign(reply->begin(), reply->end());  // in place (a Handler's reply is in `owned`)
     return owned;
   }
 
