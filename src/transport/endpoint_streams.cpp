@@ -158,19 +158,23 @@ class StreamReceiver final : public Receiver {
 
  protected:
   // Events are collected before a normal message is handed out, so urgent
-  // ones overtake (unless none can come: a pipe without an urgent lane);
-  // with nothing to hand out, the one epoll_wait that blocks collects them.
+  // ones overtake (unless none can come: a pipe without an urgent lane).
+  // Unless a message can be handed out without the kernel (one queued, or a
+  // frame read ahead), the epoll_wait that collects them is the one that
+  // blocks: epoll is level-triggered, so it returns at once when a
+  // connection has bytes, and a message costs the raw calls' epoll_wait and
+  // read, not a look, a read that finds nothing and a wait.
   result<EndpointMessage> receive_next(WaitLimit limit) override {
     const bool urgent_may_come = listener_.has_value() || endpoint_.urgent_fd >= 0;
     for (bool looked = false;;) {
       if (!urgent_.empty()) return pop(urgent_);
       if (looked || !urgent_may_come) {
-        if (normal_.empty()) pull_normal();
+        if (normal_.empty()) pull_normal(looked);
         if (!normal_.empty()) return pop(normal_);
       }
       if (!listener_ && connections_.empty()) return *gone_;
       int timeout = 0;  // only look: something may be ready to hand out
-      if (normal_.empty() && ready_.empty()) {
+      if (normal_.empty() && !any_read_ahead()) {
         auto wait = wait_milliseconds(limit);
         if (wait) {
           timeout = *wait;
@@ -190,6 +194,7 @@ class StreamReceiver final : public Receiver {
     Lane lane = Lane::normal;
     bool greeted = false;  // hello seen (pipes need none)
     bool ready = false;    // listed in ready_
+    std::uint64_t reported_in = 0;  // the last look (epoll_wait) that found it readable
     std::uint64_t token = 0;
     std::uint64_t origin = 0;
   };
@@ -253,21 +258,36 @@ class StreamReceiver final : public Receiver {
   }
 
   result<void> poll_events(int timeout) {
-    epoll_event events[64];
-    const int count = ::epoll_wait(epoll_.get(), events, 64, timeout);
+    constexpr int kMostEvents = 64;
+    epoll_event events[kMostEvents];
+    const int count = ::epoll_wait(epoll_.get(), events, kMostEvents, timeout);
     if (count < 0) {
+      complete_look_ = false;
       if (errno == EINTR) return {};
       return error::from_errno(errno, object_, "epoll_wait");
     }
+    ++look_;
+    // With every slot used, more connections may be readable than it said.
+    complete_look_ = count < kMostEvents;
     for (int i = 0; i < count; ++i) {
       const int fd = events[i].data.fd;
       if (listener_ && fd == listener_->fd().get()) {
         if (auto accepted = accept_all(); !accepted) return accepted;
       } else if (const auto found = connections_.find(fd); found != connections_.end()) {
+        found->second->reported_in = look_;
         serve(*found->second);
       }
     }
     return {};
+  }
+
+  // True when a ready connection holds bytes read ahead: a frame may be
+  // handed out without asking the kernel.
+  bool any_read_ahead() const {
+    return std::any_of(ready_.begin(), ready_.end(), [&](int fd) {
+      const auto found = connections_.find(fd);
+      return found != connections_.end() && found->second->framed.has_read_ahead();
+    });
   }
 
   result<void> accept_all() {
@@ -284,6 +304,7 @@ class StreamReceiver final : public Receiver {
       }
       auto added = add_connection(Connection{FramedStream(std::move(*socket), frames_), identity});
       if (!added) return std::move(added).error();
+      (*added)->reported_in = look_;  // new: as good as reported by this look
       serve(**added);  // its hello, and urgent messages, may be there already
     }
   }
@@ -338,14 +359,22 @@ class StreamReceiver final : public Receiver {
     return true;
   }
 
-  // One frame from each ready normal connection, in turn.
-  void pull_normal() {
+  // One frame from each ready normal connection, in turn. `after_look`: an
+  // epoll_wait came just before, so a connection it did not report has
+  // nothing in the kernel (level-triggered) and is read only for what was
+  // read ahead.
+  void pull_normal(bool after_look) {
+    const bool trust_look = after_look && complete_look_;
     for (std::size_t turns = ready_.size(); turns > 0; --turns) {
       const int fd = ready_.front();
       ready_.pop_front();
       const auto found = connections_.find(fd);
       if (found == connections_.end()) continue;
       Connection& connection = *found->second;
+      if (trust_look && connection.reported_in != look_ && !connection.framed.has_read_ahead()) {
+        connection.ready = false;  // epoll reports it again when bytes come
+        continue;
+      }
       // A connection known to be drained leaves the list until epoll reports
       // it again (level-triggered), saving a read that would find nothing.
       if (take_frame(connection, normal_) && connection.framed.may_have_more()) {
@@ -395,6 +424,8 @@ class StreamReceiver final : public Receiver {
   std::deque<EndpointMessage> urgent_;
   std::deque<EndpointMessage> normal_;
   std::deque<int> ready_;  // normal connections that may hold a frame
+  std::uint64_t look_ = 0;     // epoll_waits so far
+  bool complete_look_ = false;  // the last one reported every readable connection
   std::optional<error> gone_;  // pipes: why the last lane closed
   ReceiverStats stats_;
 };

@@ -133,7 +133,10 @@ class FramedStream {
   /// False when the stream is known to hold nothing more right now: nothing
   /// is read ahead and the last read took less than it could have. (An event
   /// loop then waits for readability instead of trying another read.)
-  [[nodiscard]] bool may_have_more() const noexcept { return staged_begin_ < staged_end_ || last_read_filled_; }
+  [[nodiscard]] bool may_have_more() const noexcept { return has_read_ahead() || last_read_filled_; }
+  /// True when bytes were read ahead and not yet taken: the next frame may
+  /// be complete without another read.
+  [[nodiscard]] bool has_read_ahead() const noexcept { return staged_begin_ < staged_end_; }
   /// True once a bad header was seen; the stream should be closed.
   [[nodiscard]] bool broken() const noexcept { return broken_; }
 
