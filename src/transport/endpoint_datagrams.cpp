@@ -14,9 +14,26 @@
 namespace ferry::detail {
 namespace {
 
-// The largest UDP payload over IPv4 (65535 - IP and UDP headers); UNIX
-// datagrams are held to the same size, far below the default socket buffer.
-constexpr std::size_t kMaxDatagram = 65507;
+// The largest UDP payload over IPv4 (65535 - IP and UDP headers).
+constexpr std::size_t kMaxUdpDatagram = 65507;
+
+// The largest UNIX datagram `fd` may send: Linux refuses one longer than the
+// socket's send buffer less 32 bytes (EMSGSIZE). The buffer starts at
+// net.core.wmem_default (212992 bytes unless tuned), the same for the
+// receiver's socket, which so knows the largest datagram a sender on this
+// machine sends without raising its own buffer.
+result<std::size_t> unix_datagram_limit(int fd, std::string_view object) {
+  int buffer = 0;
+  socklen_t size = sizeof buffer;
+  if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, &size) != 0) {
+    return error::from_errno(errno, object, "getsockopt SO_SNDBUF");
+  }
+  constexpr int kKernelReserve = 32;
+  if (buffer <= kKernelReserve + static_cast<int>(kEnvelopeSize)) {
+    return error(errc::invalid_argument, object, "a send buffer of " + std::to_string(buffer) + " bytes holds no message");
+  }
+  return static_cast<std::size_t>(buffer - kKernelReserve);
+}
 
 class DatagramSender final : public Sender {
  public:
@@ -25,13 +42,16 @@ class DatagramSender final : public Sender {
 
   static result<std::unique_ptr<Sender>> open(const Endpoint& endpoint, const EndpointOptions& options) {
     const std::string object = endpoint_object("sender to", endpoint);
-    const std::size_t max_message = std::min(options.max_message, kMaxDatagram - kEnvelopeSize);
     if (endpoint.scheme == Endpoint::Scheme::unix_datagram) {
       auto socket = UnixDatagram::unbound();
       if (!socket) return std::move(socket).error();
       if (auto connected = socket->connect(endpoint.name); !connected) return std::move(connected).error().add_context(object);
+      auto limit = unix_datagram_limit(socket->fd().get(), object);
+      if (!limit) return std::move(limit).error();
+      const std::size_t max_message = std::min(options.max_message, *limit - kEnvelopeSize);
       return std::unique_ptr<Sender>(std::make_unique<DatagramSender>(endpoint, std::move(*socket), max_message));
     }
+    const std::size_t max_message = std::min(options.max_message, kMaxUdpDatagram - kEnvelopeSize);
     if (endpoint.port == 0) return error(errc::invalid_argument, object, "port 0: a sender needs the receiver's port");
     auto addresses = SocketAddress::resolve(endpoint.name, endpoint.port, SOCK_DGRAM);
     if (!addresses) return std::move(addresses).error().add_context(object);
@@ -63,8 +83,9 @@ class DatagramSender final : public Sender {
 
 class DatagramReceiver final : public Receiver {
  public:
-  DatagramReceiver(Endpoint endpoint, DatagramSocket socket)
-      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), buffer_(kMaxDatagram),
+  // `largest`: the largest datagram it takes; a larger one is dropped.
+  DatagramReceiver(Endpoint endpoint, DatagramSocket socket, std::size_t largest)
+      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), buffer_(largest),
         object_(endpoint_object("receiver at", endpoint_)) {}
 
   static result<std::unique_ptr<Receiver>> open(const Endpoint& endpoint, const EndpointOptions& options) {
@@ -73,7 +94,10 @@ class DatagramReceiver final : public Receiver {
       auto socket = UnixDatagram::bind(endpoint.name, options.mode);
       if (!socket) return std::move(socket).error().add_context(object);
       if (auto passing = socket->pass_credentials(); !passing) return std::move(passing).error().add_context(object);
-      return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(endpoint, std::move(*socket)));
+      auto limit = unix_datagram_limit(socket->fd().get(), object);
+      if (!limit) return std::move(limit).error();
+      const std::size_t largest = std::min(options.max_message + kEnvelopeSize, *limit);
+      return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(endpoint, std::move(*socket), largest));
     }
     auto socket = UdpSocket::bind(endpoint.name, endpoint.port);
     if (!socket) return std::move(socket).error().add_context(object);
@@ -81,7 +105,8 @@ class DatagramReceiver final : public Receiver {
     if (!local) return std::move(local).error();
     Endpoint bound = endpoint;
     bound.port = local->port();
-    return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(bound, std::move(*socket)));
+    const std::size_t largest = std::min(options.max_message + kEnvelopeSize, kMaxUdpDatagram);
+    return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(bound, std::move(*socket), largest));
   }
 
   [[nodiscard]] const Endpoint& endpoint() const noexcept override { return endpoint_; }

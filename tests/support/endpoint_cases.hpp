@@ -55,7 +55,7 @@ class EndpointCase {
   EndpointCase& operator=(const EndpointCase&) = delete;
 
   /// Opens the receiver (call once); its sender endpoint is then known.
-  result<std::unique_ptr<Receiver>> open_receiver() {
+  result<std::unique_ptr<Receiver>> open_receiver(const EndpointOptions& options = {}) {
     if (scheme_ == "pipe") {
       int normal[2];
       int urgent[2];
@@ -69,7 +69,8 @@ class EndpointCase {
       // Until a receiver and a sender adopt them, the ends are this case's to close.
       unadopted_ = {normal[0], urgent[0], normal[1], urgent[1]};
       sender_endpoint_ = "pipe:fd=" + std::to_string(normal[1]) + "," + std::to_string(urgent[1]);
-      auto receiver = ferry::open_receiver("pipe:fd=" + std::to_string(normal[0]) + "," + std::to_string(urgent[0]));
+      auto receiver =
+          ferry::open_receiver("pipe:fd=" + std::to_string(normal[0]) + "," + std::to_string(urgent[0]), options);
       if (receiver) unadopted_.erase(unadopted_.begin(), unadopted_.begin() + 2);
       return receiver;
     }
@@ -80,7 +81,7 @@ class EndpointCase {
     // A bound, so that try_send can find the mailbox full.
     const MailboxOptions mailbox{.capacity = messages_ == Messages::large ? Capacity::bounded(2, kLargeMaximum)
                                                                           : Capacity::bounded(kSmallCount, kSmallMaximum)};
-    auto receiver = ferry::open_receiver(text, {}, mailbox);
+    auto receiver = ferry::open_receiver(text, options, mailbox);
     if (receiver) sender_endpoint_ = (*receiver)->endpoint().to_string();
     return receiver;
   }

@@ -203,11 +203,24 @@ class EndpointTransport : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Sender> sender_;
 };
 
+// SO_SNDBUF of a fresh socket of this family and type (doubled by the
+// kernel from net.core.wmem_default).
+int default_send_buffer(int family, int type) {
+  const Fd fd(::socket(family, type | SOCK_CLOEXEC, 0));
+  int buffer = 0;
+  socklen_t size = sizeof buffer;
+  EXPECT_EQ(::getsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &buffer, &size), 0);
+  return buffer;
+}
+
 TEST_P(EndpointTransport, KeepsTheBoundariesOfMessagesUpToTheLargestAndRefusesLarger) {
   ASSERT_NO_FATAL_FAILURE(open(EndpointCase::Messages::large));
-  const bool datagrams = GetParam() == "udp" || GetParam() == "unixgram";
-  if (datagrams) {
+  if (GetParam() == "udp") {
     EXPECT_EQ(sender_->max_message(), 65507u - 4u);  // one UDP datagram of IPv4, less the envelope
+  } else if (GetParam() == "unixgram") {
+    // What Linux lets a UNIX datagram socket send (its send buffer less 32
+    // bytes), less the envelope: 212,956 bytes with the default wmem_default.
+    EXPECT_EQ(sender_->max_message(), static_cast<std::size_t>(default_send_buffer(AF_UNIX, SOCK_DGRAM)) - 32 - 4);
   } else {
     EXPECT_GE(sender_->max_message(), std::size_t{16} << 20);
   }
@@ -481,6 +494,31 @@ TEST_P(EndpointListener, DisconnectsMalformedClientsAndKeepsServingGoodOnes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Streams, EndpointListener, ::testing::Values("unix", "tcp"), test::scheme_name);
+
+// A datagram receiver takes datagrams up to its own max_message: a larger
+// one (from a sender that allows more) is dropped and counted, and the
+// messages around it arrive.
+class DatagramReceiverLimit : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DatagramReceiverLimit, DropsAndCountsDatagramsAboveItsMaxMessage) {
+  EndpointCase endpoint_case(GetParam());
+  auto receiver = endpoint_case.open_receiver({.max_message = 1000});
+  ASSERT_TRUE(receiver) << receiver.error().message();
+  auto sender = endpoint_case.open_sender();
+  ASSERT_TRUE(sender) << sender.error().message();
+  ASSERT_GT((*sender)->max_message(), 1001u);
+  ASSERT_TRUE((*sender)->send(pattern(1000, 1)));
+  ASSERT_TRUE((*sender)->send(pattern(1001, 2)));
+  ASSERT_TRUE((*sender)->send(pattern(10, 3)));
+  for (const auto& [size, seed] : {std::pair{1000, 1}, std::pair{10, 3}}) {
+    auto message = (*receiver)->receive_for(kWatchdog);
+    ASSERT_TRUE(message) << message.error().message();
+    EXPECT_TRUE(std::ranges::equal(message->data(), pattern(size, seed))) << "message of " << size << " bytes";
+  }
+  EXPECT_EQ((*receiver)->stats().dropped_datagrams, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Datagrams, DatagramReceiverLimit, ::testing::Values("unixgram", "udp"), test::scheme_name);
 
 }  // namespace
 }  // namespace ferry

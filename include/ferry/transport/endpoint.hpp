@@ -119,8 +119,11 @@ struct Endpoint {
 std::string_view to_string(Endpoint::Scheme scheme) noexcept;
 
 struct EndpointOptions {
-  /// The largest message sent or accepted (unix, tcp, pipe; datagrams are
-  /// limited by their transport; shm by the mailbox's max_message).
+  /// The largest message sent or accepted. Datagrams are also held to what
+  /// one datagram carries: udp 65,503 bytes; unixgram what the socket's
+  /// send buffer allows, less 36 bytes (212,956 with the default
+  /// net.core.wmem_default); a receiver drops and counts a larger datagram.
+  /// shm: the mailbox's max_message.
   std::size_t max_message = std::size_t{16} << 20;
   /// How long a sender may take to connect (unix, tcp; also the urgent lane).
   steady_clock::duration connect_timeout = std::chrono::seconds(5);
