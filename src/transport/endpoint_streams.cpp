@@ -313,7 +313,7 @@ class StreamReceiver final : public Receiver {
   // a normal connection joins the ready list and gives frames in turn.
   void serve(Connection& connection) {
     if (!connection.greeted) {
-      auto frame = connection.framed.try_receive_frame();
+      auto frame = connection.framed.receive_ready_frame();
       if (!frame) {
         if (frame.error().code() != errc::would_block) close(connection, frame.error());
         return;
@@ -344,7 +344,7 @@ class StreamReceiver final : public Receiver {
   // One frame of `connection` into `queue`; false when none is complete
   // (or the connection was closed).
   bool take_frame(Connection& connection, std::deque<EndpointMessage>& queue) {
-    auto frame = connection.framed.try_receive_frame();
+    auto frame = connection.framed.receive_ready_frame();
     if (!frame) {
       if (frame.error().code() != errc::would_block) close(connection, frame.error());
       return false;

@@ -144,7 +144,10 @@ result<std::size_t> FramedStream::read_next_header(detail::WaitLimit limit) {
   auto got = stream_.read_vector(pieces, 2, limit);
   if (!got || *got < header_wanted) {
     payload_.clear();
-    if (got) header_have_ += *got;
+    if (got) {
+      header_have_ += *got;
+      last_read_filled_ = false;
+    }
     return got;
   }
   header_have_ = kFrameHeaderSize;
@@ -162,9 +165,9 @@ result<std::size_t> FramedStream::read_next_header(detail::WaitLimit limit) {
   return got;
 }
 
-result<Frame> FramedStream::receive_frame(detail::WaitLimit limit) {
+result<Frame> FramedStream::receive(detail::WaitLimit limit, ReadOn read_on) {
   if (broken_) return error(errc::corrupt, stream_.shared_name(), "out of step after a bad frame; close the stream");
-  for (;;) {
+  for (bool read_short = false;;) {
     if (!in_payload_) {
       take_staged_header();
       if (header_have_ == kFrameHeaderSize) {
@@ -182,6 +185,7 @@ result<Frame> FramedStream::receive_frame(detail::WaitLimit limit) {
         return std::exchange(payload_, Frame{});
       }
     }
+    if (read_short) return error(errc::would_block, stream_.shared_name(), "nothing to read");
     // Need more bytes. After a large frame the next one is read straight
     // into its buffer; so is the rest of a large frame; everything else is
     // read ahead into the staging buffer.
@@ -210,6 +214,7 @@ result<Frame> FramedStream::receive_frame(detail::WaitLimit limit) {
       }
     }
     if (!got) return std::move(got).error();
+    read_short = read_on == ReadOn::while_filled && !last_read_filled_;
     if (*got == 0) {
       if (!mid_frame()) return error(errc::peer_gone, stream_.shared_name(), "end of stream");
       const std::string progress = in_payload_ ? std::to_string(payload_have_) + " of " + std::to_string(payload_size_) +

@@ -141,7 +141,7 @@ void IterativeServer::serve(StreamSocket connection, std::uint64_t number) {
     // stop(): the request in the handler was answered; nothing more is taken.
     if (stopping_.load()) return;
     // Handle every frame that is already here before waiting again.
-    auto frame = framed.try_receive_frame();
+    auto frame = framed.receive_ready_frame();
     if (frame) {
       frame_started = deadline::max();
       last_request = steady_clock::now();
@@ -312,7 +312,7 @@ class ConcurrentServer::Loop {
   // Takes every complete request the connection has, until it must wait.
   void handle_input(std::uint64_t id, Connection& connection) {
     while (!connection.busy && !connection.output_since && !stopping_) {
-      auto frame = connection.framed.try_receive_frame();
+      auto frame = connection.framed.receive_ready_frame();
       if (!frame) {
         if (frame.error().code() != errc::would_block) return close(id, &frame.error());
         if (connection.framed.mid_frame() && !connection.frame_started) connection.frame_started = steady_clock::now();

@@ -5,6 +5,7 @@
 // malformed, oversized, slow and flooding clients.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -282,6 +284,78 @@ TEST_P(EveryStream, APartialFrameWaitsForItsRestAcrossTryReceives) {
   ASSERT_TRUE(whole) << whole.error().message();
   EXPECT_EQ(*whole, payload);
   EXPECT_FALSE(receiver.mid_frame());
+}
+
+// Read syscalls of this thread since it was made (syscr of
+// /proc/thread-self/io, which counts reads that found nothing too).
+class ReadCount {
+ public:
+  ReadCount() : start_(syscr()) {}
+  // Not counting the look that started the count.
+  [[nodiscard]] std::uint64_t reads() const { return syscr() - start_ - 1; }
+
+ private:
+  // The count before this look's own read.
+  static std::uint64_t syscr() {
+    const int fd = ::open("/proc/thread-self/io", O_RDONLY | O_CLOEXEC);
+    char text[512] = {};
+    const ssize_t got = fd < 0 ? -1 : ::read(fd, text, sizeof text - 1);
+    if (fd >= 0) ::close(fd);
+    const char* field = got > 0 ? std::strstr(text, "syscr: ") : nullptr;
+    EXPECT_NE(field, nullptr) << "no syscr in /proc/thread-self/io";
+    return field ? std::strtoull(field + 7, nullptr, 10) : 0;
+  }
+  std::uint64_t start_;
+};
+
+// Waits until `bytes` bytes wait in the stream to be read (FIONREAD).
+void wait_until_readable(const ByteStream& stream, int bytes) {
+  const ferry::deadline give_up = ferry::deadline_after(10s);
+  int waiting = 0;
+  while (::ioctl(stream.fd().get(), FIONREAD, &waiting) == 0 && waiting < bytes && ferry::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(waiting, bytes);
+}
+
+// receive_ready_frame is for a loop that was told the stream is readable:
+// after a read that came back short it stops (would_block) instead of
+// making the read that would find nothing; what arrived is kept.
+TEST_P(EveryStream, AReadyFrameIsTakenWithOneReadAndAShortReadEndsTheCall) {
+  FramedStream receiver(std::move(pair_.reader));
+  const Frame payload = patterned(1000);
+  const auto header = ferry::frame_header(1000);
+  ASSERT_TRUE(pair_.writer.write_all(header));
+  ASSERT_TRUE(pair_.writer.write_all(std::span(payload).first(400)));
+  ASSERT_NO_FATAL_FAILURE(wait_until_readable(receiver.stream(), 408));
+  const ReadCount partial_read;
+  auto part = receiver.receive_ready_frame();
+  EXPECT_EQ(partial_read.reads(), 1u);
+  ASSERT_FALSE(part);
+  EXPECT_EQ(part.error().code(), errc::would_block);
+  EXPECT_TRUE(receiver.mid_frame());
+
+  ASSERT_TRUE(pair_.writer.write_all(std::span(payload).subspan(400)));
+  ASSERT_NO_FATAL_FAILURE(wait_until_readable(receiver.stream(), 600));
+  const ReadCount rest_read;
+  auto whole = receiver.receive_ready_frame();
+  EXPECT_EQ(rest_read.reads(), 1u);
+  ASSERT_TRUE(whole) << whole.error().message();
+  EXPECT_EQ(*whole, payload);
+  EXPECT_FALSE(receiver.mid_frame());
+
+  // Two frames in one read: the second is handed out without a read.
+  FramedStream sender(std::move(pair_.writer));
+  ASSERT_TRUE(sender.send_frame(bytes_of("one")));
+  ASSERT_TRUE(sender.send_frame(bytes_of("two")));
+  ASSERT_NO_FATAL_FAILURE(wait_until_readable(receiver.stream(), 2 * (8 + 3)));
+  const ReadCount both_read;
+  auto one = receiver.receive_ready_frame();
+  auto two = receiver.receive_ready_frame();
+  EXPECT_EQ(both_read.reads(), 1u);
+  ASSERT_TRUE(one && two);
+  EXPECT_EQ(text_of(*one), "one");
+  EXPECT_EQ(text_of(*two), "two");
 }
 
 TEST_P(EveryStream, EndOfStreamInsideAFrameIsPeerGoneAndDeliversNothing) {

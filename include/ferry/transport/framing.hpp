@@ -126,7 +126,13 @@ class FramedStream {
     return receive_frame(detail::WaitLimit::after(timeout));
   }
   result<Frame> receive_frame_until(deadline when) { return receive_frame(detail::WaitLimit::at(when)); }
-  result<Frame> receive_frame(detail::WaitLimit limit);
+  result<Frame> receive_frame(detail::WaitLimit limit) { return receive(limit, ReadOn::until_limit); }
+  /// For an event loop that was told the stream is readable (epoll, poll):
+  /// a frame read ahead, or one read now; never waits. It stops reading
+  /// when a read comes back short, because the stream was then empty: it
+  /// returns would_block at once (keeping what arrived) instead of making
+  /// the read that finds nothing, and the loop waits for the next event.
+  result<Frame> receive_ready_frame() { return receive(detail::WaitLimit::none(), ReadOn::while_filled); }
 
   /// True while a frame has begun to arrive but is not complete.
   [[nodiscard]] bool mid_frame() const noexcept { return header_have_ > 0 || in_payload_; }
@@ -145,6 +151,10 @@ class FramedStream {
   [[nodiscard]] const FrameOptions& options() const noexcept { return options_; }
 
  private:
+  // How long receive() goes on reading: until its limit says stop, or only
+  // while each read fills what it asked for.
+  enum class ReadOn : std::uint8_t { until_limit, while_filled };
+  result<Frame> receive(detail::WaitLimit limit, ReadOn read_on);
   result<void> parse_header();
   void take_staged_payload();
   void take_staged_header();
