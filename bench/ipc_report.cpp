@@ -85,6 +85,39 @@ std::optional<double> cost(const Record& record) {
   return std::nullopt;
 }
 
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// Time per message in repetition `i` (rtt: its median; throughput: from its
+// rate); 0 if that repetition gave nothing.
+double repetition_cost(const Record& record, std::size_t i) {
+  const double value = record.repetition_values[i];
+  if (value <= 0) return 0;
+  return is_round_trip(record.pattern) ? value : 1e9 / value;
+}
+
+// How many times slower per message `wrapped` is than `raw`: the median of
+// the ratios within each repetition, so the host's drift from one
+// repetition to the next cancels; the ratio of the medians when their
+// repetitions do not pair up.
+std::optional<double> paired_ratio(const Record& wrapped, const Record& raw) {
+  if (!cost(wrapped) || !cost(raw)) return std::nullopt;
+  std::vector<double> ratios;
+  const std::size_t count = wrapped.repetition_values.size();
+  if (count == raw.repetition_values.size()) {
+    for (std::size_t i = 0; i < count; ++i) {
+      const double mine = repetition_cost(wrapped, i);
+      const double theirs = repetition_cost(raw, i);
+      if (mine > 0 && theirs > 0) ratios.push_back(mine / theirs);
+    }
+  }
+  if (ratios.empty() || ratios.size() != count) return *cost(wrapped) / *cost(raw);
+  return median_of(std::move(ratios));
+}
+
 // The sections of the report: the rtt, the wake-up rtt, each throughput
 // size, then throughput with several senders.
 std::vector<Section> sections(const std::vector<Record>& records) {
@@ -161,8 +194,8 @@ void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
       return round_trip ? format_ns(*record->median_ns) : format_rate(*record->msgs_per_s, "/s");
     };
     const auto ratio = [&](const Record* wrapped, const Record* raw) -> std::optional<double> {
-      if (!raw || !cost(*raw)) return std::nullopt;
-      return *cost(*wrapped) / *cost(*raw);
+      if (!raw) return std::nullopt;
+      return paired_ratio(*wrapped, *raw);
     };
     for (const auto& [endpoint, same_calls, blocking] : kWrapperBaselines) {
       const Record* wrapped = find_record(records, endpoint, section);
@@ -171,8 +204,9 @@ void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
       if (!wrapped || !cost(*wrapped) || (!same && !bare)) continue;
       if (!heading) {
         std::fprintf(out,
-                     "\nEndpoint wrappers against raw calls (x: time per message; 1.10x = 10%% slower). same calls: "
-                     "waits and reads\nas the endpoint does (its budget: 1.10x); blocking read: sleeps in the read itself.\n");
+                     "\nEndpoint wrappers against raw calls (x: time per message, the median of the ratios within each "
+                     "repetition;\n1.10x = 10%% slower). same calls: waits and reads as the endpoint does (its budget: "
+                     "1.10x); blocking read:\nsleeps in the read itself.\n");
         std::fprintf(out, "  %-10s %-8s %-23s %10s  %-18s %10s %7s  %-18s %10s %7s\n", "pattern", "size", "endpoint",
                      "endpoint", "same calls", "", "x", "blocking read", "", "x");
         heading = true;
@@ -238,14 +272,13 @@ void print_by_placement(std::FILE* out, const std::vector<Record>& records) {
   const auto split = [&](const Record& record, bool want_near) -> std::pair<std::optional<double>, std::size_t> {
     std::vector<double> costs;
     for (std::size_t i = 0; i < record.repetition_values.size() && i < record.repetition_floors.size(); ++i) {
-      const double value = record.repetition_values[i];
+      const double value = repetition_cost(record, i);
       if (near(record.repetition_floors[i]) != want_near || value <= 0) continue;
-      costs.push_back(is_round_trip(record.pattern) ? value : 1e9 / value);
+      costs.push_back(value);
     }
     if (costs.empty()) return {std::nullopt, 0};
-    std::sort(costs.begin(), costs.end());
-    const std::size_t mid = costs.size() / 2;
-    return {costs.size() % 2 ? costs[mid] : (costs[mid - 1] + costs[mid]) / 2, costs.size()};
+    const std::size_t count = costs.size();
+    return {median_of(std::move(costs)), count};
   };
   const bool both = std::any_of(records.begin(), records.end(), [&](const Record& record) {
     const auto& floors = record.repetition_floors;
