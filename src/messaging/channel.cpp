@@ -312,7 +312,7 @@ struct ChannelSender::State {
     if (detail::record_size(size) >= detail::kLargeRecord) {
       control().writing.store(tail + detail::record_size(size), std::memory_order_relaxed);
     }
-    return shared->ring + (tail & shared->mask) + detail::kRecordHeaderSize;
+    return shared->ring + (tail & shared->mask) + (detail::payload_start(tail, size) - tail);
   }
 
   // Within a batch, asks for a ring line a little ahead of the tail for
@@ -483,6 +483,13 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
                      "-byte reservation");
   }
   const std::uint64_t offset = s.reserved_at & s.shared->mask;
+  const std::uint64_t written_at = detail::payload_start(s.reserved_at, *s.reserved);
+  const std::uint64_t belongs_at = detail::payload_start(s.reserved_at, used);
+  if (written_at != belongs_at) {
+    // Reserved large (on the next line), committed small: behind the header.
+    std::byte* record = s.shared->ring + offset;
+    std::memmove(record + (belongs_at - s.reserved_at), record + (written_at - s.reserved_at), used);
+  }
   // A record published later is one of a batch: the next one packs in after it.
   const bool packed = when == Publish::later;
   s.in_batch = packed;
@@ -876,7 +883,8 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
       return std::optional<std::span<const std::byte>>(*payload);
     }
     const std::uint32_t length = length_word & detail::kLengthMask;
-    if (length > shared.max_message || offset + detail::kRecordHeaderSize + length > shared.capacity) {
+    const std::uint64_t payload_offset = offset + (detail::payload_start(s.head, length) - s.head);
+    if (length > shared.max_message || payload_offset + length > shared.capacity) {
       return detail::corrupt(shared, "bad record at offset " + std::to_string(offset) + ": " +
                                          std::to_string(length) + " bytes");
     }
@@ -885,7 +893,7 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
       s.control().reading.store(s.head + *s.peeked, std::memory_order_relaxed);
     }
     return std::optional<std::span<const std::byte>>(
-        std::span<const std::byte>(shared.ring + offset + detail::kRecordHeaderSize, length));
+        std::span<const std::byte>(shared.ring + payload_offset, length));
   }
 }
 

@@ -291,6 +291,80 @@ TEST(Channel, PackedRecordsWrapAtEveryEightByteOffset) {
   }
 }
 
+TEST(Channel, LargePayloadsStartOnALineSmallOnesRightBehindTheirHeader) {
+  // Sizes on both sides of kAlignedPayload, lone and in batches (packed
+  // records start at every 8-byte offset), through a ring that wraps often;
+  // every payload arrives whole, and where it starts is what the layout says.
+  constexpr std::size_t kLarge = ferry::detail::kAlignedPayload;
+  Fixture f({.capacity = 16 * kLarge, .max_message = 3 * kLarge});
+  auto tx = f.channel->sender();
+  auto rx = f.channel->receiver();
+  const std::size_t sizes[] = {1, 8, 56, 64, 200, kLarge - 8, kLarge - 1, kLarge, kLarge + 1, 2 * kLarge + 24, 3 * kLarge};
+  std::uint64_t sent = 0, received = 0;
+  std::vector<std::size_t> in_flight;
+  for (std::size_t round = 0; round < ferry::test::scaled(600); ++round) {
+    const std::size_t count = 1 + round % 4;
+    std::vector<std::vector<std::byte>> payloads;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t size = sizes[(round * 5 + i * 3) % std::size(sizes)];
+      payloads.push_back(pattern(size, sent + i));
+    }
+    const std::vector<std::span<const std::byte>> batch(payloads.begin(), payloads.end());
+    std::size_t taken = 1;
+    if (round % 3 == 2) {
+      ASSERT_TRUE(*tx->try_send(batch[0]));
+    } else {
+      auto batched = tx->try_send_batch(batch);
+      ASSERT_TRUE(batched) << batched.error().message();
+      ASSERT_GE(*batched, 1u) << round;
+      taken = *batched;
+    }
+    for (std::size_t i = 0; i < taken; ++i) in_flight.push_back(payloads[i].size());
+    sent += taken;
+    for (; received < sent; ++received) {
+      auto message = rx->try_peek();
+      ASSERT_TRUE(message && message->has_value()) << round << " " << received;
+      const std::size_t size = in_flight[received];
+      ASSERT_EQ((*message)->size(), size) << round;
+      ASSERT_EQ(std::memcmp((*message)->data(), pattern(size, received).data(), size), 0) << round << " " << received;
+      const auto line_offset = reinterpret_cast<std::uintptr_t>((*message)->data()) % 64;
+      if (size >= kLarge) {
+        EXPECT_EQ(line_offset, 0u) << size << " bytes, round " << round;
+      } else {
+        EXPECT_EQ(line_offset % 8, 0u) << size << " bytes, round " << round;  // right behind an 8-byte header
+      }
+      ASSERT_TRUE(rx->release());
+    }
+  }
+}
+
+TEST(Channel, AReservationCommittedSmallerThanTheAlignedSizeArrivesWhole) {
+  // reserve() of a large size places the payload on the line after the
+  // header; a commit of fewer than kAlignedPayload bytes moves them behind
+  // the header, where the receiver looks for a payload of that size.
+  constexpr std::size_t kLarge = ferry::detail::kAlignedPayload;
+  Fixture f({.capacity = 8 * kLarge, .max_message = 2 * kLarge});
+  auto tx = f.channel->sender();
+  auto rx = f.channel->receiver();
+  std::vector<std::byte> buffer(2 * kLarge);
+  for (const std::size_t used : {std::size_t{0}, std::size_t{1}, std::size_t{100}, kLarge - 1, kLarge, kLarge + 100}) {
+    for (const auto when : {ferry::Publish::now, ferry::Publish::later}) {
+      SCOPED_TRACE(used);
+      auto space = tx->reserve(2 * kLarge);
+      ASSERT_TRUE(space) << space.error().message();
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(space->data()) % 64, 0u);
+      const auto bytes = pattern(used, used + 7);
+      std::memcpy(space->data(), bytes.data(), used);
+      ASSERT_TRUE(tx->commit(used, when));
+      tx->publish();
+      auto got = rx->try_receive(buffer);
+      ASSERT_TRUE(got && got->has_value()) << (got ? "nothing" : got.error().message());
+      ASSERT_EQ(**got, used);
+      EXPECT_EQ(std::memcmp(buffer.data(), bytes.data(), used), 0);
+    }
+  }
+}
+
 TEST(Channel, AWrapRecordAheadOfADeferredBatchIsNotCorruption) {
   // The wrap record is visible once written; the batch behind it is not. A
   // receiver that skips the wrap and stores its position must not make the
