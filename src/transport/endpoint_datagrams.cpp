@@ -96,7 +96,7 @@ class DatagramReceiver final : public Receiver {
       if (auto passing = socket->pass_credentials(); !passing) return std::move(passing).error().add_context(object);
       auto limit = unix_datagram_limit(socket->fd().get(), object);
       if (!limit) return std::move(limit).error();
-      const std::size_t largest = std::min(options.max_message + kEnvelopeSize, *limit);
+      const std::size_t largest = std::min(options.max_message, *limit - kEnvelopeSize) + kEnvelopeSize;
       return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(endpoint, std::move(*socket), largest));
     }
     auto socket = UdpSocket::bind(endpoint.name, endpoint.port);
@@ -105,7 +105,7 @@ class DatagramReceiver final : public Receiver {
     if (!local) return std::move(local).error();
     Endpoint bound = endpoint;
     bound.port = local->port();
-    const std::size_t largest = std::min(options.max_message + kEnvelopeSize, kMaxUdpDatagram);
+    const std::size_t largest = std::min(options.max_message, kMaxUdpDatagram - kEnvelopeSize) + kEnvelopeSize;
     return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(bound, std::move(*socket), largest));
   }
 

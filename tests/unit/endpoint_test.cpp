@@ -518,6 +518,20 @@ TEST_P(DatagramReceiverLimit, DropsAndCountsDatagramsAboveItsMaxMessage) {
   EXPECT_EQ((*receiver)->stats().dropped_datagrams, 1u);
 }
 
+TEST_P(DatagramReceiverLimit, AReceiverWithoutALimitOfItsOwnTakesTheLargestDatagram) {
+  EndpointCase endpoint_case(GetParam());
+  auto receiver = endpoint_case.open_receiver({.max_message = SIZE_MAX});
+  ASSERT_TRUE(receiver) << receiver.error().message();
+  auto sender = endpoint_case.open_sender();
+  ASSERT_TRUE(sender) << sender.error().message();
+  const auto largest = pattern((*sender)->max_message(), 4);
+  ASSERT_TRUE((*sender)->send(largest));
+  auto message = (*receiver)->receive_for(kWatchdog);
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_TRUE(std::ranges::equal(message->data(), largest));
+  EXPECT_EQ((*receiver)->stats().dropped_datagrams, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Datagrams, DatagramReceiverLimit, ::testing::Values("unixgram", "udp"), test::scheme_name);
 
 }  // namespace
