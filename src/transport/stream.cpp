@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <ctime>
 
@@ -56,15 +57,22 @@ EmptyRead after_empty_read(int fd) {
   return (watched.revents & POLLHUP) != 0 ? EmptyRead::end_of_stream : EmptyRead::nothing_yet;
 }
 
+#ifndef RWF_NOSIGNAL
+#define RWF_NOSIGNAL 0x00000100  // Linux 6.18's uapi/linux/fs.h; older headers lack it
+#endif
+
+std::atomic<detail::PipeWriteGuard> g_pipe_write_guard{detail::PipeWriteGuard::write_flag};
+
 // write() to a pipe without readers raises SIGPIPE, whose default action
-// ends the process, and unlike send() there is no MSG_NOSIGNAL for pipes.
-// The kernel directs that SIGPIPE at the writing thread, so: block SIGPIPE in
+// ends the process. Since Linux 6.18 pwritev2's RWF_NOSIGNAL is for pipes
+// what MSG_NOSIGNAL is for sockets. Before it, there was no such flag, and
+// the kernel directs that SIGPIPE at the writing thread, so: block SIGPIPE in
 // this thread, write, and if the write failed with EPIPE take the SIGPIPE it
 // raised off the pending set with a zero-timeout sigtimedwait, then restore
 // the mask. A SIGPIPE that was pending before (if the caller already blocks
 // it) is left for the caller. The process-wide disposition is never touched,
 // so other threads and other code see SIGPIPE exactly as they set it up.
-ssize_t write_pipe_without_sigpipe(int fd, const iovec* pieces, int count) {
+ssize_t write_pipe_masking_sigpipe(int fd, const iovec* pieces, int count) {
   sigset_t sigpipe_only;
   sigemptyset(&sigpipe_only);
   sigaddset(&sigpipe_only, SIGPIPE);
@@ -88,6 +96,18 @@ ssize_t write_pipe_without_sigpipe(int fd, const iovec* pieces, int count) {
   if (!caller_blocks) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   errno = saved_errno;
   return written;
+}
+
+ssize_t write_pipe_without_sigpipe(int fd, const iovec* pieces, int count) {
+  if (g_pipe_write_guard.load(std::memory_order_relaxed) == detail::PipeWriteGuard::write_flag) {
+    const ssize_t written = ::pwritev2(fd, pieces, count, -1, RWF_NOSIGNAL);
+    // An older kernel refuses the flag (EOPNOTSUPP); a filter may refuse
+    // pwritev2 itself. From then on the mask, which also reports any error
+    // that was not about the flag.
+    if (written >= 0 || (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS && errno != EPERM)) return written;
+    g_pipe_write_guard.store(detail::PipeWriteGuard::signal_mask, std::memory_order_relaxed);
+  }
+  return write_pipe_masking_sigpipe(fd, pieces, count);
 }
 
 result<ByteStream::Kind> stream_kind(int fd, std::string_view name) {
@@ -117,6 +137,11 @@ std::string moved_detail(const char* verb, std::size_t done, std::size_t wanted)
 }
 
 }  // namespace
+
+detail::PipeWriteGuard detail::pipe_write_guard() noexcept { return g_pipe_write_guard.load(std::memory_order_relaxed); }
+void detail::set_pipe_write_guard(PipeWriteGuard guard) noexcept {
+  g_pipe_write_guard.store(guard, std::memory_order_relaxed);
+}
 
 namespace {
 const std::shared_ptr<const std::string>& unnamed() {

@@ -128,19 +128,23 @@ TEST_P(NoSigpipe, WritingIntoAClosedStreamIsPeerGoneWithSigpipeAtItsDefault) {
     ::signal(SIGPIPE, SIG_DFL);
     struct sigaction current {};
     FERRY_CHILD_CHECK(::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL);
-    auto pair = ferry::test::make_stream_pair(kind);
-    if (!pair.unavailable.empty()) return 0;
-    FERRY_CHILD_CHECK(pair.writer.valid() && pair.reader.valid());
-    pair.reader.close();
-    ferry::result<void> written;
-    for (int attempt = 0; attempt < 1000 && written; ++attempt) {
-      written = pair.writer.write_all_for(bytes_of("nobody reads this"), 10s);
-      if (written) ::usleep(1000);  // TCP: the reset has to come back first
+    // Pipes both ways: RWF_NOSIGNAL (Linux 6.18+), and the signal mask.
+    for (const auto guard : {ferry::detail::PipeWriteGuard::write_flag, ferry::detail::PipeWriteGuard::signal_mask}) {
+      ferry::detail::set_pipe_write_guard(guard);
+      auto pair = ferry::test::make_stream_pair(kind);
+      if (!pair.unavailable.empty()) return 0;
+      FERRY_CHILD_CHECK(pair.writer.valid() && pair.reader.valid());
+      pair.reader.close();
+      ferry::result<void> written;
+      for (int attempt = 0; attempt < 1000 && written; ++attempt) {
+        written = pair.writer.write_all_for(bytes_of("nobody reads this"), 10s);
+        if (written) ::usleep(1000);  // TCP: the reset has to come back first
+      }
+      FERRY_CHILD_CHECK(!written && written.error().code() == errc::peer_gone);
+      FramedStream framed(std::move(pair.writer));
+      auto frame = framed.send_frame(bytes_of("frame"));
+      FERRY_CHILD_CHECK(!frame && frame.error().code() == errc::peer_gone);
     }
-    FERRY_CHILD_CHECK(!written && written.error().code() == errc::peer_gone);
-    FramedStream framed(std::move(pair.writer));
-    auto frame = framed.send_frame(bytes_of("frame"));
-    FERRY_CHILD_CHECK(!frame && frame.error().code() == errc::peer_gone);
     FERRY_CHILD_CHECK(::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL);
     sigset_t pending;
     sigpending(&pending);

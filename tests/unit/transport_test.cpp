@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -432,24 +433,71 @@ class DefaultSigpipe {
   struct sigaction saved_ {};
 };
 
+// Pipes are written with RWF_NOSIGNAL where the kernel has it and with the
+// signal mask where it does not: a test picks one, then puts the flag back.
+class PipeGuardFor {
+ public:
+  explicit PipeGuardFor(ferry::detail::PipeWriteGuard guard) { ferry::detail::set_pipe_write_guard(guard); }
+  ~PipeGuardFor() { ferry::detail::set_pipe_write_guard(ferry::detail::PipeWriteGuard::write_flag); }
+  PipeGuardFor(const PipeGuardFor&) = delete;
+  PipeGuardFor& operator=(const PipeGuardFor&) = delete;
+};
+
+constexpr ferry::detail::PipeWriteGuard kPipeGuards[] = {ferry::detail::PipeWriteGuard::write_flag,
+                                                         ferry::detail::PipeWriteGuard::signal_mask};
+
 TEST_P(EveryStream, WritingWithoutAReaderIsPeerGoneAndNoSigpipeDeath) {
   DefaultSigpipe sigpipe;
   ASSERT_TRUE(sigpipe_is_default()) << "the test must run with SIGPIPE at its default disposition";
-  pair_.reader.close();
-  // TCP may take the first bytes before the peer's reset comes back.
-  ferry::result<void> written;
-  for (int attempt = 0; attempt < 1000 && written; ++attempt) {
-    written = pair_.writer.write_all_for(bytes_of("into the void"), 10s);
-    if (written) std::this_thread::sleep_for(1ms);
+  for (const auto guard : kPipeGuards) {
+    SCOPED_TRACE(guard == ferry::detail::PipeWriteGuard::write_flag ? "RWF_NOSIGNAL" : "signal mask");
+    const PipeGuardFor pipes(guard);
+    StreamPair pair = ferry::test::make_stream_pair(GetParam());
+    pair.reader.close();
+    // TCP may take the first bytes before the peer's reset comes back.
+    ferry::result<void> written;
+    for (int attempt = 0; attempt < 1000 && written; ++attempt) {
+      written = pair.writer.write_all_for(bytes_of("into the void"), 10s);
+      if (written) std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_FALSE(written);
+    EXPECT_EQ(written.error().code(), errc::peer_gone) << written.error().message();
+    EXPECT_TRUE(sigpipe_is_default());
+    EXPECT_FALSE(sigpipe_blocked_or_pending()) << "the mask is restored and the signal consumed";
+    FramedStream sender(std::move(pair.writer));
+    auto frame = sender.send_frame(bytes_of("frame"));
+    ASSERT_FALSE(frame);
+    EXPECT_EQ(frame.error().code(), errc::peer_gone);
   }
+}
+
+// Whether this kernel takes pwritev2's RWF_NOSIGNAL (Linux 6.18+), asked
+// of a pipe directly.
+bool kernel_has_rwf_nosignal() {
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC) != 0) return false;
+  char byte = 'x';
+  iovec piece{&byte, 1};
+  const bool taken = ::pwritev2(ends[1], &piece, 1, -1, 0x100) == 1;
+  ::close(ends[0]);
+  ::close(ends[1]);
+  return taken;
+}
+
+TEST(PipeWrites, UseTheNoSignalFlagWhereTheKernelHasItAndTheSignalMaskWhereNot) {
+  DefaultSigpipe sigpipe;
+  const PipeGuardFor pipes(ferry::detail::PipeWriteGuard::write_flag);
+  StreamPair pair = ferry::test::make_stream_pair(StreamKind::pipe);
+  ASSERT_TRUE(pair.writer.write_all(bytes_of("read")));
+  const auto expected = kernel_has_rwf_nosignal() ? ferry::detail::PipeWriteGuard::write_flag
+                                                  : ferry::detail::PipeWriteGuard::signal_mask;
+  EXPECT_EQ(ferry::detail::pipe_write_guard(), expected);
+  pair.reader.close();
+  auto written = pair.writer.write_all(bytes_of("unread"));
   ASSERT_FALSE(written);
-  EXPECT_EQ(written.error().code(), errc::peer_gone) << written.error().message();
-  EXPECT_TRUE(sigpipe_is_default());
-  EXPECT_FALSE(sigpipe_blocked_or_pending()) << "the mask is restored and the signal consumed";
-  FramedStream sender(std::move(pair_.writer));
-  auto frame = sender.send_frame(bytes_of("frame"));
-  ASSERT_FALSE(frame);
-  EXPECT_EQ(frame.error().code(), errc::peer_gone);
+  EXPECT_EQ(written.error().code(), errc::peer_gone);
+  EXPECT_EQ(ferry::detail::pipe_write_guard(), expected);
+  EXPECT_FALSE(sigpipe_blocked_or_pending());
 }
 
 TEST_P(EveryStream, ATrySendThatStartedKeepsTheRestUntilFlushed) {

@@ -13,8 +13,9 @@
 //
 // No SIGPIPE death: writing when every reader is gone returns errc::peer_gone,
 // and the process's SIGPIPE disposition is left as it is (default: terminate).
-// Sockets write with MSG_NOSIGNAL; pipes and FIFOs block SIGPIPE in the
-// calling thread around write() and discard the SIGPIPE that write raised.
+// Sockets write with MSG_NOSIGNAL; pipes and FIFOs with pwritev2's
+// RWF_NOSIGNAL (Linux 6.18+), or on older kernels with SIGPIPE blocked in
+// the calling thread around write() and the SIGPIPE that write raised discarded.
 //
 // Why there is no try_write_all: a stream may take part of the bytes, and a
 // call that then stopped would leave a message half-written. Use
@@ -67,6 +68,14 @@ struct WaitLimit {
 /// hang-ups count as ready). If the limit comes first: would_block or
 /// timed_out, naming `object` and what it was `waiting_for`.
 result<void> wait_ready(int fd, short events, WaitLimit limit, std::string_view object, std::string_view waiting_for);
+
+/// How pipe and FIFO writes keep SIGPIPE away: the RWF_NOSIGNAL flag of
+/// pwritev2 (Linux 6.18 and later; the write alone), or SIGPIPE blocked in
+/// the writing thread around writev (two more system calls). The flag is
+/// used until the kernel refuses it. Tests choose, to run both ways.
+enum class PipeWriteGuard : std::uint8_t { write_flag, signal_mask };
+PipeWriteGuard pipe_write_guard() noexcept;
+void set_pipe_write_guard(PipeWriteGuard guard) noexcept;
 }  // namespace detail
 
 class ByteStream {
