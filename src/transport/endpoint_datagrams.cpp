@@ -35,6 +35,11 @@ result<std::size_t> unix_datagram_limit(int fd, std::string_view object) {
   return static_cast<std::size_t>(buffer - kKernelReserve);
 }
 
+// The largest message in a datagram of at most `datagram_limit` bytes.
+std::size_t largest_message(const EndpointOptions& options, std::size_t datagram_limit) noexcept {
+  return std::min(options.max_message, datagram_limit - kEnvelopeSize);
+}
+
 class DatagramSender final : public Sender {
  public:
   DatagramSender(Endpoint endpoint, DatagramSocket socket, std::size_t max_message)
@@ -48,10 +53,9 @@ class DatagramSender final : public Sender {
       if (auto connected = socket->connect(endpoint.name); !connected) return std::move(connected).error().add_context(object);
       auto limit = unix_datagram_limit(socket->fd().get(), object);
       if (!limit) return std::move(limit).error();
-      const std::size_t max_message = std::min(options.max_message, *limit - kEnvelopeSize);
-      return std::unique_ptr<Sender>(std::make_unique<DatagramSender>(endpoint, std::move(*socket), max_message));
+      return std::unique_ptr<Sender>(
+          std::make_unique<DatagramSender>(endpoint, std::move(*socket), largest_message(options, *limit)));
     }
-    const std::size_t max_message = std::min(options.max_message, kMaxUdpDatagram - kEnvelopeSize);
     if (endpoint.port == 0) return error(errc::invalid_argument, object, "port 0: a sender needs the receiver's port");
     auto addresses = SocketAddress::resolve(endpoint.name, endpoint.port, SOCK_DGRAM);
     if (!addresses) return std::move(addresses).error().add_context(object);
@@ -59,7 +63,8 @@ class DatagramSender final : public Sender {
     auto socket = UdpSocket::bind(peer.family() == AF_INET6 ? "::" : "0.0.0.0", 0);
     if (!socket) return std::move(socket).error();
     if (auto connected = socket->connect(peer); !connected) return std::move(connected).error().add_context(object);
-    return std::unique_ptr<Sender>(std::make_unique<DatagramSender>(endpoint, std::move(*socket), max_message));
+    return std::unique_ptr<Sender>(
+        std::make_unique<DatagramSender>(endpoint, std::move(*socket), largest_message(options, kMaxUdpDatagram)));
   }
 
   [[nodiscard]] const Endpoint& endpoint() const noexcept override { return endpoint_; }
@@ -96,7 +101,7 @@ class DatagramReceiver final : public Receiver {
       if (auto passing = socket->pass_credentials(); !passing) return std::move(passing).error().add_context(object);
       auto limit = unix_datagram_limit(socket->fd().get(), object);
       if (!limit) return std::move(limit).error();
-      const std::size_t largest = std::min(options.max_message, *limit - kEnvelopeSize) + kEnvelopeSize;
+      const std::size_t largest = largest_message(options, *limit) + kEnvelopeSize;
       return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(endpoint, std::move(*socket), largest));
     }
     auto socket = UdpSocket::bind(endpoint.name, endpoint.port);
@@ -105,7 +110,7 @@ class DatagramReceiver final : public Receiver {
     if (!local) return std::move(local).error();
     Endpoint bound = endpoint;
     bound.port = local->port();
-    const std::size_t largest = std::min(options.max_message, kMaxUdpDatagram - kEnvelopeSize) + kEnvelopeSize;
+    const std::size_t largest = largest_message(options, kMaxUdpDatagram) + kEnvelopeSize;
     return std::unique_ptr<Receiver>(std::make_unique<DatagramReceiver>(bound, std::move(*socket), largest));
   }
 
