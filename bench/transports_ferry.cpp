@@ -25,7 +25,6 @@
 // measuring, go with the two processes.
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -328,28 +327,13 @@ struct MailboxTransport : FerryTransport<kMode> {
 // ipc_report.cpp.
 template <Endpoint::Scheme kScheme>
 struct EndpointTransport : TransportBase {
-  static std::string not_applicable(Pattern pattern, std::size_t size) {
+  // Sizes above what one message carries (udp 65,503 bytes, unixgram the
+  // socket's send buffer, streams 16 MiB) are found when the sender opens.
+  static std::string not_applicable(Pattern pattern, std::size_t) {
     if (kScheme == Endpoint::Scheme::udp && pattern == Pattern::throughput) {
       return "UDP drops what the receiver has no room for: round trips only";
     }
-    if (kScheme == Endpoint::Scheme::udp && size > 65507 - 4) return "larger than one udp endpoint message (65503 bytes)";
-    if (kScheme == Endpoint::Scheme::unix_datagram && size > largest_unix_datagram_message()) {
-      return "larger than one unixgram endpoint message here (" + std::to_string(largest_unix_datagram_message()) +
-             " bytes: the socket's send buffer less 36)";
-    }
-    if (size > EndpointOptions{}.max_message) return "above EndpointOptions::max_message (16 MiB)";
     return {};
-  }
-
-  // What a unixgram sender carries (EndpointOptions::max_message): a fresh
-  // socket's send buffer less the kernel's 32 bytes and the 4-byte envelope.
-  static std::size_t largest_unix_datagram_message() {
-    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    int buffer = 0;
-    socklen_t length = sizeof buffer;
-    if (fd < 0 || ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, &length) != 0) fail_errno("SO_SNDBUF of a unix datagram socket");
-    ::close(fd);
-    return static_cast<std::size_t>(buffer) - 36;
   }
 
   static std::string published(const Spec& spec, Side side) {
@@ -399,6 +383,10 @@ struct EndpointTransport : TransportBase {
     auto sender = open_sender(where);
     if (!sender) fail("%s", sender.error().message().c_str());
     sender_ = std::move(*sender);
+    if (spec.size > sender_->max_message()) {
+      fail_not_applicable("larger than one %s message (%zu bytes)", std::string(to_string(kScheme)).c_str(),
+                          sender_->max_message());
+    }
   }
 
   void send(const std::byte* message, std::size_t size) {
