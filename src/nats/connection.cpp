@@ -321,7 +321,8 @@ result<void> delete_stream(const Connection& connection, const std::string& stre
 }
 
 bool transient(natsStatus status, jsErrCode js_code) noexcept {
-  return js_code == JSNotEnabledErr || status == NATS_NO_RESPONDERS || status == NATS_CONNECTION_DISCONNECTED;
+  return js_code == JSNotEnabledErr || status == NATS_NO_RESPONDERS || status == NATS_CONNECTION_DISCONNECTED ||
+         status == NATS_IO_ERROR;
 }
 
 }  // namespace detail

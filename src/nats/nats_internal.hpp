@@ -153,7 +153,9 @@ result<Message> found(result<std::optional<Message>> next) {
 }
 
 /// JetStream's "not enabled" answer also comes while a cluster elects a
-/// leader (and "no responders" while a server restarts): worth retrying.
+/// leader (and "no responders" while a server restarts), and a write to a
+/// server that just died fails with an I/O error before the connection
+/// knows it is reconnecting: all worth retrying.
 bool transient(natsStatus status, jsErrCode js_code) noexcept;
 
 // Runs a JetStream administration call again while the cluster is electing a
