@@ -235,47 +235,56 @@ class ShmServer final : public Server::Impl {
                         std::uint64_t client_key, std::optional<std::size_t> slot, Counters& counters) {
     std::vector<std::byte> buffer(options_.max_payload + wire::kMaxOverhead);
     Bytes owned, scratch;  // where replies are made (Impl::run), reused from call to call
+    // Made once: an optional made just before it is copied into each call's
+    // context stalls the copy (its wide loads wait for the narrow stores).
+    const std::optional<SenderIdentity> attested_caller = caller;
     while (!stopping_.load(std::memory_order_relaxed)) {
       auto taken = requests.receive_until(buffer, coarse_deadline_after(kStopCheck));
       if (!taken) {
         if (taken.error().code() == errc::timed_out) continue;
         return;  // the caller left (peer_gone), or sent what no request can be
       }
-      auto request = wire::decode(std::span(buffer).first(*taken));
-      if (!request || request->kind != wire::Kind::request || request->client_key != client_key) {
+      wire::Message call;
+      if (!wire::decode_into(std::span(buffer).first(*taken), call) || call.kind != wire::Kind::request ||
+          call.client_key != client_key) {
         counters.count(&Counters::malformed);
         continue;
       }
       counters.count(&Counters::received);
-      const auto until = wire::deadline_of(*request);
+      const auto until = wire::deadline_of(call);
       if (expired(until, counters)) continue;
       // A lane's calls are synchronous: no one can cancel them.
-      if (slot) registry_.start_held_call(*slot, request->call_id, request->method);
+      if (slot) registry_.start_held_call(*slot, call.call_id, call.method);
       const auto outcome =
-          run(*request, CallContext(request->method, caller, until, 1, &kNeverCancelled), counters, owned, scratch);
-      registry_.count_handled();
-      if (slot) registry_.end_held_call(*slot);
-      // Encoded straight into the ring.
+          run(call, CallContext(call.method, attested_caller, until, 1, &kNeverCancelled), counters, owned, scratch);
+      // Encoded straight into the ring; the registry learns the call ended
+      // once the reply is on its way (off the caller's wait).
       std::string text;
-      const wire::Message reply = wire::reply_to(*request, outcome, text);
+      const wire::Message reply = wire::reply_to(call, outcome, text);
       const std::size_t size = wire::encoded_size(reply);
       auto room = reply_room(replies, size);
+      if (room) wire::encode_into(reply, {*room, size});
+      const bool sent = room && replies.commit(size);
+      registry_.count_handled();
+      if (slot) registry_.end_held_call(*slot);
       if (!room) {
         counters.count(&Counters::replies_dropped);
-        if (room.error().code() != errc::timed_out) return;
-        continue;
+        if (room.error().code() == errc::timed_out) continue;
       }
-      wire::encode_into(reply, *room);
-      if (!replies.commit(size)) return;
+      if (!sent) return;
     }
   }
 
-  // Room for a reply; the caller may be slow to read its last ones, but not for longer than reply_timeout.
-  result<std::span<std::byte>> reply_room(ChannelSender& replies, std::size_t size) const {
+  // Where a reply of `size` bytes goes; the caller may be slow to read its
+  // last ones, but not for longer than reply_timeout. A pointer, not the
+  // span: copying a span just returned in memory stalls as above.
+  result<std::byte*> reply_room(ChannelSender& replies, std::size_t size) const {
     auto room = replies.try_reserve(size);
     if (!room) return std::move(room).error();
-    if (*room) return **room;
-    return replies.reserve_until(size, deadline_after(options_.reply_timeout));
+    if (*room) return (*room)->data();
+    auto waited = replies.reserve_until(size, deadline_after(options_.reply_timeout));
+    if (!waited) return std::move(waited).error();
+    return waited->data();
   }
 
   struct Lane {

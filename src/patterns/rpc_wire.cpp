@@ -94,6 +94,12 @@ Bytes encode(const Message& message) {
 }
 
 result<Message> decode(std::span<const std::byte> bytes) {
+  Message message;
+  if (auto decoded = decode_into(bytes, message); !decoded) return std::move(decoded).error();
+  return message;
+}
+
+result<void> decode_into(std::span<const std::byte> bytes, Message& message) {
   if (bytes.size() < kHeaderSize) {
     return corrupt(std::to_string(bytes.size()) + " bytes, shorter than the " + std::to_string(kHeaderSize) +
                    "-byte header");
@@ -102,7 +108,6 @@ result<Message> decode(std::span<const std::byte> bytes) {
   if (get(bytes, kVersionAt, 1) != kVersion) {
     return corrupt("wire version " + std::to_string(get(bytes, kVersionAt, 1)) + ", this ferry speaks 1");
   }
-  Message message;
   const auto kind = get(bytes, kKindAt, 1);
   if (kind < 1 || kind > 4) return corrupt("unknown kind " + std::to_string(kind));
   message.kind = static_cast<Kind>(kind);
@@ -134,7 +139,7 @@ result<Message> decode(std::span<const std::byte> bytes) {
   message.method = text(kHeaderSize, method_length);
   message.reply_to = text(kHeaderSize + method_length, reply_to_length);
   message.payload = bytes.subspan(kHeaderSize + method_length + reply_to_length, payload_length);
-  return message;
+  return {};
 }
 
 Message reply_to(const Message& request, const result<std::span<const std::byte>>& outcome, std::string& text) {
