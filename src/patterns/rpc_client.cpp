@@ -132,16 +132,16 @@ class ShmClient final : public ClientCore {
       auto reply = until ? lane_->replies.peek_until(*until) : lane_->replies.peek();
       if (!reply && reply.error().code() == errc::timed_out) return timed_out(method);  // its reply will be skipped
       if (!reply) return lane_broke(method, options);
-      auto decoded = wire::decode(*reply);
-      if (!decoded || decoded->kind != wire::Kind::reply || decoded->client_key != client_key_) {
+      wire::Message decoded;
+      if (!wire::decode_into(*reply, decoded) || decoded.kind != wire::Kind::reply || decoded.client_key != client_key_) {
         counters_.foreign_replies.fetch_add(1, std::memory_order_relaxed);
-      } else if (decoded->call_id != id) {
+      } else if (decoded.call_id != id) {
         counters_.late_replies.fetch_add(1, std::memory_order_relaxed);  // of a call that timed out
       } else {
         count_alone(counters_.lane_replies);
         result<std::size_t> outcome =
-            decoded->status == 0 ? target.take(decoded->payload, method)
-                                 : result<std::size_t>(wire::remote_error(*decoded, method, endpoint_.to_string()));
+            decoded.status == 0 ? target.take(decoded.payload, method)
+                                : result<std::size_t>(wire::remote_error(decoded, method, endpoint_.to_string()));
         (void)lane_->replies.release();
         return outcome;
       }
@@ -390,11 +390,6 @@ result<Bytes> Client::call_until(std::string_view method, std::span<const std::b
   auto state = core_->start(method, request, limit, options);
   if (!state) return std::move(state).error();
   return core_->outcome(**state);
-}
-
-result<std::size_t> Client::call_into(std::string_view method, std::span<const std::byte> request,
-                                      std::span<std::byte> reply, CallOptions options) {
-  return call_into_until(method, request, reply, deadline::max(), options);
 }
 
 result<std::size_t> Client::call_into_until(std::string_view method, std::span<const std::byte> request,

@@ -383,7 +383,9 @@ class Client {
   /// call(), and limit_reached when the reply does not fit (the call ran; its
   /// reply is dropped).
   result<std::size_t> call_into(std::string_view method, std::span<const std::byte> request, std::span<std::byte> reply,
-                                CallOptions options = {});
+                                CallOptions options = {}) {
+    return call_into_until(method, request, reply, deadline::max(), options);
+  }
   result<std::size_t> call_into_until(std::string_view method, std::span<const std::byte> request,
                                       std::span<std::byte> reply, deadline until, CallOptions options = {});
   /// Sends the request and returns at once. Errors: those of sending.
