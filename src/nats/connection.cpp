@@ -190,6 +190,18 @@ Address Address::with_name(std::string_view other) const {
 
 namespace detail {
 
+void SubscriptionCloser::operator()(natsSubscription* subscription) const noexcept {
+  // Unsubscribing also deletes a JetStream consumer the subscription made
+  // (a topic's ordered consumer), which the server would otherwise drop
+  // only once it has been idle for a while.
+  constexpr int kFlushMs = 1000;
+  if (connection != nullptr && natsConnection_Status(connection) == NATS_CONN_STATUS_CONNECTED &&
+      natsSubscription_Unsubscribe(subscription) == NATS_OK) {
+    (void)natsConnection_FlushTimeout(connection, kFlushMs);
+  }
+  natsSubscription_Destroy(subscription);
+}
+
 ConnectionState::~ConnectionState() {
   if (jetstream != nullptr) jsCtx_Destroy(jetstream);
   if (connection != nullptr) natsConnection_Destroy(connection);

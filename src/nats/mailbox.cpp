@@ -472,7 +472,7 @@ result<void> Mailbox::State::start_receiving() {
   const std::string bells = "ferry.bell." + name + ".*";
   natsStatus status = natsConnection_SubscribeSync(&raw_bell, nats(), bells.c_str());
   if (status != NATS_OK) return nats_error(status, object, "cannot subscribe to " + bells);
-  bell.reset(raw_bell);
+  bell = OwnedSubscription(raw_bell, {nats()});
   // The server must know of the doorbell before a band is first found
   // empty, or a message sent in between would ring unheard.
   status = natsConnection_FlushTimeout(nats(), connection.address().timeout.count());

@@ -41,7 +41,16 @@ template <class T, void (*Destroy)(T*)>
 using Owned = std::unique_ptr<T, Destroyer<T, Destroy>>;
 
 using OwnedMessage = Owned<natsMsg, natsMsg_Destroy>;
-using OwnedSubscription = Owned<natsSubscription, natsSubscription_Destroy>;
+// Ends a subscription. nats.c 3.4 (Debian 12's) may free a subscription
+// while its reader thread is handing it a message (nats-io/nats.c#637,
+// fixed in 3.6; TSan saw it as a use after free): the subscription is first
+// taken off the connection, and a flush then returns once the reader has
+// passed every message that came before, so nothing holds it when it goes.
+struct SubscriptionCloser {
+  natsConnection* connection = nullptr;  // the subscription's, alive until it is closed
+  void operator()(natsSubscription* subscription) const noexcept;
+};
+using OwnedSubscription = std::unique_ptr<natsSubscription, SubscriptionCloser>;
 using OwnedStreamInfo = Owned<jsStreamInfo, jsStreamInfo_Destroy>;
 using OwnedConsumerInfo = Owned<jsConsumerInfo, jsConsumerInfo_Destroy>;
 using OwnedPubAck = Owned<jsPubAck, jsPubAck_Destroy>;

@@ -91,7 +91,7 @@ class NatsRpcClient final : public rpc::detail::ClientCore {
     const std::string replies = inbox_ + ".*";
     natsStatus status = natsConnection_SubscribeSync(&raw, nats, replies.c_str());
     if (status != NATS_OK) return nats_error(status, description(), "cannot subscribe to " + replies);
-    replies_.reset(raw);
+    replies_ = OwnedSubscription(raw, {nats});
     status = natsConnection_FlushTimeout(nats, connection_.address().timeout.count());
     if (status != NATS_OK) return nats_error(status, description(), "cannot subscribe to " + replies);
     return {};
@@ -167,11 +167,11 @@ class NatsRpcServer final : public rpc::Server::Impl {
     const std::string requests = requests_of(name_) + ".*";
     natsStatus status = natsConnection_QueueSubscribeSync(&raw, nats, requests.c_str(), requests_of(name_).c_str());
     if (status != NATS_OK) return nats_error(status, description(), "cannot subscribe to " + requests);
-    requests_.reset(raw);
+    requests_ = OwnedSubscription(raw, {nats});
     const std::string cancels = cancels_of(name_) + ".*";
     status = natsConnection_SubscribeSync(&raw, nats, cancels.c_str());
     if (status != NATS_OK) return nats_error(status, description(), "cannot subscribe to " + cancels);
-    cancels_.reset(raw);
+    cancels_ = OwnedSubscription(raw, {nats});
     status = natsConnection_FlushTimeout(nats, connection_.address().timeout.count());
     if (status != NATS_OK) return nats_error(status, description(), "cannot subscribe to " + requests);
     threads_.emplace_back([this] { hear_cancels(); });

@@ -310,7 +310,7 @@ result<TopicSubscriber> Topic::subscribe() {
   if (!subscriber->history) {
     natsStatus status = natsConnection_SubscribeSync(&raw, state.connection.state().connection, subjects.c_str());
     if (status != NATS_OK) return nats_error(status, state.object, "cannot subscribe to " + subjects);
-    subscriber->subscription.reset(raw);
+    subscriber->subscription = OwnedSubscription(raw, {state.connection.state().connection});
     // Messages published after subscribe() returns must reach it: the server has the subscription.
     status = natsConnection_FlushTimeout(state.connection.state().connection, state.connection.address().timeout.count());
     if (status != NATS_OK) return nats_error(status, state.object, "cannot subscribe to " + subjects);
@@ -329,7 +329,7 @@ result<TopicSubscriber> Topic::subscribe() {
     return js_SubscribeSync(&raw, state.connection.state().jetstream, subjects.c_str(), nullptr, &options, &js_code);
   });
   if (status != NATS_OK) return nats_error(status, js_code, state.object, "cannot subscribe to stream " + stream);
-  subscriber->subscription.reset(raw);
+  subscriber->subscription = OwnedSubscription(raw, {state.connection.state().connection});
   return TopicSubscriber(std::move(subscriber));
 }
 
