@@ -207,10 +207,11 @@ std::optional<std::size_t> Registry::hold_call_slot(const CallKey& key, pid_t ca
   return slot;
 }
 
-void Registry::start_held_call(std::size_t slot, std::uint64_t call_id, std::string_view method) noexcept {
+void Registry::start_held_call(std::size_t slot, std::uint64_t call_id, std::string_view method,
+                               bool same_method) noexcept {
   CallSlot& held = layout()->calls[slot];
   held.started_ns.store(coarse_wall_clock_ns(), std::memory_order_relaxed);
-  write_method(held, method);
+  if (!same_method) write_method(held, method);
   held.cancelled.store(0, std::memory_order_relaxed);
   held.call_id.store(call_id, std::memory_order_release);  // listed from here on
 }

@@ -126,7 +126,8 @@ class Registry {
   /// lane's; `key.call_id` is ignored), unlisted until a call starts; none when the table is full.
   std::optional<std::size_t> hold_call_slot(const CallKey& key, pid_t caller_pid) noexcept;
   /// A held slot's call starts (a few plain stores, no claim) and ends.
-  void start_held_call(std::size_t slot, std::uint64_t call_id, std::string_view method) noexcept;
+  /// `same_method`: its previous call's method, listed still, is `method`.
+  void start_held_call(std::size_t slot, std::uint64_t call_id, std::string_view method, bool same_method) noexcept;
   void end_held_call(std::size_t slot) noexcept;
   [[nodiscard]] const std::atomic<std::uint32_t>& cancelled_flag(std::size_t slot) const noexcept {
     return layout()->calls[slot].cancelled;

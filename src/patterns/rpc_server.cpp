@@ -238,6 +238,7 @@ class ShmServer final : public Server::Impl {
     // Made once: an optional made just before it is copied into each call's
     // context stalls the copy (its wide loads wait for the narrow stores).
     const std::optional<SenderIdentity> attested_caller = caller;
+    std::string listed_method;  // what the held slot lists: rewritten only when it changes
     while (!stopping_.load(std::memory_order_relaxed)) {
       auto taken = requests.receive_until(buffer, coarse_deadline_after(kStopCheck));
       if (!taken) {
@@ -254,7 +255,11 @@ class ShmServer final : public Server::Impl {
       const auto until = wire::deadline_of(call);
       if (expired(until, counters)) continue;
       // A lane's calls are synchronous: no one can cancel them.
-      if (slot) registry_.start_held_call(*slot, call.call_id, call.method);
+      if (slot) {
+        const bool same_method = call.method == listed_method;
+        registry_.start_held_call(*slot, call.call_id, call.method, same_method);
+        if (!same_method) listed_method = call.method;
+      }
       const auto outcome =
           run(call, CallContext(call.method, attested_caller, until, 1, &kNeverCancelled), counters, owned, scratch);
       // Encoded straight into the ring; the registry learns the call ended
