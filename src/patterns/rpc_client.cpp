@@ -106,7 +106,7 @@ class ShmClient final : public ClientCore {
   [[nodiscard]] std::string_view reply_to() const noexcept override { return reply_name_; }
 
   std::optional<result<std::size_t>> call_on_lane(std::string_view method, std::span<const std::byte> request,
-                                                  std::optional<deadline> until, CallOptions options,
+                                                  const std::optional<deadline>& until, CallOptions options,
                                                   const ReplyTarget& target) override {
     if (!options_.lanes || server_uid_ != own_uid_) return std::nullopt;
     if (lane_busy_.exchange(true, std::memory_order_acquire)) return std::nullopt;  // another thread's call is on it

@@ -217,9 +217,11 @@ class ClientCore {
  public:
   /// shm: a synchronous call over this caller's own lane, if it has one
   /// free: its outcome (the reply's size; the reply put into `target`); or
-  /// nothing, and the call goes the common way.
+  /// nothing, and the call goes the common way. (The deadline by reference:
+  /// a copy of an optional made just before reads it wide and stalls.)
   virtual std::optional<result<std::size_t>> call_on_lane(std::string_view, std::span<const std::byte>,
-                                                          std::optional<deadline>, CallOptions, const ReplyTarget&) {
+                                                          const std::optional<deadline>&, CallOptions,
+                                                          const ReplyTarget&) {
     return std::nullopt;
   }
 
@@ -228,7 +230,7 @@ class ClientCore {
 
   // The request's message; its views are `method`, `request` and this core's reply-to.
   wire::Message request_message(std::uint64_t id, std::string_view method, std::span<const std::byte> request,
-                                std::optional<deadline> until, CallOptions options) const {
+                                const std::optional<deadline>& until, CallOptions options) const {
     wire::Message message;
     message.kind = wire::Kind::request;
     message.flags = (options.idempotent ? wire::kIdempotent : 0) | (relative_deadlines() ? wire::kRelativeDeadline : 0);

@@ -165,7 +165,7 @@ Bytes encode_reply(const Message& request, const result<Bytes>& outcome) {
   return encode(reply_to(request, view, text));
 }
 
-std::uint64_t deadline_field(std::optional<deadline> until, bool relative) noexcept {
+std::uint64_t deadline_field(const std::optional<deadline>& until, bool relative) noexcept {
   if (!until || *until == deadline::max()) return 0;
   const auto ns = [](steady_clock::duration d) {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(

@@ -63,7 +63,7 @@ Message reply_to(const Message& request, const result<std::span<const std::byte>
 Bytes encode_reply(const Message& request, const result<Bytes>& outcome);
 
 /// The deadline field for `until` (none: 0): absolute monotonic, or the time left (relative).
-std::uint64_t deadline_field(std::optional<deadline> until, bool relative) noexcept;
+std::uint64_t deadline_field(const std::optional<deadline>& until, bool relative) noexcept;
 /// The deadline a received request carries, on this machine's clock (a
 /// relative one counts from now: call it as the request is read).
 std::optional<deadline> deadline_of(const Message& request) noexcept;
