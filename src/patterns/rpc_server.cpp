@@ -252,7 +252,10 @@ class ShmServer final : public Server::Impl {
         continue;
       }
       counters.count(&Counters::received);
-      const auto until = wire::deadline_of(call);
+      // A call without a deadline (the usual one) gets the long-lived empty
+      // one: its context copies that instead of the optional just returned.
+      const std::optional<deadline> given = wire::deadline_of(call);
+      const std::optional<deadline>& until = given ? given : kNoDeadline;
       if (expired(until, counters)) continue;
       // A lane's calls are synchronous: no one can cancel them.
       if (slot) {

@@ -188,6 +188,8 @@ class Server::Impl {
   bool started_ = false;
   // The flag of calls no one can cancel (unlisted in a full registry).
   static inline const std::atomic<std::uint32_t> kNeverCancelled{0};
+  // A call's deadline when it has none, made once (see serve_lane_calls).
+  static inline const std::optional<deadline> kNoDeadline;
 };
 
 }  // namespace ferry::rpc
