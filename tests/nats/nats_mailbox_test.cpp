@@ -331,7 +331,15 @@ void expect_attributed(Mailbox& from, Mailbox& to, const std::string& name) {
 // A client at `address`, which claims a name its login may not send as: the
 // server drops its publish, and send() says why.
 void expect_impersonation_refused(const std::string& address) {
+  // The login itself is valid and may connect. With a credentials file the
+  // connect was refused now and then ("Authorization Violation" for the
+  // credentials another connection of the test had just used: twice in CI,
+  // once in ~120 local runs; cause not found, nats.c 3.4 or the server):
+  // up to three tries. The refusal this checks comes after the connect.
   auto impostor = Mailbox::open(address);
+  for (int attempt = 1; attempt < 3 && !impostor && impostor.error().code() == errc::permission_denied; ++attempt) {
+    impostor = Mailbox::open(address);
+  }
   ASSERT_TRUE(impostor) << impostor.error().message();
   auto forged = impostor->send_for(bytes("forged"), 2s);
   ASSERT_FALSE(forged);
