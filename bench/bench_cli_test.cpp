@@ -238,7 +238,7 @@ TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
 TEST(BenchCli, EndpointsAreMeasuredBesideTheirRawCalls) {
   const std::vector<std::string> endpoints{"ferry.endpoint.unix", "ferry.endpoint.tcp", "ferry.endpoint.pipe",
                                            "ferry.endpoint.unixgram", "ferry.endpoint.udp"};
-  const std::vector<std::string> raw{"unix.stream.epoll", "tcp.epoll", "pipe.epoll", "unix.dgram", "udp"};
+  const std::vector<std::string> raw{"unix.stream.epoll", "tcp.epoll", "pipe.epoll", "unix.dgram.bound", "udp"};
   std::string only;
   for (const auto* list : {&endpoints, &raw}) {
     for (const std::string& name : *list) only += (only.empty() ? "" : ",") + name;
@@ -400,7 +400,7 @@ TEST(BenchCli, ListNamesEveryTransport) {
                            "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
                            "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
                            "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp",
-                           "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp",
+                           "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp", "unix.dgram.bound",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
                            "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix",
                            "ferry.mailbox.nats", "ferry.rpc.nats"}) {

@@ -139,7 +139,8 @@ const char* floor_reference(Pattern pattern) { return pattern == Pattern::wake ?
 // Each ferry endpoint beside raw OS calls doing the same job: `same_calls`
 // waits and reads as the endpoint does (streams: epoll_wait, then read), so
 // the ratio is what ferry's wrapper costs (its budget is 10%); `blocking`
-// sleeps in the read itself, which a receiver of one sender could do.
+// sleeps in the read itself, which a receiver of one sender could do (for
+// UNIX datagrams: a socketpair, whose receiver is connected to its one sender).
 struct WrapperBaseline {
   const char* endpoint;
   const char* same_calls;
@@ -149,7 +150,7 @@ constexpr WrapperBaseline kWrapperBaselines[] = {
     {"ferry.endpoint.unix", "unix.stream.epoll", "unix.stream.oneway"},
     {"ferry.endpoint.tcp", "tcp.epoll", "tcp.oneway"},
     {"ferry.endpoint.pipe", "pipe.epoll", "pipe"},
-    {"ferry.endpoint.unixgram", "unix.dgram", "unix.dgram"},
+    {"ferry.endpoint.unixgram", "unix.dgram.bound", "unix.dgram"},
     {"ferry.endpoint.udp", "udp", "udp"},
 };
 

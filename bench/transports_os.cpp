@@ -10,11 +10,13 @@
 #include <sys/msg.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -266,6 +268,80 @@ struct UnixDatagram : TransportBase {
   int fd_ = -1;
 };
 
+// Datagrams the way unrelated processes exchange them, and the shape of a
+// ferry unixgram:// endpoint (the baseline of ferry.endpoint.unixgram): each
+// side binds a receiving socket to a path in the measurement's directory and
+// connects a second, unbound socket to the other's path. The receiver asks
+// for the sender's credentials (SO_PASSCRED) and takes them with recvmsg, as
+// an endpoint attesting its senders does. Unlike a socketpair's, this
+// receiver is not connected back to its sender, so the kernel holds a sender
+// once net.unix.max_dgram_qlen (10) datagrams wait, instead of only when
+// the send buffer is full.
+struct UnixDatagramBound : TransportBase {
+  static std::string path(const Spec& spec, Side side) {
+    return spec.dir + (side == Side::initiator ? "/initiator.dgram" : "/responder.dgram");
+  }
+  void open(Side side, const Spec& spec) {
+    in_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (in_ < 0) fail_errno("socket (AF_UNIX, SOCK_DGRAM)");
+    const sockaddr_un address = address_of(path(spec, side));
+    if (::bind(in_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+      fail_errno("bind (unix datagram)");
+    }
+    const int one = 1;
+    if (::setsockopt(in_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0) fail_errno("setsockopt (SO_PASSCRED)");
+  }
+  void connect(Side side, const Spec& spec) {
+    out_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (out_ < 0) fail_errno("socket (AF_UNIX, SOCK_DGRAM)");
+    const sockaddr_un address = address_of(path(spec, side == Side::initiator ? Side::responder : Side::initiator));
+    if (::connect(out_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+      fail_errno("connect (unix datagram)");
+    }
+  }
+  void send(const std::byte* message, std::size_t size) {
+    for (;;) {
+      const ssize_t sent = ::send(out_, message, size, MSG_NOSIGNAL);
+      if (sent == static_cast<ssize_t>(size)) return;
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent < 0 && errno == EMSGSIZE) {
+        fail_not_applicable("a %s datagram does not fit the socket's send buffer", size_text(size).c_str());
+      }
+      if (sent < 0) fail_errno("send (datagram)");
+      fail("send (datagram): %zd of %zu bytes", sent, size);
+    }
+  }
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    for (;;) {
+      iovec piece{scratch, size};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+      msghdr message{};
+      message.msg_iov = &piece;
+      message.msg_iovlen = 1;
+      message.msg_control = control;
+      message.msg_controllen = sizeof control;
+      const ssize_t received = ::recvmsg(in_, &message, MSG_TRUNC | MSG_CMSG_CLOEXEC);
+      if (received == static_cast<ssize_t>(size)) {
+        const cmsghdr* header = CMSG_FIRSTHDR(&message);
+        if (!header || header->cmsg_type != SCM_CREDENTIALS) fail("recvmsg (datagram): no SCM_CREDENTIALS");
+        return scratch;
+      }
+      if (received < 0 && errno == EINTR) continue;
+      if (received < 0) fail_errno("recvmsg (datagram)");
+      fail("recvmsg (datagram): a %zd-byte datagram, expected %zu", received, size);
+    }
+  }
+  static sockaddr_un address_of(const std::string& path) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.size() >= sizeof address.sun_path) fail("socket path too long: %s", path.c_str());
+    std::memcpy(address.sun_path, path.data(), path.size());
+    return address;
+  }
+  int in_ = -1;
+  int out_ = -1;
+};
+
 void set_no_delay(int fd) {
   const int one = 1;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) fail_errno("setsockopt (TCP_NODELAY)");
@@ -486,6 +562,9 @@ void add_os_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<UnixStream>("unix.stream", Group::os, "socketpair(AF_UNIX, SOCK_STREAM)"));
   list.push_back(make_transport<UnixDatagram>(
       "unix.dgram", Group::os, "socketpair(AF_UNIX, SOCK_DGRAM); SO_SNDBUF raised when a datagram needs it"));
+  list.push_back(make_transport<UnixDatagramBound>(
+      "unix.dgram.bound", Group::os,
+      "AF_UNIX datagrams to a bound path from a connected socket; SO_PASSCRED, recvmsg (unixgram:// endpoints' calls)"));
   list.push_back(make_transport<UnixStreamOneWay>(
       "unix.stream.oneway", Group::os, "a socketpair(AF_UNIX, SOCK_STREAM) per direction, each used one way"));
   list.push_back(make_transport<UnixStreamEpoll>(
