@@ -265,6 +265,13 @@ TEST(BenchCli, EndpointsAreMeasuredBesideTheirRawCalls) {
     if (transport == "floor.spin") continue;
     ASSERT_EQ(record["status"], "ok") << record.value("reason", "");
     ok.emplace(transport, pattern);
+    // The CPU time both processes spent per message, beside the wall clock
+    // (a wake-up's idling is not counted: none there).
+    if (pattern == "wake") {
+      EXPECT_TRUE(record["cpu_ns"].is_null());
+    } else {
+      EXPECT_GT(record["cpu_ns"].get<double>(), 0);
+    }
   }
   for (std::size_t i = 0; i < endpoints.size(); ++i) {
     for (const std::string& name : {endpoints[i], raw[i]}) {

@@ -508,6 +508,7 @@ struct Outcome {
   std::string reason;
   double value = 0;  // rtt: median ns; throughput: msgs/s
   double floor_ns = 0;
+  double cpu_ns = 0;  // CPU time both processes spent per message (rtt: round trip); 0: not measured
   std::vector<std::uint32_t> samples;
 };
 
@@ -621,6 +622,11 @@ class Coordinator {
     } else {
       outcome.status = Status::ok;
       outcome.floor_ns = static_cast<double>(area_->floor_ns);
+      if (area_->cpu_messages[0] > 0 && area_->cpu_messages[1] > 0) {
+        for (int side = 0; side < 2; ++side) {
+          outcome.cpu_ns += static_cast<double>(area_->cpu_ns[side]) / static_cast<double>(area_->cpu_messages[side]);
+        }
+      }
       if (is_round_trip(pattern)) {
         const std::uint32_t count = std::min(area_->sample_count, kMaxSamples);
         outcome.samples.assign(area_->samples, area_->samples + count);
@@ -665,6 +671,7 @@ struct Cell {
   std::string reason;
   std::vector<double> values;
   std::vector<double> floors;
+  std::vector<double> cpu;  // ns per message; 0 where not measured
   std::vector<std::uint32_t> samples;
 };
 
@@ -1031,6 +1038,7 @@ int run_command(const Options& options) {
       }
       cell->values.push_back(outcome.value);
       cell->floors.push_back(outcome.floor_ns);
+      cell->cpu.push_back(outcome.cpu_ns);
       info.all_floors.push_back(outcome.floor_ns);
       cell->samples.insert(cell->samples.end(), outcome.samples.begin(), outcome.samples.end());
       if (cell->transport->name == "floor.spin" && cell->pattern == Pattern::rtt) {
@@ -1072,6 +1080,10 @@ int run_command(const Options& options) {
     record.senders = cell.senders;
     record.repetition_values = cell.values;
     record.repetition_floors = cell.floors;
+    if (!cell.cpu.empty() && std::all_of(cell.cpu.begin(), cell.cpu.end(), [](double ns) { return ns > 0; })) {
+      record.repetition_cpu = cell.cpu;
+      record.cpu_ns = median(cell.cpu);
+    }
     if (cell.status != Status::none) {
       record.status = cell.status;
       record.reason = cell.reason;

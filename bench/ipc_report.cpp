@@ -118,6 +118,16 @@ std::optional<double> paired_ratio(const Record& wrapped, const Record& raw) {
   return median_of(std::move(ratios));
 }
 
+// The same for the CPU time both processes spent per message.
+std::optional<double> paired_cpu_ratio(const Record& wrapped, const Record& raw) {
+  if (!wrapped.cpu_ns || !raw.cpu_ns) return std::nullopt;
+  const std::size_t count = wrapped.repetition_cpu.size();
+  if (count == 0 || count != raw.repetition_cpu.size()) return *wrapped.cpu_ns / *raw.cpu_ns;
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < count; ++i) ratios.push_back(wrapped.repetition_cpu[i] / raw.repetition_cpu[i]);
+  return median_of(std::move(ratios));
+}
+
 // The sections of the report: the rtt, the wake-up rtt, each throughput
 // size, then throughput with several senders.
 std::vector<Section> sections(const std::vector<Record>& records) {
@@ -198,6 +208,13 @@ void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
       if (!raw) return std::nullopt;
       return paired_ratio(*wrapped, *raw);
     };
+    const auto cpu_shown = [&](const Record* record) -> std::string {
+      return record && record->cpu_ns ? format_ns(*record->cpu_ns) : "-";
+    };
+    const auto cpu_ratio = [&](const Record* wrapped, const Record* raw) -> std::optional<double> {
+      if (!raw) return std::nullopt;
+      return paired_cpu_ratio(*wrapped, *raw);
+    };
     for (const auto& [endpoint, same_calls, blocking] : kWrapperBaselines) {
       const Record* wrapped = find_record(records, endpoint, section);
       const Record* same = find_record(records, same_calls, section);
@@ -207,15 +224,18 @@ void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
         std::fprintf(out,
                      "\nEndpoint wrappers against raw calls (x: time per message, the median of the ratios within each "
                      "repetition;\n1.10x = 10%% slower). same calls: waits and reads as the endpoint does (its budget: "
-                     "1.10x); blocking read:\nsleeps in the read itself.\n");
-        std::fprintf(out, "  %-10s %-8s %-23s %10s  %-18s %10s %7s  %-18s %10s %7s\n", "pattern", "size", "endpoint",
-                     "endpoint", "same calls", "", "x", "blocking read", "", "x");
+                     "1.10x); blocking read:\nsleeps in the read itself. cpu: the CPU time both processes spent per "
+                     "message (rtt: round trip),\nendpoint and same calls, x: their ratio (paired as above); what the "
+                     "wrapper costs in work, which the\nwake-ups that dominate the time do not blur.\n");
+        std::fprintf(out, "  %-10s %-8s %-23s %10s  %-18s %10s %7s  %-18s %10s %7s  %9s %9s %7s\n", "pattern", "size",
+                     "endpoint", "endpoint", "same calls", "", "x", "blocking read", "", "x", "cpu", "cpu same", "x");
         heading = true;
       }
-      std::fprintf(out, "  %-10s %-8s %-23s %10s  %-18s %10s %7s  %-18s %10s %7s\n", round_trip ? "rtt" : "throughput",
-                   size_text(section.size).c_str(), endpoint, shown(wrapped).c_str(), same_calls, shown(same).c_str(),
-                   format_ratio(ratio(wrapped, same)).c_str(), blocking, shown(bare).c_str(),
-                   format_ratio(ratio(wrapped, bare)).c_str());
+      std::fprintf(out, "  %-10s %-8s %-23s %10s  %-18s %10s %7s  %-18s %10s %7s  %9s %9s %7s\n",
+                   round_trip ? "rtt" : "throughput", size_text(section.size).c_str(), endpoint, shown(wrapped).c_str(),
+                   same_calls, shown(same).c_str(), format_ratio(ratio(wrapped, same)).c_str(), blocking,
+                   shown(bare).c_str(), format_ratio(ratio(wrapped, bare)).c_str(), cpu_shown(wrapped).c_str(),
+                   cpu_shown(same).c_str(), format_ratio(cpu_ratio(wrapped, same)).c_str());
     }
   }
 }
@@ -518,6 +538,7 @@ std::string write_json(const std::string& path, const std::vector<Record>& recor
     item["msgs_per_s"] = number(record.msgs_per_s);
     item["bytes_per_s"] = number(record.bytes_per_s);
     item["floor_ns"] = number(record.floor_ns);
+    item["cpu_ns"] = number(record.cpu_ns);
     item[record.pattern == Pattern::wake ? "vs_floor_futex" : "vs_floor_spin"] = number(record.vs_floor);
     item["vs_best_peer"] = number(record.vs_best_peer);
     if (record.pattern == Pattern::throughput) {
@@ -531,6 +552,7 @@ std::string write_json(const std::string& path, const std::vector<Record>& recor
       nlohmann::json one;
       one[is_round_trip(record.pattern) ? "median_ns" : "msgs_per_s"] = record.repetition_values[i];
       one["floor_ns"] = i < record.repetition_floors.size() ? record.repetition_floors[i] : 0.0;
+      if (i < record.repetition_cpu.size()) one["cpu_ns"] = record.repetition_cpu[i];
       repetitions.push_back(std::move(one));
     }
     item["repetitions"] = std::move(repetitions);

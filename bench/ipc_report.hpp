@@ -34,6 +34,8 @@ struct Record {
   std::string best_peer;
   std::vector<double> repetition_values;  // rtt: median ns; throughput: msgs/s
   std::vector<double> repetition_floors;  // ns
+  std::optional<double> cpu_ns;           // CPU time of both processes per message (rtt: round trip), median
+  std::vector<double> repetition_cpu;     // ns, when every repetition measured it
   std::size_t samples = 0;                // rtt: round trips timed in all
 };
 

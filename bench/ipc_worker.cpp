@@ -171,6 +171,12 @@ std::uint64_t now_ns() noexcept {
 
 void yield_cpu() noexcept { ::sched_yield(); }
 
+std::uint64_t process_cpu_ns() noexcept {
+  timespec now{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(now.tv_nsec);
+}
+
 void fail(const char* format, ...) {
   va_list arguments;
   va_start(arguments, format);

@@ -150,6 +150,12 @@ struct SharedArea {
   std::uint64_t stream_messages = 0;  // throughput: messages received between the two marks
   std::uint64_t stream_first_ns = 0;
   std::uint64_t stream_last_ns = 0;
+  // CPU time (CLOCK_PROCESS_CPUTIME_ID) each side used over a span of its
+  // messages, and how many: [0] A (rtt: its timed pings; stream: its timed
+  // sends), [1] B (every message after its first). 0 messages: not measured
+  // (custom loops, wake-ups, several senders).
+  std::uint64_t cpu_ns[2] = {};
+  std::uint64_t cpu_messages[2] = {};
   int sysv_queue_count = 0;       // for the coordinator to remove, whatever happened
   int sysv_queues[4] = {};
   alignas(128) std::atomic<std::uint32_t> probe_flag{0};
@@ -170,6 +176,31 @@ inline void cpu_relax() noexcept {
 }
 
 void yield_cpu() noexcept;
+
+// The CPU time this process (all its threads) has used, ns. A system call.
+std::uint64_t process_cpu_ns() noexcept;
+
+// Counts the messages a side handles after start() and, at finish(), puts
+// the CPU time they took into SharedArea: what a message costs in work, which
+// sleeping and waking (the wall clock's largest and noisiest part on these
+// virtual CPUs) do not blur.
+class CpuSpan {
+ public:
+  void start() noexcept {
+    started_ = process_cpu_ns();
+    messages_ = 0;
+  }
+  void count() noexcept { ++messages_; }
+  void finish(SharedArea& area, Side side) const noexcept {
+    if (started_ == 0 || messages_ == 0) return;
+    area.cpu_ns[static_cast<int>(side)] = process_cpu_ns() - started_;
+    area.cpu_messages[static_cast<int>(side)] = messages_;
+  }
+
+ private:
+  std::uint64_t started_ = 0;
+  std::uint64_t messages_ = 0;
+};
 
 // Spins on `condition`; after ~1000 polls (far above any cache-line round trip)
 // it also yields, so that two processes that ended up on one CPU still progress.
@@ -281,18 +312,22 @@ void initiate_rtt(const Spec& spec, SharedArea& area, Ping&& ping) {
   std::uint64_t before = now_ns();
   const std::uint64_t end = before + spec.budget_ns;
   std::uint32_t count = 0;
+  CpuSpan cpu;
+  if (!idle_first) cpu.start();  // a wake-up's idling spins: not the transport's work
   while (count < spec.max_samples) {
     if (idle_first) {
       const std::uint64_t idle_end = before + kWakeIdleNs;
       while ((before = now_ns()) < idle_end) cpu_relax();
     }
     ping(false);
+    cpu.count();
     const std::uint64_t after = now_ns();
     const std::uint64_t took = after - before;
     area.samples[count++] = took > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(took);
     before = after;
     if (after >= end) break;
   }
+  if (!idle_first) cpu.finish(area, Side::initiator);
   area.sample_count = count;
   ping(true);
 }
@@ -301,7 +336,7 @@ void initiate_rtt(const Spec& spec, SharedArea& area, Ping&& ping) {
 // the first one after the budget (kLast); the receiver times the messages in
 // between on its side, so queueing at the start or the end does not count.
 template <class Transport>
-void send_stream(Transport& transport, const Spec& spec, std::uint64_t sender = 0) {
+void send_stream(Transport& transport, const Spec& spec, SharedArea& area, std::uint64_t sender = 0) {
   std::byte* message = allocate_message(spec.size);
   const std::uint64_t clock_every = spec.size <= 4096 ? 32 : 1;  // a clock read costs ~22 ns
   const std::uint64_t start = now_ns();
@@ -310,6 +345,7 @@ void send_stream(Transport& transport, const Spec& spec, std::uint64_t sender = 
   constexpr std::uint64_t kMinTimed = 16;
   bool marked = false;
   std::uint64_t timed = 0;
+  CpuSpan cpu;
   for (std::uint64_t sequence = 0;; ++sequence) {
     std::uint64_t flags = 0;
     if (sequence % clock_every == 0) {
@@ -317,15 +353,20 @@ void send_stream(Transport& transport, const Spec& spec, std::uint64_t sender = 
       if (!marked && now >= mark_at) {
         flags = kMark;
         marked = true;
+        cpu.start();
       } else if (marked && timed >= kMinTimed && now >= end_at) {
         flags = kLast;
       }
     }
     stamp(message, spec.size, sequence | (sender << kSenderShift) | flags);
     transport.send(message, spec.size);
-    if (marked) ++timed;
+    if (marked) {
+      ++timed;
+      cpu.count();
+    }
     if (flags == kLast) break;
   }
+  if (spec.senders == 1) cpu.finish(area, Side::initiator);
 }
 
 // What the responder checks of each message it takes, and for a stream what
@@ -379,8 +420,14 @@ void respond(Transport& transport, const Spec& spec, SharedArea& area) {
   std::byte* scratch = allocate_message(spec.size);
   std::byte* reply = allocate_message(kRttSize);
   ResponderTally tally(spec);
-  for (bool last = false; !last;) {
+  CpuSpan cpu;
+  for (bool last = false, first = true; !last; first = false) {
     const std::byte* message = transport.receive(scratch, spec.size);
+    if (first) {
+      cpu.start();  // from the first message on: the wait for it is no work
+    } else {
+      cpu.count();
+    }
     last = tally.take(message);
     if (!is_round_trip(spec.pattern)) continue;
     if (reply_size(spec.size) == spec.size) {
@@ -390,22 +437,23 @@ void respond(Transport& transport, const Spec& spec, SharedArea& area) {
       transport.send(reply, kRttSize);
     }
   }
+  if (spec.pattern != Pattern::wake) cpu.finish(area, Side::responder);
   tally.record(area);
 }
 
 // A's side of the stream: it sends, and so do the senders it forks.
 template <class Transport>
-void send_streams(Transport& transport, const Spec& spec) {
+void send_streams(Transport& transport, const Spec& spec, SharedArea& area) {
   std::vector<pid_t> senders;
   for (unsigned sender = 1; sender < spec.senders; ++sender) {
     const pid_t pid = fork_sender(spec);
     if (pid == 0) {
-      send_stream(transport, spec, sender);
+      send_stream(transport, spec, area, sender);
       ::_exit(0);
     }
     senders.push_back(pid);
   }
-  send_stream(transport, spec, 0);
+  send_stream(transport, spec, area, 0);
   reap_senders(senders);
 }
 
@@ -477,7 +525,7 @@ template <class Transport>
   } else if constexpr (Transport::kCustomStream) {
     transport.stream(Side::initiator, spec, area);
   } else if constexpr (CarriesMessages<Transport>) {
-    detail::send_streams(transport, spec);
+    detail::send_streams(transport, spec, area);
   }
   detail::peer_may_exit();
   detail::expect_command('D', "the responder to finish");
