@@ -225,6 +225,14 @@ result<void> wait_in_slices(const TopicShared& shared, WaitPoint& point, Ready&&
   }
 }
 
+// A publisher found no room (ring or chunks): coalescing subscribers, who
+// may hold it, wake now instead of at their interval. The seq_cst bump is
+// the condition WaitPoint's contract asks to be written before notify.
+void call_coalescing_subscribers(TopicControl& control) noexcept {
+  control.room_wanted.fetch_add(1, std::memory_order_seq_cst);
+  control.batch_ready.notify_all();
+}
+
 std::uint64_t packed_alive_or_zero(std::uint64_t owner) noexcept {
   return owner != 0 && ProcessId::from_packed(owner).alive() ? owner : 0;
 }
@@ -580,6 +588,7 @@ result<bool> TopicPublisher::State::publish_slot(std::span<const std::byte> cont
       if (!room || !*room) detail::unlock_topic(topic);
       if (!room) return std::move(room).error();
       if (!*room) {
+        detail::call_coalescing_subscribers(control);  // they may hold the ring
         if (!wait) {
           // try_publish: a dead subscriber must not keep the ring full for
           // good, but /proc is asked at most once per interval.
@@ -606,6 +615,10 @@ result<bool> TopicPublisher::State::publish_slot(std::span<const std::byte> cont
     control.publishers[entry_index].published.store(++published, std::memory_order_relaxed);
     detail::unlock_topic(topic);
     control.data_ready.notify_all();  // no system call unless a subscriber sleeps
+    // Coalescing subscribers: woken once per half ring (the division only when one sleeps).
+    if (control.batch_ready.sleepers() != 0 && (sequence + 1) % detail::coalesced_batch(topic.geometry.capacity) == 0) {
+      control.batch_ready.notify_all();
+    }
     return true;
   }
 }
@@ -663,6 +676,7 @@ result<std::optional<Loan>> TopicPublisher::loan_impl(std::size_t size, std::opt
     detail::unlock_topic(shared);
     if (!taken) return std::move(taken).error();
     if (*taken) return std::optional<Loan>(Loan(s.chunks, **taken));
+    detail::call_coalescing_subscribers(s.control());  // they may hold the chunks
     if (!wait) return std::optional<Loan>{};
     // Subscribers hold the chunks the limit allows (block): wait for one to
     // move on, and look again at least every interval whatever happened.
@@ -736,6 +750,7 @@ struct TopicSubscriber::State {
   std::shared_ptr<TopicShared> shared;
   std::size_t entry_index = 0;
   std::uint64_t me = 0;
+  std::optional<std::chrono::microseconds> coalesce;  // SubscribeOptions::coalesce
   // This process's own copies: the entry's are for publishers and stats,
   // and are never read back.
   std::uint64_t cursor = 0;
@@ -791,6 +806,36 @@ struct TopicSubscriber::State {
   // is copied into `scratch`). Waits, skips what was lost, checks every field.
   result<std::optional<Found>> next(std::span<std::byte> buffer, bool peek, std::optional<deadline> until,
                                     WaitStrategy strategy, bool wait);
+
+  // A coalescing subscriber's wait: asleep (never spinning) until half a
+  // ring of messages waits, a publisher notifies batch_ready (it published
+  // the last of a half ring, or it needs room), or the interval passed; then
+  // whatever came is taken. Errors: timed_out once `until` passed.
+  result<void> wait_coalesced(std::optional<deadline> until) {
+    TopicControl& control = this->control();
+    WaitPoint& point = control.batch_ready;
+    const std::uint64_t batch = detail::coalesced_batch(shared->geometry.capacity);
+    const std::uint32_t notified = point.sequence();
+    const std::uint64_t wanted = control.room_wanted.load(std::memory_order_seq_cst);
+    const deadline interval_end = deadline_after(*coalesce);
+    const deadline wake_by = until ? std::min(*until, interval_end) : interval_end;
+    auto waited = detail::wait_in_slices(
+        *shared, point,
+        [&] {
+          // seq_cst loads: WaitPoint's contract. A `written` behind the
+          // cursor (scribbled) wraps to a large lag: next() then reports it.
+          return point.sequence() != notified || control.room_wanted.load(std::memory_order_seq_cst) != wanted ||
+                 control.written.load(std::memory_order_seq_cst) - cursor >= batch;
+        },
+        [] {}, WaitStrategy::block(), wake_by);
+    if (waited) return {};
+    if (waited.error().code() != errc::timed_out) return std::move(waited).error();
+    // The interval passed (take what came), or the caller's deadline did.
+    if (until && steady_clock::now() >= *until && control.written.load(std::memory_order_seq_cst) == cursor) {
+      return std::move(waited).error();
+    }
+    return {};
+  }
 };
 
 TopicSubscriber::TopicSubscriber(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
@@ -817,6 +862,11 @@ result<TopicSubscriber> Topic::subscribe(SubscribeOptions options) {
     return error(errc::invalid_argument, shared.description,
                  "asks for the last " + std::to_string(options.history) + " messages; the topic keeps " +
                      std::to_string(shared.geometry.history));
+  }
+  if (options.coalesce && (*options.coalesce < std::chrono::microseconds(1) || *options.coalesce > std::chrono::seconds(10))) {
+    return error(errc::invalid_argument, shared.description,
+                 "coalesced wake-ups every " + std::to_string(options.coalesce->count()) +
+                     " us; from 1 us to 10 s");
   }
   // Under the publish lock: no message is half-written, so the history is
   // whole, and the entry appears to publishers with its cursor set.
@@ -848,6 +898,7 @@ result<TopicSubscriber> Topic::subscribe(SubscribeOptions options) {
       state->me = me;
       state->cursor = start;
       state->history_end = written;
+      state->coalesce = options.coalesce;
       return TopicSubscriber(std::move(state));
     }
   }
@@ -929,6 +980,10 @@ result<std::optional<TopicSubscriber::State::Found>> TopicSubscriber::State::nex
     }
     if (written == cursor) {
       if (!wait) return std::optional<Found>{};
+      if (coalesce) {
+        if (auto waited = wait_coalesced(until); !waited) return std::move(waited).error();
+        continue;
+      }
       auto waited = detail::wait_in_slices(
           topic, control.data_ready, [&] { return control.written.load(std::memory_order_seq_cst) != cursor; },
           [] {}, strategy, until);

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -101,6 +102,42 @@ TEST_P(TopicAcrossProcesses, EverySubscriberProcessGetsEveryMessageInOrder) {
 
 INSTANTIATE_TEST_SUITE_P(All, TopicAcrossProcesses, ::testing::Values(WaitStrategy::adaptive(), WaitStrategy::block()),
                          ferry::test::strategy_name);
+
+// Subscribers that coalesce their wake-ups (SubscribeOptions::coalesce),
+// beside one that does not, each in its own process, under block with a
+// ring far shorter than the stream: each gets every message, whole and in order.
+TEST(TopicCoalescing, SubscriberProcessesGetEveryMessageInOrder) {
+  TopicName n;
+  auto topic = Topic::create(n.name, {.capacity = 64, .max_message = kMaxMessage});
+  ASSERT_TRUE(topic) << topic.error().message();
+  const std::uint64_t count = ferry::test::scaled(100'000);
+  const std::array<std::optional<std::chrono::microseconds>, 3> wake_ups = {
+      std::chrono::microseconds(1000), std::chrono::microseconds(50), std::nullopt};
+  std::array<ferry::test::Event, wake_ups.size()> subscribed;
+  std::vector<Child> subscribers;
+  for (std::size_t i = 0; i < wake_ups.size(); ++i) {
+    subscribers.push_back(Child::spawn([&, i] {
+      auto opened = Topic::open(n.name);
+      FERRY_CHILD_CHECK(opened);
+      auto subscriber = opened->subscribe({.coalesce = wake_ups[i]});
+      FERRY_CHILD_CHECK(subscriber);
+      subscribed[i].signal();
+      std::vector<std::byte> buffer(kMaxMessage);
+      for (std::uint64_t expected = 0; expected < count; ++expected) {
+        auto delivery = subscriber->receive(buffer);
+        FERRY_CHILD_CHECK(delivery);
+        FERRY_CHILD_CHECK(delivery->sequence == expected && delivery->lost == 0);
+        FERRY_CHILD_CHECK(intact(std::span(buffer).first(delivery->size), 1, expected));
+      }
+      return 0;
+    }));
+  }
+  for (auto& event : subscribed) ASSERT_TRUE(event.wait());
+  auto publisher = Child::spawn([&] { return publish_sequence(n.name, 1, count, WaitStrategy::adaptive()); });
+  EXPECT_EQ(publisher.wait_for(kWatchdog), 0);
+  for (auto& subscriber : subscribers) EXPECT_EQ(subscriber.wait_for(kWatchdog), 0);
+  EXPECT_EQ(topic->stats().published, count);
+}
 
 struct LossReport {
   std::atomic<std::uint64_t> received{0};

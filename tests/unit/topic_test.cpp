@@ -1,7 +1,9 @@
 // Topic within one process (threads for publishers and subscribers); the
 // process variants, with SIGKILL, are in tests/process/topic_process_test.cpp.
+#include <atomic>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <tuple>
@@ -286,6 +288,114 @@ TEST(Topic, TryAndTimedForms) {
   ASSERT_TRUE(third && third->has_value());
   EXPECT_EQ((*third)->size, 0u) << "an empty message is a message";
   EXPECT_EQ((*third)->sequence, 2u);
+}
+
+// Coalesced wake-ups (SubscribeOptions::coalesce): the interval is checked,
+// a timed receive still ends at its deadline, and a lone message is taken
+// once the interval passes, with no further publish to wake the subscriber.
+TEST(Topic, CoalescingSubscribersKeepTheirDeadlinesAndTakeALoneMessage) {
+  Fixture f({.capacity = 64, .max_message = 64});
+  for (const auto wrong : {std::chrono::microseconds(0), std::chrono::microseconds(-5),
+                           std::chrono::microseconds(std::chrono::seconds(11))}) {
+    auto refused = f.topic->subscribe({.coalesce = wrong});
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code(), errc::invalid_argument);
+    EXPECT_NE(refused.error().message().find("coalesced wake-ups"), std::string::npos) << refused.error().message();
+  }
+  auto idle = f.topic->subscribe({.coalesce = std::chrono::seconds(5)});
+  ASSERT_TRUE(idle) << idle.error().message();
+  std::vector<std::byte> buffer(64);
+  auto timed = idle->receive_for(buffer, 20ms);
+  ASSERT_FALSE(timed) << "the caller's deadline comes before the interval";
+  EXPECT_EQ(timed.error().code(), errc::timed_out);
+
+  auto lone = f.topic->subscribe({.coalesce = std::chrono::milliseconds(20)});
+  auto publisher = f.topic->publisher();
+  ASSERT_TRUE(lone && publisher);
+  std::thread late([&] {
+    std::this_thread::sleep_for(5ms);  // the subscriber is asleep by now (most likely)
+    EXPECT_TRUE(publisher->publish(pattern(12, 7)));
+  });
+  auto delivery = lone->receive_for(buffer, 30s, WaitStrategy::busy_poll());  // coalescing never spins
+  late.join();
+  ASSERT_TRUE(delivery) << delivery.error().message();
+  EXPECT_EQ(delivery->size, 12u);
+  EXPECT_EQ(std::memcmp(buffer.data(), pattern(12, 7).data(), 12), 0);
+
+  // Half a ring (32 of 64) published wakes a sleeping one without waiting
+  // for its interval (10 s; it is given 8 s).
+  auto batched = f.topic->subscribe({.coalesce = std::chrono::seconds(10)});
+  ASSERT_TRUE(batched);
+  std::thread burst([&] {
+    std::this_thread::sleep_for(5ms);
+    for (std::uint64_t i = 0; i < f.topic->capacity() / 2; ++i) EXPECT_TRUE(publisher->publish(pattern(8, i)));
+  });
+  auto first = batched->receive_for(buffer, 8s);
+  burst.join();
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_EQ(first->size, 8u);
+}
+
+// Message `sequence` of a stream carried in chunks: 16 KiB, numbered.
+std::vector<std::byte> numbered_chunk(std::uint64_t sequence) {
+  auto data = pattern(16 * 1024, sequence);
+  std::memcpy(data.data(), &sequence, 8);
+  return data;
+}
+
+// Two coalescing subscribers (and one that is not) read a stream far
+// longer than what the topic holds, under block. Their interval is the
+// longest (10 s): a publisher waits for them at every fill, so wake-ups that
+// went missing would stall the stream an interval each time, far past the
+// test's timeout. Every message arriving in order proves the wake-ups: in
+// the ring, the half-ring notify; in chunks (a pool of 8 chunks, filled at a
+// lag of 8 of a half ring of 32), the publisher's call when it has no room.
+TEST(Topic, CoalescingSubscribersAreWokenWhenTheyHoldWhatPublishersNeed) {
+  struct Case {
+    const char* what;
+    TopicOptions options;
+    std::vector<std::byte> (*message)(std::uint64_t);
+  };
+  const Case cases[] = {
+      {"ring", {.capacity = 8, .max_message = 256}, numbered},
+      {"chunks", {.capacity = 64, .max_message = 64, .loans = {.limit = 128 * 1024}}, numbered_chunk},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    Fixture f(c.options);
+    // Whole half rings: the last message is a half ring's last, so the
+    // stream's tail does not wait for the interval either.
+    const std::uint64_t count = (ferry::test::scaled(2000) / 32 + 1) * 32;
+    std::vector<std::thread> readers;
+    std::atomic<std::uint64_t> bad{0};
+    for (const bool coalescing : {true, true, false}) {
+      ferry::SubscribeOptions options;
+      if (coalescing) options.coalesce = std::chrono::seconds(10);
+      auto subscriber = f.topic->subscribe(options);
+      ASSERT_TRUE(subscriber) << subscriber.error().message();
+      readers.emplace_back([&, s = std::make_shared<ferry::TopicSubscriber>(std::move(*subscriber))] {
+        std::vector<std::byte> buffer(16 * 1024);
+        for (std::uint64_t i = 0; i < count; ++i) {
+          auto delivery = s->receive_for(buffer, 120s);  // ends even if the publisher failed
+          const auto expected = c.message(i);
+          if (!delivery || delivery->sequence != i || delivery->size != expected.size() ||
+              std::memcmp(buffer.data(), expected.data(), expected.size()) != 0) {
+            ++bad;
+            return;
+          }
+        }
+      });
+    }
+    auto publisher = f.topic->publisher();
+    ASSERT_TRUE(publisher);
+    for (std::uint64_t i = 0; i < count; ++i) {
+      auto published = publisher->publish(c.message(i));
+      EXPECT_TRUE(published) << published.error().message();
+      if (!published) break;
+    }
+    for (auto& reader : readers) reader.join();
+    EXPECT_EQ(bad.load(), 0u);
+  }
 }
 
 TEST(Topic, SizesAreCheckedAndATooSmallBufferLeavesTheMessage) {

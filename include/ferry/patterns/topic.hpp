@@ -55,6 +55,11 @@
 // A publisher makes no system call unless a subscriber sleeps, and a
 // subscriber none unless a publisher is blocked. A subscriber learns that no
 // publisher is left only by its timeout: publishers come and go.
+// subscribe({.coalesce = 1ms}) makes a subscriber that need not see each
+// message at once (a recorder, a logger) sleep until half the ring waits
+// for it, a publisher needs the room it holds, or 1 ms passed: publishers
+// wake it once per half ring instead of at every message, and the CPU it
+// leaves goes to the others.
 //
 // Thread-safety: a TopicPublisher or TopicSubscriber is used by one thread at
 // a time; a Topic may hand out any number of them, to any threads.
@@ -62,6 +67,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -105,6 +111,17 @@ struct TopicOptions {
 struct SubscribeOptions {
   /// Start with the last `history` messages published (<= the topic's history).
   std::size_t history = 0;
+  /// Coalesced wake-ups, for a subscriber that may take messages in bursts
+  /// (a recorder, a logger): when it has to wait, it sleeps until half the
+  /// ring waits for it, a publisher needs the room it holds, or `coalesce`
+  /// has passed, instead of being woken by every publish; a message may so
+  /// wait up to `coalesce` longer. Publishers then wake it once per half
+  /// ring, and the CPU it leaves goes to the rest (on a machine with fewer
+  /// cores than processes, to the subscribers that need each message at
+  /// once). It never spins, whatever WaitStrategy a receive names; idle, it
+  /// wakes once per `coalesce`. Under drop_oldest it loses what a publisher
+  /// overwrites while it has not been woken yet. From 1 us to 10 s.
+  std::optional<std::chrono::microseconds> coalesce;
 };
 
 /// One received message.

@@ -9,6 +9,8 @@
 //     128      2  publishers    written: messages published, ever (the write cursor)
 //     136      2  subscribe()   subscribers_changed: bumped when one subscribes
 //     192      3  both          data_ready  (WaitPoint: subscribers sleep here)
+//     200      3  both          batch_ready (WaitPoint: coalescing subscribers sleep here)
+//     208      3  publishers    room_wanted: bumped when a publisher finds no room
 //     256      4  both          space_ready (WaitPoint: blocked publishers sleep here)
 //     320   5..6  publishers    publish_lock: robust Mutex serialising publishers
 //                               (and subscribe(), which reads `written`)
@@ -55,7 +57,15 @@
 //
 // Publishing (under publish_lock): stamp := 2s+1, release fence, length,
 // form, payload, stamp := 2s+2 (release), written := s+1 (seq_cst,
-// WaitPoint's contract), then wake sleeping subscribers. A publisher killed
+// WaitPoint's contract), then wake sleeping subscribers; at the last
+// message of every half ring (coalesced_batch) also the coalescing ones
+// (batch_ready), and whenever a publisher finds no room (ring or chunks):
+// room_wanted += 1 (seq_cst), then notify. A coalescing subscriber sleeps
+// until half a ring waits for it, room_wanted moves, a notify comes, or its
+// own interval passes (futex timeout): a dead publisher's missing notify
+// delays it, never strands it. (batch_ready and room_wanted were zero
+// padding before, and zero is their starting value, so the layout version
+// did not change.) A publisher killed
 // anywhere in that leaves `written` at s: the message never appears, and the
 // next locker (told owner_died by the robust mutex) simply writes s again.
 //
@@ -139,6 +149,8 @@ struct TopicControl {
   std::atomic<std::uint64_t> subscribers_changed;
 
   alignas(64) WaitPoint data_ready;
+  WaitPoint batch_ready;
+  std::atomic<std::uint64_t> room_wanted;
   alignas(64) WaitPoint space_ready;
 
   alignas(64) Mutex publish_lock;
@@ -166,6 +178,8 @@ static_assert(offsetof(TopicControl, label) == 64);
 static_assert(offsetof(TopicControl, written) == 128);
 static_assert(offsetof(TopicControl, subscribers_changed) == 136);
 static_assert(offsetof(TopicControl, data_ready) == 192);
+static_assert(offsetof(TopicControl, batch_ready) == 200);
+static_assert(offsetof(TopicControl, room_wanted) == 208);
 static_assert(offsetof(TopicControl, space_ready) == 256);
 static_assert(offsetof(TopicControl, publish_lock) == 320);
 static_assert(offsetof(TopicControl, publishers) == 448);
@@ -181,6 +195,10 @@ static_assert(std::atomic_ref<std::uint64_t>::required_alignment == 8);
 constexpr std::uint64_t topic_slot_size(std::uint64_t max_message) noexcept {
   return (kTopicSlotHeader + max_message + kTopicSlotAlignment - 1) & ~std::uint64_t{kTopicSlotAlignment - 1};
 }
+
+/// How many messages a coalescing subscriber lets wait before it is woken:
+/// half the ring, so that it catches up before a publisher has to wait.
+constexpr std::uint64_t coalesced_batch(std::uint64_t capacity) noexcept { return capacity > 1 ? capacity / 2 : 1; }
 
 /// The stamp of a slot while message `sequence` is being written into it.
 constexpr std::uint64_t stamp_writing(std::uint64_t sequence) noexcept { return 2 * sequence + 1; }
