@@ -35,7 +35,11 @@ class ZmqSocket {
     if (socket_ == nullptr) fail_zmq("zmq_socket");
     const int depth = static_cast<int>(queue_depth(spec.size));
     const int timeout_ms = static_cast<int>(spec.watchdog_s * 1000);
-    const int linger = 0;
+    // A REP server's last reply may still be on its way out when the server
+    // closes (a 1 MiB one was dropped and its caller waited for it until the
+    // watchdog): its close waits for it to go, as long as the watchdog would.
+    // Everything else is dropped at once.
+    const int linger = type == ZMQ_REP ? timeout_ms : 0;
     const int reconnect_ms = 1;
     if (zmq_setsockopt(socket_, ZMQ_SNDHWM, &depth, sizeof depth) != 0 ||
         zmq_setsockopt(socket_, ZMQ_RCVHWM, &depth, sizeof depth) != 0 ||
