@@ -21,7 +21,7 @@
 namespace ferry::bench {
 
 struct Options {
-  bool quick = false;             // about 3 repetitions of 40 ms: under a minute in all
+  bool quick = false;             // 4 repetitions of 20 ms: under a minute in all
   std::string json_path;          // "": no JSON
   std::string plot_path;          // "": no plot
   std::vector<std::string> only;  // transport names; empty: all (floor.spin is always measured)

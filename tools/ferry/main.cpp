@@ -13,7 +13,7 @@
 namespace {
 // The flags of `ferry bench` (ferry::bench::run_command measures).
 void add_bench_options(CLI::App& command, ferry::bench::Options& options) {
-  command.add_flag("--quick", options.quick, "A short run: 4 repetitions of 40 ms per measurement, under a minute");
+  command.add_flag("--quick", options.quick, "A short run: 4 repetitions of 20 ms per measurement, under a minute");
   command.add_option("--json", options.json_path, "Also write the results to FILE: a JSON array of records")
       ->type_name("FILE");
   command.add_option("--plot", options.plot_path, "Also draw the comparison into FILE (PNG, needs gnuplot)")
