@@ -410,7 +410,7 @@ TEST(BenchCli, ListNamesEveryTransport) {
                            "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp", "unix.dgram.bound",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
                            "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix",
-                           "ferry.mailbox.nats", "ferry.rpc.nats"}) {
+                           "ferry.mailbox.nats", "ferry.rpc.nats", "ferry.topic.fanout4.eager"}) {
     EXPECT_NE(run.output.find(name), std::string::npos) << name;
   }
 }

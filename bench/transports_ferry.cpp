@@ -167,9 +167,15 @@ struct ChannelTransport : FerryTransport<kMode> {
 // loans the sender writes only the stamps of (as ferry.loan and iceoryx);
 // replies, and the messages of a stream, are publish(bytes) copies into the
 // ring; subscribers read in place (peek) and release at the next receive.
-// The topics are process-persistent and their names go at once: the chunks'
-// segments go with the processes.
-template <std::size_t kExtraSubscribers>
+// The three extra subscribers of ferry.topic.fanout4 coalesce their
+// wake-ups (SubscribeOptions::coalesce, 1 ms: woken once per half ring or
+// when the publisher needs room), as subscribers that need not see each
+// request at once would; those of ferry.topic.fanout4.eager wait as B does,
+// woken by every publish. The topics are process-persistent and their names
+// go at once: the chunks' segments go with the processes.
+enum class Extras : std::uint8_t { coalescing, eager };
+
+template <std::size_t kExtraSubscribers, Extras kExtras = Extras::coalescing>
 struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
   void prepare(const Spec& spec) {
     const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
@@ -247,7 +253,9 @@ struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
         CPU_ZERO(&all);
         for (long cpu = 0; cpu < ::sysconf(_SC_NPROCESSORS_ONLN); ++cpu) CPU_SET(static_cast<int>(cpu), &all);
         (void)::sched_setaffinity(0, sizeof all, &all);
-        auto subscriber = topics_[0]->subscribe();
+        SubscribeOptions options;
+        if (kExtras == Extras::coalescing) options.coalesce = std::chrono::milliseconds(1);
+        auto subscriber = topics_[0]->subscribe(options);
         if (!subscriber) fail("%s", subscriber.error().message().c_str());
         const char subscribed = 'S';
         if (::write(ready[1], &subscribed, 1) != 1) fail_errno("write (extra subscriber)");
@@ -425,7 +433,10 @@ void add_ferry_transports(std::vector<TransportInfo>& list) {
       "ferry.topic", Group::ferry, "ferry::Topic, one subscriber (block policy, loaned requests, read in place), adaptive"));
   list.push_back(make_transport<TopicTransport<3>>(
       "ferry.topic.fanout4", Group::ferry,
-      "ferry::Topic, four subscriber processes read each request (B answers), as ferry.topic"));
+      "ferry::Topic, four subscriber processes read each request (B answers; the others coalesce wake-ups, 1 ms)"));
+  list.push_back(make_transport<TopicTransport<3, Extras::eager>>(
+      "ferry.topic.fanout4.eager", Group::ferry,
+      "ferry::Topic, four subscriber processes read each request (B answers), each woken by every publish"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::busy_poll>>(
       "ferry.mailbox.poll", Group::ferry, "ferry::Mailbox (bounded, send/receive copies), WaitStrategy::busy_poll"));
   list.push_back(make_transport<MailboxTransport<WaitStrategy::Mode::adaptive>>(
