@@ -225,8 +225,8 @@ void print_wrapper_costs(std::FILE* out, const std::vector<Record>& records) {
                      "\nEndpoint wrappers against raw calls (x: time per message, the median of the ratios within each "
                      "repetition;\n1.10x = 10%% slower). same calls: waits and reads as the endpoint does (its budget: "
                      "1.10x); blocking read:\nsleeps in the read itself. cpu: the CPU time both processes spent per "
-                     "message (rtt: round trip),\nendpoint and same calls, x: their ratio (paired as above); what the "
-                     "wrapper costs in work, which the\nwake-ups that dominate the time do not blur.\n");
+                     "message (rtt: round trip),\nendpoint and same calls, x: their ratio (paired as above). Time asleep "
+                     "is not in it; waking up and\nthe kernel's work for the message are.\n");
         std::fprintf(out, "  %-10s %-8s %-23s %10s  %-18s %10s %7s  %-18s %10s %7s  %9s %9s %7s\n", "pattern", "size",
                      "endpoint", "endpoint", "same calls", "", "x", "blocking read", "", "x", "cpu", "cpu same", "x");
         heading = true;

@@ -181,9 +181,9 @@ void yield_cpu() noexcept;
 std::uint64_t process_cpu_ns() noexcept;
 
 // Counts the messages a side handles after start() and, at finish(), puts
-// the CPU time they took into SharedArea: what a message costs in work, which
-// sleeping and waking (the wall clock's largest and noisiest part on these
-// virtual CPUs) do not blur.
+// the CPU time they took into SharedArea: what a message costs in work. Time
+// asleep (on these virtual CPUs the wall clock's largest part) is not in it;
+// waking up and the kernel's work for the message are.
 class CpuSpan {
  public:
   void start() noexcept {
