@@ -376,6 +376,10 @@ struct TopicPublisher::State {
   std::size_t entry_index = 0;
   std::uint64_t me = 0;
   std::uint64_t published = 0;
+  // Where the half ring being published ends (coalesced_batch): its last
+  // message wakes coalescing subscribers. Another publisher may publish that
+  // one; this one then only moves on (`written` only grows).
+  std::uint64_t half_ring_end = 0;
   // The slowest live subscriber's cursor when last looked at, valid while
   // no one subscribed since (`subscribers_changed`): cursors only grow, so
   // it bounds the room from below and the table is read only when it runs out.
@@ -524,6 +528,14 @@ struct TopicPublisher::State {
     }
     stamp.store(stamp_written(sequence), std::memory_order_release);
   }
+
+  // `written` reached or passed the end of the half ring last seen: if it is
+  // that end, coalescing subscribers are woken; then the next end is noted.
+  void end_half_ring(std::uint64_t written) noexcept {
+    const std::uint64_t batch = detail::coalesced_batch(shared->geometry.capacity);
+    if (written % batch == 0) control().batch_ready.notify_all();  // no system call unless one sleeps
+    half_ring_end = (written / batch + 1) * batch;
+  }
 };
 
 TopicPublisher::TopicPublisher(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
@@ -615,10 +627,7 @@ result<bool> TopicPublisher::State::publish_slot(std::span<const std::byte> cont
     control.publishers[entry_index].published.store(++published, std::memory_order_relaxed);
     detail::unlock_topic(topic);
     control.data_ready.notify_all();  // no system call unless a subscriber sleeps
-    // Coalescing subscribers: woken once per half ring (the division only when one sleeps).
-    if (control.batch_ready.sleepers() != 0 && (sequence + 1) % detail::coalesced_batch(topic.geometry.capacity) == 0) {
-      control.batch_ready.notify_all();
-    }
+    if (sequence + 1 >= half_ring_end) end_half_ring(sequence + 1);
     return true;
   }
 }
@@ -863,7 +872,8 @@ result<TopicSubscriber> Topic::subscribe(SubscribeOptions options) {
                  "asks for the last " + std::to_string(options.history) + " messages; the topic keeps " +
                      std::to_string(shared.geometry.history));
   }
-  if (options.coalesce && (*options.coalesce < std::chrono::microseconds(1) || *options.coalesce > std::chrono::seconds(10))) {
+  if (options.coalesce &&
+      (*options.coalesce < std::chrono::microseconds(1) || *options.coalesce > std::chrono::seconds(10))) {
     return error(errc::invalid_argument, shared.description,
                  "coalesced wake-ups every " + std::to_string(options.coalesce->count()) +
                      " us; from 1 us to 10 s");
