@@ -53,6 +53,15 @@ result<FramedStream> connect_lane(const Endpoint& endpoint, const EndpointOption
   auto socket = endpoint.scheme == Endpoint::Scheme::tcp ? TcpSocket::connect(endpoint.name, endpoint.port, limit)
                                                          : UnixSocket::connect(endpoint.name, limit);
   if (!socket) return std::move(socket).error().add_context(object);
+  // A lane is only written. In blocking mode an unbounded send is one
+  // system call that sleeps in the kernel while the socket is full, as a
+  // plain blocking write; in non-blocking mode it came back, polled and sent
+  // again (6-7% more CPU for a stream of 64 KiB messages over tcp). Sends
+  // with a limit pass MSG_DONTWAIT (detail::dont_wait_unless_forever).
+  if (const int flags = ::fcntl(socket->fd().get(), F_GETFL);
+      flags < 0 || ::fcntl(socket->fd().get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return error::from_errno(errno, object, "fcntl F_SETFL (blocking mode)");
+  }
   FramedStream framed(std::move(*socket), *frames);
   if (auto greeted = framed.send_frame(encode_hello(lane, token), limit); !greeted) return std::move(greeted).error();
   return framed;

@@ -416,7 +416,6 @@ result<StreamSocket> TcpSocket::connect(std::string_view host, std::uint16_t por
 
 namespace {
 // A datagram socket blocks (see make_socket): only a call that may wait forever lets it.
-int dont_wait_unless_forever(WaitLimit limit) { return limit.kind == WaitLimit::Kind::forever ? 0 : MSG_DONTWAIT; }
 
 // The SCM_CREDENTIALS a received datagram carries (SO_PASSCRED), if any.
 std::optional<SenderIdentity> attested_sender(msghdr& message) {
@@ -448,7 +447,7 @@ result<void> DatagramSocket::send_parts(const SocketAddress* to, std::span<const
   }
   message.msg_iov = pieces;
   message.msg_iovlen = parts.size();
-  const int flags = MSG_NOSIGNAL | dont_wait_unless_forever(limit);
+  const int flags = MSG_NOSIGNAL | detail::dont_wait_unless_forever(limit);
   for (;;) {
     if (::sendmsg(fd_.get(), &message, flags) >= 0) return {};  // a datagram goes whole or not at all
     if (errno == EINTR) continue;
@@ -477,7 +476,7 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
     message.msg_controllen = sizeof control;
     // MSG_TRUNC: the return value is the datagram's real size even when the
     // buffer was smaller, so truncation is seen instead of silently cut.
-    const ssize_t got = ::recvmsg(fd_.get(), &message, MSG_TRUNC | MSG_CMSG_CLOEXEC | dont_wait_unless_forever(limit));
+    const ssize_t got = ::recvmsg(fd_.get(), &message, MSG_TRUNC | MSG_CMSG_CLOEXEC | detail::dont_wait_unless_forever(limit));
     if (got >= 0) {
       const auto size = static_cast<std::size_t>(got);
       if (size > buffer.size() || (message.msg_flags & MSG_TRUNC) != 0)
@@ -497,7 +496,7 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
 
 result<std::size_t> DatagramSocket::next_size(WaitLimit limit) {
   for (;;) {
-    const ssize_t got = ::recv(fd_.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC | dont_wait_unless_forever(limit));
+    const ssize_t got = ::recv(fd_.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC | detail::dont_wait_unless_forever(limit));
     if (got >= 0) return static_cast<std::size_t>(got);
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return error::from_errno(errno, name_, "recv MSG_PEEK");

@@ -38,6 +38,10 @@ result<void> wait_ready(int fd, short events, WaitLimit limit, std::string_view 
   }
 }
 
+int dont_wait_unless_forever(WaitLimit limit) noexcept {
+  return limit.kind == WaitLimit::Kind::forever ? 0 : MSG_DONTWAIT;
+}
+
 }  // namespace detail
 
 namespace {
@@ -224,7 +228,7 @@ result<std::size_t> ByteStream::write_vector(const iovec* pieces, int count, Wai
       msghdr message{};
       message.msg_iov = const_cast<iovec*>(pieces);
       message.msg_iovlen = static_cast<std::size_t>(count);
-      written = ::sendmsg(fd_.get(), &message, MSG_NOSIGNAL);
+      written = ::sendmsg(fd_.get(), &message, MSG_NOSIGNAL | detail::dont_wait_unless_forever(limit));
     } else {
       written = write_pipe_without_sigpipe(fd_.get(), pieces, count);
     }

@@ -69,6 +69,13 @@ struct WaitLimit {
 /// timed_out, naming `object` and what it was `waiting_for`.
 result<void> wait_ready(int fd, short events, WaitLimit limit, std::string_view object, std::string_view waiting_for);
 
+/// The socket call flags for `limit`: MSG_DONTWAIT unless it waits forever.
+/// A socket call with them is right whatever the socket's mode: one in
+/// blocking mode then sleeps in the kernel only when it may wait forever
+/// (one system call, as a plain blocking send), one in non-blocking mode
+/// polls and calls again.
+int dont_wait_unless_forever(WaitLimit limit) noexcept;
+
 /// How pipe and FIFO writes keep SIGPIPE away: the RWF_NOSIGNAL flag of
 /// pwritev2 (Linux 6.18 and later; the write alone), or SIGPIPE blocked in
 /// the writing thread around writev (two more system calls). The flag is
