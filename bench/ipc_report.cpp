@@ -99,33 +99,34 @@ double repetition_cost(const Record& record, std::size_t i) {
   return is_round_trip(record.pattern) ? value : 1e9 / value;
 }
 
-// How many times slower per message `wrapped` is than `raw`: the median of
-// the ratios within each repetition, so the host's drift from one
-// repetition to the next cancels; the ratio of the medians when their
-// repetitions do not pair up.
+// The median of mine[i] / theirs[i] over the repetitions, so the host's
+// drift from one repetition to the next cancels; `overall` (the ratio of the
+// medians) when the repetitions do not pair up or one gave nothing.
+double median_of_paired(const std::vector<double>& mine, const std::vector<double>& theirs, double overall) {
+  if (mine.empty() || mine.size() != theirs.size()) return overall;
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    if (mine[i] <= 0 || theirs[i] <= 0) return overall;
+    ratios.push_back(mine[i] / theirs[i]);
+  }
+  return median_of(std::move(ratios));
+}
+
+// How many times slower per message `wrapped` is than `raw`, paired by repetition.
 std::optional<double> paired_ratio(const Record& wrapped, const Record& raw) {
   if (!cost(wrapped) || !cost(raw)) return std::nullopt;
-  std::vector<double> ratios;
-  const std::size_t count = wrapped.repetition_values.size();
-  if (count == raw.repetition_values.size()) {
-    for (std::size_t i = 0; i < count; ++i) {
-      const double mine = repetition_cost(wrapped, i);
-      const double theirs = repetition_cost(raw, i);
-      if (mine > 0 && theirs > 0) ratios.push_back(mine / theirs);
-    }
-  }
-  if (ratios.empty() || ratios.size() != count) return *cost(wrapped) / *cost(raw);
-  return median_of(std::move(ratios));
+  const auto costs = [](const Record& record) {
+    std::vector<double> each;
+    for (std::size_t i = 0; i < record.repetition_values.size(); ++i) each.push_back(repetition_cost(record, i));
+    return each;
+  };
+  return median_of_paired(costs(wrapped), costs(raw), *cost(wrapped) / *cost(raw));
 }
 
 // The same for the CPU time both processes spent per message.
 std::optional<double> paired_cpu_ratio(const Record& wrapped, const Record& raw) {
   if (!wrapped.cpu_ns || !raw.cpu_ns) return std::nullopt;
-  const std::size_t count = wrapped.repetition_cpu.size();
-  if (count == 0 || count != raw.repetition_cpu.size()) return *wrapped.cpu_ns / *raw.cpu_ns;
-  std::vector<double> ratios;
-  for (std::size_t i = 0; i < count; ++i) ratios.push_back(wrapped.repetition_cpu[i] / raw.repetition_cpu[i]);
-  return median_of(std::move(ratios));
+  return median_of_paired(wrapped.repetition_cpu, raw.repetition_cpu, *wrapped.cpu_ns / *raw.cpu_ns);
 }
 
 // The sections of the report: the rtt, the wake-up rtt, each throughput

@@ -415,7 +415,8 @@ result<StreamSocket> TcpSocket::connect(std::string_view host, std::uint16_t por
 // ---- datagram sockets ---------------------------------------------------------
 
 namespace {
-// A datagram socket blocks (see make_socket): only a call that may wait forever lets it.
+// A datagram socket blocks (see make_socket): every call that may not wait
+// forever passes MSG_DONTWAIT (detail::dont_wait_unless_forever).
 
 // The SCM_CREDENTIALS a received datagram carries (SO_PASSCRED), if any.
 std::optional<SenderIdentity> attested_sender(msghdr& message) {
@@ -476,7 +477,8 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
     message.msg_controllen = sizeof control;
     // MSG_TRUNC: the return value is the datagram's real size even when the
     // buffer was smaller, so truncation is seen instead of silently cut.
-    const ssize_t got = ::recvmsg(fd_.get(), &message, MSG_TRUNC | MSG_CMSG_CLOEXEC | detail::dont_wait_unless_forever(limit));
+    const ssize_t got =
+        ::recvmsg(fd_.get(), &message, MSG_TRUNC | MSG_CMSG_CLOEXEC | detail::dont_wait_unless_forever(limit));
     if (got >= 0) {
       const auto size = static_cast<std::size_t>(got);
       if (size > buffer.size() || (message.msg_flags & MSG_TRUNC) != 0)
