@@ -256,7 +256,9 @@ struct MailboxShared {
   void begin_step(QueueStep step, std::uint32_t index) noexcept;
   void end_step() noexcept;
   void replay_step();
-  result<void> bind_senders();
+  // `sweep`: look for dead senders now, not only now and then.
+  result<void> bind_senders(bool sweep = false);
+  bool retire_if_finished(std::uint32_t slot);
   result<void> index_new_records();
   void check_leases(bool force);
   std::optional<std::uint32_t> take_head(std::optional<pid_t> sender);
@@ -652,13 +654,13 @@ result<std::span<const std::byte>> MailboxShared::resolve_chunk(std::uint32_t sl
 
 // Maps the log of every sender slot that names a new one (and retires logs
 // whose sender is gone and whose records are all finished).
-result<void> MailboxShared::bind_senders() {
+result<void> MailboxShared::bind_senders(bool sweep) {
   const std::uint64_t changed = control->senders_changed.load(std::memory_order_seq_cst);
   const bool rescan = changed != senders_seen;
   senders_seen = changed;
   // Whether senders died (they cannot say so): asked now and then, not on
   // every receive (even the clock is read only every 64th time).
-  bool look_for_dead = rescan;
+  bool look_for_dead = rescan || sweep;
   if (!look_for_dead && (++binds & 63) == 0) {
     const auto now = steady_clock::now();
     look_for_dead = now >= next_retire_check;
@@ -689,14 +691,7 @@ result<void> MailboxShared::bind_senders() {
     } else if (p.log_id == 0 && !rescan) {
       continue;
     } else if (p.log_id != 0 && log && log->log_id == p.log_id) {
-      if (!look_for_dead) continue;
-      // Bound and mapped: retire it once its sender is gone and all is finished.
-      const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
-      const bool gone = owner <= kLeftSlot || !ProcessId::from_packed(owner).alive();
-      if (gone && p.log_first == kNoDescriptor &&
-          p.scanned.load(std::memory_order_relaxed) == log->header->published.load(std::memory_order_acquire)) {
-        retire_slot(slot);
-      }
+      if (look_for_dead) retire_if_finished(slot);
       continue;
     }
     const std::uint64_t log_id = p.log_id != 0 ? p.log_id : announced;
@@ -758,8 +753,25 @@ result<void> MailboxShared::bind_senders() {
     }
     log.emplace(std::move(mapped));
     mapped_limit = std::max(mapped_limit, slot + 1);
+    // Mapped only now, perhaps by a receiver that lives a moment: a dead
+    // sender's finished log is retired in the same look, or slots pile up.
+    if (look_for_dead) retire_if_finished(slot);
   }
   return {};
+}
+
+// Retires a bound, mapped slot whose sender is gone and whose records are all finished.
+bool MailboxShared::retire_if_finished(std::uint32_t slot) {
+  const SlotProgress& p = progress[slot];
+  const auto& log = logs[slot];
+  const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
+  const bool gone = owner <= kLeftSlot || !ProcessId::from_packed(owner).alive();
+  if (!gone || p.log_first != kNoDescriptor ||
+      p.scanned.load(std::memory_order_relaxed) != log->header->published.load(std::memory_order_acquire)) {
+    return false;
+  }
+  retire_slot(slot);
+  return true;
 }
 
 // The slot's sender is gone and everything it sent is finished: free it.
@@ -922,12 +934,21 @@ bool MailboxShared::has_work() const {
 result<void> MailboxShared::register_sender() {
   if (!may_send) return error(errc::permission_denied, description, "its mode does not let this user send");
   const ProcessId me = ProcessId::current();
-  std::uint32_t slot = max_senders;
-  for (std::uint32_t i = 0; i < max_senders; ++i) {
-    std::uint64_t expected = 0;
-    if (control->slots[i].owner.compare_exchange_strong(expected, me.packed(), std::memory_order_seq_cst)) {
-      slot = i;
-      break;
+  const auto claim_slot = [&] {
+    for (std::uint32_t i = 0; i < max_senders; ++i) {
+      std::uint64_t expected = 0;
+      if (control->slots[i].owner.compare_exchange_strong(expected, me.packed(), std::memory_order_seq_cst)) return i;
+    }
+    return max_senders;
+  };
+  std::uint32_t slot = claim_slot();
+  if (slot == max_senders && may_receive) {
+    // Perhaps taken by dead senders whose messages are all received and no
+    // receiver has looked since: look now, as a receiver would.
+    if (lock_queue(std::nullopt)) {
+      (void)bind_senders(/*sweep=*/true);
+      unlock_queue();
+      slot = claim_slot();
     }
   }
   if (slot < max_senders) {
@@ -1723,7 +1744,7 @@ result<std::optional<Message>> Mailbox::receive_impl(const ReceiveRequest& reque
       ~Unlock() { now(); }
     } unlock{s};
     s.attach_receiver();
-    if (auto bound = s.bind_senders(); !bound) return bound.error();
+    if (auto bound = s.bind_senders(force_lease_check); !bound) return bound.error();
     if (auto indexed = s.index_new_records(); !indexed) return indexed.error();
     s.check_leases(force_lease_check);
     force_lease_check = false;

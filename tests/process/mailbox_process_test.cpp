@@ -370,6 +370,46 @@ TEST(MailboxProcess, AReceiverLeavesTheListWhenItClosesAndADeadOnesEntryIsReused
   EXPECT_TRUE(box->stats().receivers.empty()) << "a receiver that closed the mailbox is not listed";
 }
 
+// A slot is held while its sender lives or its messages wait. Here every
+// receive happened before the senders' deaths were looked for: the next
+// sender finds the slots taken and must look itself.
+TEST(MailboxProcess, SlotsOfKilledSendersWhoseMessagesWereReceivedAreReused) {
+  Name n;
+  auto box = Mailbox::create(n.name, {.max_senders = 2});
+  ASSERT_TRUE(box) << box.error().message();
+  std::vector<Child> senders;
+  for (int i = 0; i < 2; ++i) {
+    ferry::test::Event sent;
+    senders.push_back(Child::spawn([&] {
+      auto opened = Mailbox::open(n.name);
+      FERRY_CHILD_CHECK(opened);
+      FERRY_CHILD_CHECK(opened->send(std::as_bytes(std::span("one", 3))));
+      sent.signal();
+      ::pause();
+      return 0;
+    }));
+    ASSERT_TRUE(sent.wait());
+  }
+  // Received while the senders live: their slots stay theirs.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(box->receive_for(5s));
+  for (auto& sender : senders) {
+    sender.kill(SIGKILL);
+    sender.wait();
+  }
+  Child late = Child::spawn([&] {
+    auto opened = Mailbox::open(n.name);
+    FERRY_CHILD_CHECK(opened);
+    auto sent = opened->send(std::as_bytes(std::span("late", 4)));
+    if (!sent) std::fprintf(stderr, "%s\n", sent.error().message().c_str());
+    FERRY_CHILD_CHECK(sent);
+    return 0;
+  });
+  ASSERT_EQ(late.wait(), 0) << "a sender found the slots of dead senders taken";
+  auto message = box->receive_for(5s);
+  ASSERT_TRUE(message) << message.error().message();
+  EXPECT_EQ(message->size(), 4u);
+}
+
 // ------------------------------------------------------------------ torture
 
 struct TortureLedger {
@@ -467,7 +507,8 @@ TEST(MailboxProcess, SigkillSendersAndReceiversAtRandomLosesAndTearsNothing) {
   }
   EXPECT_EQ(lost, 0u) << "messages sent, never acknowledged, and gone";
   // The mailbox still works, without any daemon.
-  ASSERT_TRUE(box->send(std::as_bytes(std::span("after", 5))));
+  auto sent_after = box->send(std::as_bytes(std::span("after", 5)));
+  ASSERT_TRUE(sent_after) << sent_after.error().message();
   auto after = box->receive_for(5s);
   ASSERT_TRUE(after) << after.error().message();
   // Receivers killed inside a step on the queue left counters that add up.
