@@ -8,7 +8,9 @@
 //  (transport, pattern, size) once, for a short time (--budget-ms, after a
 //  warm-up), in an order shuffled from one repetition to the next; so every
 //  figure is spread over the whole run and slow drift of the machine (vCPU
-//  placement, another build) hits all transports alike. A figure is the
+//  placement, another build) hits all transports alike; only what a paired
+//  ratio compares (an endpoint and its raw baselines) is measured back to
+//  back, in an order that flips each repetition. A figure is the
 //  median of its repetitions (rtt: of their medians; p99 and p99.9 pool all
 //  samples). floor.spin is measured in every repetition, and every single
 //  measurement first times 500 cache-line round trips between its own two
@@ -49,9 +51,11 @@
 #include <fstream>
 #include <map>
 #include <new>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "ipc_report.hpp"
 #include "ipc_transports.hpp"
@@ -734,6 +738,47 @@ bool parse_sizes(const std::vector<std::string>& texts, std::vector<std::size_t>
   return true;
 }
 
+// Puts the cells a paired ratio compares (an endpoint and its raw baselines,
+// same pattern and size) back to back where the first of them landed, the
+// endpoint in the middle and the baselines' order flipped each repetition:
+// the host's drift between two measurements seconds apart then stays off
+// the ratio, and which one goes first favours neither.
+void measure_compared_cells_together(std::vector<Cell*>& order, int repetition) {
+  // 0: same calls, 1: the endpoint, 2: blocking read; the group is the endpoint's name.
+  const auto place = [](const std::string& name) -> std::optional<std::pair<std::string, int>> {
+    for (const WrapperBaseline& baseline : wrapper_baselines()) {
+      if (name == baseline.same_calls) return std::pair{std::string(baseline.endpoint), 0};
+      if (name == baseline.endpoint) return std::pair{std::string(baseline.endpoint), 1};
+      if (name == baseline.blocking) return std::pair{std::string(baseline.endpoint), 2};
+    }
+    return std::nullopt;
+  };
+  std::vector<Cell*> grouped;
+  std::vector<bool> taken(order.size(), false);
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    if (taken[i]) continue;
+    const auto group = place(order[i]->transport->name);
+    if (!group) {
+      grouped.push_back(order[i]);
+      continue;
+    }
+    std::vector<std::pair<int, Cell*>> members;
+    for (std::size_t j = i; j < order.size(); ++j) {
+      Cell& other = *order[j];
+      const auto other_group = place(other.transport->name);
+      if (taken[j] || !other_group || other_group->first != group->first || other.pattern != order[i]->pattern ||
+          other.size != order[i]->size || other.senders != order[i]->senders) {
+        continue;
+      }
+      taken[j] = true;
+      members.emplace_back(repetition % 2 == 0 ? other_group->second : 2 - other_group->second, &other);
+    }
+    std::stable_sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& member : members) grouped.push_back(member.second);
+  }
+  order = std::move(grouped);
+}
+
 std::string describe(const Cell& cell) {
   std::string text = cell.transport->name + " " + pattern_text(cell.pattern);
   if (cell.pattern == Pattern::throughput) text += " " + size_text(cell.size);
@@ -989,6 +1034,7 @@ int run_command(const Options& options) {
     }
     std::mt19937 shuffle_with(static_cast<std::mt19937::result_type>(repetition + 1));
     std::shuffle(order.begin(), order.end(), shuffle_with);
+    measure_compared_cells_together(order, repetition);
     for (Cell* cell : order) {
       if (g_stop) break;
       ++done;

@@ -147,16 +147,6 @@ std::string json_status(Status status) { return status_text(status); }
 
 const char* floor_reference(Pattern pattern) { return pattern == Pattern::wake ? "floor.futex" : "floor.spin"; }
 
-// Each ferry endpoint beside raw OS calls doing the same job: `same_calls`
-// waits and reads as the endpoint does (streams: epoll_wait, then read), so
-// the ratio is what ferry's wrapper costs (its budget is 10%); `blocking`
-// sleeps in the read itself, which a receiver of one sender could do (for
-// UNIX datagrams: a socketpair, whose receiver is connected to its one sender).
-struct WrapperBaseline {
-  const char* endpoint;
-  const char* same_calls;
-  const char* blocking;
-};
 constexpr WrapperBaseline kWrapperBaselines[] = {
     {"ferry.endpoint.unix", "unix.stream.epoll", "unix.stream.oneway"},
     {"ferry.endpoint.tcp", "tcp.epoll", "tcp.oneway"},
@@ -164,6 +154,12 @@ constexpr WrapperBaseline kWrapperBaselines[] = {
     {"ferry.endpoint.unixgram", "unix.dgram.bound", "unix.dgram"},
     {"ferry.endpoint.udp", "udp", "udp"},
 };
+
+}  // namespace
+
+std::span<const WrapperBaseline> wrapper_baselines() noexcept { return kWrapperBaselines; }
+
+namespace {
 
 // Round trips with larger requests (--rtt-sizes), one row per transport: how
 // latency grows with the payload, and how the zero-copy ones stay flat.

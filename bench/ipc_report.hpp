@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,18 @@ struct RunInfo {
 const char* status_text(Status status);  // "ok", "n/a", "not available", "not running", "error"
 const char* pattern_text(Pattern pattern);
 const char* group_text(Group group);
+
+// Each ferry endpoint beside raw OS calls doing the same job: `same_calls`
+// waits and reads as the endpoint does (streams: epoll_wait, then read), so
+// the ratio is what ferry's wrapper costs (its budget is 10%); `blocking`
+// sleeps in the read itself, which a receiver of one sender could do (for
+// UNIX datagrams: a socketpair, whose receiver is connected to its one sender).
+struct WrapperBaseline {
+  const char* endpoint;
+  const char* same_calls;
+  const char* blocking;
+};
+std::span<const WrapperBaseline> wrapper_baselines() noexcept;
 
 // Fills vs_floor, vs_best_peer, vs_memcpy and best_peer.
 void compute_ratios(std::vector<Record>& records);
