@@ -151,7 +151,15 @@ TEST(BenchCli, QuickRunWritesEveryField) {
       const double p99 = record["p99_ns"];
       const double p999 = record["p999_ns"];
       EXPECT_GT(median, 0);
-      EXPECT_GE(p99, median);
+      // The median is the repetitions' median, p99 of all samples pooled: a
+      // repetition slowed by a busy machine (few samples, all slow) may lift
+      // the median past p99; but at least half of each repetition's samples
+      // reach its median, so p99 reaches the lowest of them.
+      double lowest_median = median;
+      for (const nlohmann::json& repetition : record["repetitions"]) {
+        lowest_median = std::min(lowest_median, repetition["median_ns"].get<double>());
+      }
+      EXPECT_GE(p99, lowest_median);
       EXPECT_GE(p999, p99);
       EXPECT_TRUE(record["msgs_per_s"].is_null());
       EXPECT_TRUE(record["bytes_per_s"].is_null());
