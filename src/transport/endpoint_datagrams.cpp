@@ -90,7 +90,11 @@ class DatagramReceiver final : public Receiver {
  public:
   // `largest`: the largest datagram it takes; a larger one is dropped.
   DatagramReceiver(Endpoint endpoint, DatagramSocket socket, std::size_t largest)
-      : endpoint_(std::move(endpoint)), socket_(std::move(socket)), buffer_(largest),
+      : endpoint_(std::move(endpoint)),
+        socket_(std::move(socket)),
+        largest_(largest),
+        expected_(std::min(largest, kSmallBuffer)),
+        spare_(largest),
         object_(endpoint_object("receiver at", endpoint_)) {}
 
   static result<std::unique_ptr<Receiver>> open(const Endpoint& endpoint, const EndpointOptions& options) {
@@ -118,30 +122,55 @@ class DatagramReceiver final : public Receiver {
   [[nodiscard]] ReceiverStats stats() const noexcept override { return stats_; }
 
  protected:
+  // A datagram lands in the message's own buffer, sized as the last one
+  // was: no copy while sizes stay alike. What a larger one has beyond that
+  // spills into spare_ and is appended; a small one in a large buffer is
+  // copied into one of its size rather than hold the large one.
   result<EndpointMessage> receive_next(WaitLimit limit) override {
     for (;;) {
-      auto datagram = socket_.receive(buffer_, limit);
+      Frame frame;
+      frame.resize(expected_);
+      auto datagram = socket_.receive(frame, spare_, limit);
       if (!datagram) {
         if (datagram.error().code() != errc::limit_reached) return std::move(datagram).error().add_context(object_);
         ++stats_.dropped_datagrams;  // larger than any ferry message: discarded
         continue;
       }
-      const auto bytes = std::span(buffer_).first(datagram->size);
-      const auto priority = decode_message(bytes);
+      const std::size_t size = datagram->size;
+      if (size > largest_) {
+        ++stats_.dropped_datagrams;  // larger than any ferry message (it fit only the spare room)
+        continue;
+      }
+      if (size > frame.size()) {
+        const std::size_t head = frame.size();
+        frame.resize(size);
+        std::memcpy(frame.data() + head, spare_.data(), size - head);
+      } else if (frame.size() > 2 * size + kSmallBuffer) {
+        frame = Frame(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(size));
+      } else {
+        frame.resize(size);
+      }
+      expected_ = std::min(std::max(size, kSmallBuffer), largest_);  // (largest_ may be below kSmallBuffer)
+      const auto priority = decode_message(frame);
       if (!priority) {
         ++stats_.dropped_datagrams;  // not a ferry message: never delivered
         continue;
       }
       const auto& sender = datagram->sender;
       const std::uint64_t origin = sender ? static_cast<std::uint64_t>(sender->pid) : datagram->from.port();
-      return EndpointMessage(Frame(bytes.begin(), bytes.end()), kEnvelopeSize, sender, *priority, false, origin);
+      return EndpointMessage(std::move(frame), kEnvelopeSize, sender, *priority, false, origin);
     }
   }
 
  private:
+  // A message buffer never starts smaller than this, nor is one this much too large kept.
+  static constexpr std::size_t kSmallBuffer = 256;
+
   Endpoint endpoint_;
   DatagramSocket socket_;
-  std::vector<std::byte> buffer_;
+  std::size_t largest_;
+  std::size_t expected_;
+  std::vector<std::byte> spare_;
   std::string object_;
   ReceiverStats stats_;
 };

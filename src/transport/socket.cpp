@@ -464,14 +464,19 @@ result<void> DatagramSocket::send_parts(const SocketAddress* to, std::span<const
 }
 
 result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit limit) {
+  return receive(buffer, {}, limit);
+}
+
+result<Datagram> DatagramSocket::receive(std::span<std::byte> head, std::span<std::byte> rest, WaitLimit limit) {
+  const std::size_t room = head.size() + rest.size();
   for (;;) {
     sockaddr_storage storage{};
-    iovec piece{buffer.data(), buffer.size()};
+    iovec pieces[2] = {{head.data(), head.size()}, {rest.data(), rest.size()}};
     msghdr message{};
     message.msg_name = &storage;
     message.msg_namelen = sizeof storage;
-    message.msg_iov = &piece;
-    message.msg_iovlen = 1;
+    message.msg_iov = pieces;
+    message.msg_iovlen = rest.empty() ? 1 : 2;
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
     message.msg_control = control;
     message.msg_controllen = sizeof control;
@@ -481,10 +486,10 @@ result<Datagram> DatagramSocket::receive(std::span<std::byte> buffer, WaitLimit 
         ::recvmsg(fd_.get(), &message, MSG_TRUNC | MSG_CMSG_CLOEXEC | detail::dont_wait_unless_forever(limit));
     if (got >= 0) {
       const auto size = static_cast<std::size_t>(got);
-      if (size > buffer.size() || (message.msg_flags & MSG_TRUNC) != 0)
+      if (size > room || (message.msg_flags & MSG_TRUNC) != 0)
         return error(errc::limit_reached, name_,
                      "a datagram of " + std::to_string(size) + " bytes did not fit the buffer of " +
-                         std::to_string(buffer.size()) + " bytes; it was discarded");
+                         std::to_string(room) + " bytes; it was discarded");
       return Datagram{size, SocketAddress::from_raw(reinterpret_cast<const sockaddr*>(&storage), message.msg_namelen),
                       attested_sender(message)};
     }

@@ -532,6 +532,27 @@ TEST_P(DatagramReceiverLimit, AReceiverWithoutALimitOfItsOwnTakesTheLargestDatag
   EXPECT_EQ((*receiver)->stats().dropped_datagrams, 0u);
 }
 
+// The receiver reads a datagram into a buffer sized as the last one was:
+// growing (the rest spills and is appended), alike, and shrinking (copied
+// into a buffer of its size) all deliver every byte.
+TEST_P(DatagramReceiverLimit, DatagramsThatGrowAndShrinkArriveWhole) {
+  EndpointCase endpoint_case(GetParam());
+  auto receiver = endpoint_case.open_receiver();
+  ASSERT_TRUE(receiver) << receiver.error().message();
+  auto sender = endpoint_case.open_sender();
+  ASSERT_TRUE(sender) << sender.error().message();
+  const std::size_t most = std::min<std::size_t>((*sender)->max_message(), 60000);
+  const std::size_t sizes[] = {10, 5000, 5000, most, most, 100, 30000, 29000, 1, most, 0};
+  std::size_t seed = 10;
+  for (const std::size_t size : sizes) {
+    ASSERT_TRUE((*sender)->send(pattern(size, ++seed)));
+    auto message = (*receiver)->receive_for(kWatchdog);
+    ASSERT_TRUE(message) << message.error().message();
+    EXPECT_TRUE(std::ranges::equal(message->data(), pattern(size, seed))) << "message of " << size << " bytes";
+  }
+  EXPECT_EQ((*receiver)->stats().dropped_datagrams, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Datagrams, DatagramReceiverLimit, ::testing::Values("unixgram", "udp"), test::scheme_name);
 
 }  // namespace

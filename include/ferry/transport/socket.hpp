@@ -258,6 +258,9 @@ class DatagramSocket {
     return receive(buffer, detail::WaitLimit::at(when));
   }
   result<Datagram> receive(std::span<std::byte> buffer, detail::WaitLimit limit);
+  /// Scattered: the datagram's first bytes into `head`, the rest into `rest`
+  /// (a buffer of its own for the usual size, spare room for a larger one).
+  result<Datagram> receive(std::span<std::byte> head, std::span<std::byte> rest, detail::WaitLimit limit);
   /// The size of the next datagram, without taking it.
   result<std::size_t> next_size(detail::WaitLimit limit = detail::WaitLimit::forever());
 
