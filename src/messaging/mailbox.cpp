@@ -258,7 +258,7 @@ struct MailboxShared {
   void replay_step();
   // `sweep`: look for dead senders now, not only now and then.
   result<void> bind_senders(bool sweep = false);
-  bool retire_if_finished(std::uint32_t slot);
+  void retire_if_finished(std::uint32_t slot);
   result<void> index_new_records();
   void check_leases(bool force);
   std::optional<std::uint32_t> take_head(std::optional<pid_t> sender);
@@ -761,17 +761,15 @@ result<void> MailboxShared::bind_senders(bool sweep) {
 }
 
 // Retires a bound, mapped slot whose sender is gone and whose records are all finished.
-bool MailboxShared::retire_if_finished(std::uint32_t slot) {
+void MailboxShared::retire_if_finished(std::uint32_t slot) {
   const SlotProgress& p = progress[slot];
   const auto& log = logs[slot];
   const std::uint64_t owner = control->slots[slot].owner.load(std::memory_order_acquire);
   const bool gone = owner <= kLeftSlot || !ProcessId::from_packed(owner).alive();
-  if (!gone || p.log_first != kNoDescriptor ||
-      p.scanned.load(std::memory_order_relaxed) != log->header->published.load(std::memory_order_acquire)) {
-    return false;
+  if (gone && p.log_first == kNoDescriptor &&
+      p.scanned.load(std::memory_order_relaxed) == log->header->published.load(std::memory_order_acquire)) {
+    retire_slot(slot);
   }
-  retire_slot(slot);
-  return true;
 }
 
 // The slot's sender is gone and everything it sent is finished: free it.
