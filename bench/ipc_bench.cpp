@@ -744,12 +744,13 @@ bool parse_sizes(const std::vector<std::string>& texts, std::vector<std::size_t>
 // the host's drift between two measurements seconds apart then stays off
 // the ratio, and which one goes first favours neither.
 void measure_compared_cells_together(std::vector<Cell*>& order, int repetition) {
-  // 0: same calls, 1: the endpoint, 2: blocking read; the group is the endpoint's name.
-  const auto place = [](const std::string& name) -> std::optional<std::pair<std::string, int>> {
+  // The comparison a transport takes part in, and its place there: 0 same
+  // calls, 1 the endpoint, 2 blocking read.
+  const auto place = [](const std::string& name) -> std::optional<std::pair<const WrapperBaseline*, int>> {
     for (const WrapperBaseline& baseline : wrapper_baselines()) {
-      if (name == baseline.same_calls) return std::pair{std::string(baseline.endpoint), 0};
-      if (name == baseline.endpoint) return std::pair{std::string(baseline.endpoint), 1};
-      if (name == baseline.blocking) return std::pair{std::string(baseline.endpoint), 2};
+      if (name == baseline.same_calls) return std::pair{&baseline, 0};
+      if (name == baseline.endpoint) return std::pair{&baseline, 1};
+      if (name == baseline.blocking) return std::pair{&baseline, 2};
     }
     return std::nullopt;
   };
