@@ -127,6 +127,15 @@ error corrupt(const ChannelShared& shared, std::string detail) {
   return error(errc::corrupt, shared.description, std::move(detail));
 }
 
+// A header at ring `offset` that cannot be a record's (`kind`: "record",
+// "wrap record", "chunk record"). Out of line: the receiver's fast path is inlined.
+[[gnu::cold, gnu::noinline]] error bad_record(const ChannelShared& shared, const char* kind, std::uint64_t offset,
+                                              std::optional<std::uint32_t> length = std::nullopt) {
+  std::string detail = std::string("bad ") + kind + " at offset " + std::to_string(offset);
+  if (length) detail += ": " + std::to_string(*length) + " bytes";
+  return corrupt(shared, std::move(detail));
+}
+
 error too_large(const ChannelShared& shared, std::size_t size) {
   return error(errc::invalid_argument, shared.description,
                "a message of " + std::to_string(size) + " bytes is larger than its maximum of " +
@@ -783,6 +792,9 @@ struct ChannelReceiver::State {
     notify_sender();
   }
 
+  result<bool> wait_for_record(std::optional<deadline> until, WaitStrategy strategy, bool wait);
+  result<std::optional<std::span<const std::byte>>> peek_chunk(std::uint64_t offset, std::uint32_t length_word);
+
 };
 
 ChannelReceiver::ChannelReceiver(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
@@ -824,9 +836,57 @@ result<ChannelReceiver> Channel::receiver() {
 
 std::size_t ChannelReceiver::max_message() const noexcept { return state_->shared->max_message; }
 
-result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std::optional<deadline> until,
-                                                                              WaitStrategy strategy,
-                                                                              bool wait) {
+// Waits until the header of the next record is written: true, or false
+// when told not to wait and nothing is there. Out of line, so that
+// peek_impl, inlined into its callers, hands its span back in registers.
+[[gnu::noinline]] result<bool> ChannelReceiver::State::wait_for_record(std::optional<deadline> until,
+                                                                       WaitStrategy strategy, bool wait) {
+  flush_release();  // let the sender reuse the space while we wait
+  if (!wait) {
+    if (tail_says_written()) return detail::corrupt(*shared, "no record where the sender wrote one");
+    if (notify.running()) {
+      notify.drained();
+      return has_record();  // came in meanwhile?
+    }
+    return false;
+  }
+  const auto outcome = detail::wait_for_peer(
+      control().data_ready, [&] { return has_record(); }, [&] { return tail_says_written(); },
+      [&] {
+        const std::uint64_t end = control().writing.load(std::memory_order_relaxed);
+        return end > head && end - head <= shared->capacity;
+      },
+      control().sender, strategy, until);
+  if (outcome == WaitOutcome::corrupt) return detail::corrupt(*shared, "no record where the sender wrote one");
+  if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared->description);
+  if (outcome == WaitOutcome::peer_gone) {
+    return error(errc::peer_gone, shared->description, "the sender died or left and nothing is left to read");
+  }
+  return true;
+}
+
+// The loaned chunk a chunk record at ring `offset` names, peeked.
+[[gnu::noinline]] result<std::optional<std::span<const std::byte>>> ChannelReceiver::State::peek_chunk(
+    std::uint64_t offset, std::uint32_t length_word) {
+  if ((length_word & detail::kLengthMask) != sizeof(detail::ChunkRef) ||
+      offset + detail::kRecordHeaderSize + sizeof(detail::ChunkRef) > shared->capacity) {
+    return detail::bad_record(*shared, "chunk record", offset);
+  }
+  detail::ChunkRef ref;
+  std::memcpy(&ref, shared->ring + offset + detail::kRecordHeaderSize, sizeof ref);  // read once
+  if (!chunks) chunks.emplace(shared->chunk_home(), shared->control->slabs);
+  auto payload = chunks->resolve(ref);
+  if (!payload) return std::move(payload).error();
+  peeked = detail::record_end(head, sizeof(detail::ChunkRef), (length_word & detail::kPackedBit) != 0) - head;
+  peeked_chunk = ref;
+  return std::optional<std::span<const std::byte>>(*payload);
+}
+
+// Inlined into each caller: a span returned through memory and copied out
+// with one 16-byte load from two 8-byte stores would wait for the store
+// buffer to drain (x86 cannot forward them), on every message.
+[[gnu::always_inline]] inline result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(
+    std::optional<deadline> until, WaitStrategy strategy, bool wait) {
   State& s = *state_;
   const ChannelShared& shared = *s.shared;
   for (;;) {
@@ -836,57 +896,25 @@ result<std::optional<std::span<const std::byte>>> ChannelReceiver::peek_impl(std
     const std::uint64_t header = header_at(shared.ring, offset).load(std::memory_order_seq_cst);
     const auto tag = static_cast<std::uint32_t>(header >> 32);
     const auto length_word = static_cast<std::uint32_t>(header);
-    if ((tag & ~detail::kWrapBit) != record_tag(s.head)) {
-      s.flush_release();  // let the sender reuse the space while we wait
-      if (!wait) {
-        if (s.tail_says_written()) return detail::corrupt(shared, "no record where the sender wrote one");
-        if (s.notify.running()) {
-          s.notify.drained();
-          if (s.has_record()) continue;  // came in meanwhile
-        }
-        return std::optional<std::span<const std::byte>>{};
-      }
-      const auto outcome = detail::wait_for_peer(
-          s.control().data_ready, [&] { return s.has_record(); }, [&] { return s.tail_says_written(); },
-          [&] {
-            const std::uint64_t end = s.control().writing.load(std::memory_order_relaxed);
-            return end > s.head && end - s.head <= shared.capacity;
-          },
-          s.control().sender, strategy, until);
-      if (outcome == WaitOutcome::corrupt) return detail::corrupt(shared, "no record where the sender wrote one");
-      if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared.description);
-      if (outcome == WaitOutcome::peer_gone) {
-        return error(errc::peer_gone, shared.description, "the sender died or left and nothing is left to read");
-      }
+    if ((tag & ~detail::kWrapBit) != record_tag(s.head)) [[unlikely]] {
+      auto there = s.wait_for_record(until, strategy, wait);
+      if (!there) return std::move(there).error();
+      if (!*there) return std::optional<std::span<const std::byte>>{};
       continue;
     }
     if (tag & detail::kWrapBit) {
       const std::uint64_t to_end = shared.capacity - offset;
       if (length_word != to_end - detail::kRecordHeaderSize) {
-        return detail::corrupt(shared, "bad wrap record at offset " + std::to_string(offset));
+        return detail::bad_record(shared, "wrap record", offset);
       }
       s.head += to_end;
       continue;
     }
-    if (length_word & detail::kChunkBit) {
-      if ((length_word & detail::kLengthMask) != sizeof(detail::ChunkRef) ||
-          offset + detail::kRecordHeaderSize + sizeof(detail::ChunkRef) > shared.capacity) {
-        return detail::corrupt(shared, "bad chunk record at offset " + std::to_string(offset));
-      }
-      detail::ChunkRef ref;
-      std::memcpy(&ref, shared.ring + offset + detail::kRecordHeaderSize, sizeof ref);  // read once
-      if (!s.chunks) s.chunks.emplace(shared.chunk_home(), shared.control->slabs);
-      auto payload = s.chunks->resolve(ref);
-      if (!payload) return std::move(payload).error();
-      s.peeked = detail::record_end(s.head, sizeof(detail::ChunkRef), (length_word & detail::kPackedBit) != 0) - s.head;
-      s.peeked_chunk = ref;
-      return std::optional<std::span<const std::byte>>(*payload);
-    }
+    if (length_word & detail::kChunkBit) return s.peek_chunk(offset, length_word);
     const std::uint32_t length = length_word & detail::kLengthMask;
     const std::uint64_t payload_offset = offset + (detail::payload_start(s.head, length) - s.head);
     if (length > shared.max_message || payload_offset + length > shared.capacity) {
-      return detail::corrupt(shared, "bad record at offset " + std::to_string(offset) + ": " +
-                                         std::to_string(length) + " bytes");
+      return detail::bad_record(shared, "record", offset, length);
     }
     s.peeked = detail::record_end(s.head, length, (length_word & detail::kPackedBit) != 0) - s.head;
     if (*s.peeked >= detail::kLargeRecord) {
