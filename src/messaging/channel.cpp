@@ -284,6 +284,7 @@ struct ChannelSender::State {
   };
   std::optional<HeldHeader> held;
   bool in_batch = false;  // the last commit was Publish::later: more are coming
+  std::uint64_t next_wrap_try = 0;  // after_lone_message looks for an early wrap from here on
   bool prefetch_for_write = detail::cpu_prefetches_for_write();
 
   ChannelControl& control() const noexcept { return *shared->control; }
@@ -338,6 +339,36 @@ struct ChannelSender::State {
 #endif
   }
   static constexpr std::uint64_t kOwnAhead = 512;
+
+  // Called after a lone small message was published, while the receiver
+  // reads it and this side has nothing else to do (a round trip's sender
+  // waits for the answer): reads the receiver's position if the room seen
+  // runs short, and wraps early if the receiver keeps up, so that lone
+  // messages cycle through the ring's first kHotWindow bytes instead of
+  // walking the whole ring. A round trip is a quarter shorter when its lines were
+  // used a few messages ago (see channel_layout.hpp). The receiver keeps up
+  // when it has released everything before the message just sent; when it
+  // does not (a burst), the ring keeps its whole capacity and the next look
+  // comes twice as far into the ring.
+  void after_lone_message() noexcept {
+    const std::uint64_t end = tail & shared->mask;
+    const bool try_wrap = end >= detail::kHotWindow && tail >= next_wrap_try;
+    if (!try_wrap && shared->capacity - (tail - head_seen) >= detail::kHotWindow) return;
+    if (!refresh_head() || !try_wrap) return;
+    if (head_seen < reserved_at) {
+      next_wrap_try = tail + end;
+      return;
+    }
+    // A wrap record, stored like the header before it (seq_cst: WaitPoint's
+    // contract); `tail` in the segment stays at the message's end until the
+    // next publish, so `ferry ls` does not count the skipped bytes as queued.
+    const std::uint64_t to_end = shared->capacity - end;
+    header_at(shared->ring, end)
+        .store(record_header(static_cast<std::uint32_t>(to_end - detail::kRecordHeaderSize),
+                             record_tag(tail) | detail::kWrapBit),
+               std::memory_order_seq_cst);
+    tail += to_end;
+  }
 
   // Nearly every reserve: the ring has room at the tail as last seen, no
   // wait, no wrap. Null otherwise (reserve_record does the rest). Returned
@@ -501,6 +532,7 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
   }
   // A record published later is one of a batch: the next one packs in after it.
   const bool packed = when == Publish::later;
+  const bool lone = when == Publish::now && !s.in_batch && !s.held;
   s.in_batch = packed;
   const std::uint64_t header = record_header(
       static_cast<std::uint32_t>(used) | flags | (packed ? detail::kPackedBit : 0), record_tag(s.reserved_at));
@@ -516,6 +548,7 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
     header_at(s.shared->ring, offset).store(header, std::memory_order_seq_cst);
   }
   if (when == Publish::now) publish();
+  if (lone && s.tail - s.reserved_at <= detail::kHotRecord) s.after_lone_message();
   return {};
 }
 
