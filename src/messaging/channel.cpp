@@ -30,6 +30,9 @@ struct ChannelShared {
   std::uint64_t loan_threshold;
   std::shared_ptr<const std::string> description;
   bool loans_supported = false;  // chunk_home().supported(), asked once
+  // The smallest message send() does not copy into the ring: max_message + 1,
+  // or the loan threshold when loans are supported and it is lower.
+  std::uint64_t direct_limit = 0;
 
   [[nodiscard]] ChunkHome chunk_home() const {
     const SegmentInfo info = segment.info();
@@ -175,6 +178,8 @@ result<std::shared_ptr<ChannelShared>> adopt(Segment segment) {
                                                        max_message, loan_limit, control->loan_threshold,
                                                        std::move(description), false});
   shared->loans_supported = shared->chunk_home().supported();
+  shared->direct_limit = std::uint64_t{max_message} + 1;
+  if (shared->loans_supported) shared->direct_limit = std::min(shared->direct_limit, shared->loan_threshold);
   return shared;
 }
 
@@ -188,9 +193,6 @@ using detail::header_at;
 using detail::record_header;
 using detail::record_tag;
 using detail::WaitOutcome;
-
-namespace {
-}  // namespace
 
 // ----------------------------------------------------------------- Channel
 
@@ -339,6 +341,30 @@ struct ChannelSender::State {
 #endif
   }
   static constexpr std::uint64_t kOwnAhead = 512;
+
+  // Publishes what is committed: `tail` for successors and `ferry ls`, and
+  // a wake-up if the receiver sleeps (no system call otherwise).
+  void store_tail() noexcept {
+    if (tail == published) return;
+    control().messages_sent.store(sent, std::memory_order_relaxed);
+    control().tail.store(tail, std::memory_order_release);
+    published = tail;
+    control().data_ready.notify_all();
+  }
+
+  // Commits the reserved record of `used` bytes on its own and publishes it.
+  void commit_lone(std::size_t used, std::uint32_t flags) noexcept {
+    const std::uint64_t at = reserved_at;
+    reserved.reset();
+    in_batch = false;
+    tail = detail::record_end(at, used, false);
+    ++sent;
+    // seq_cst: WaitPoint's contract for the write that makes "data ready" true.
+    header_at(shared->ring, at & shared->mask)
+        .store(record_header(static_cast<std::uint32_t>(used) | flags, record_tag(at)), std::memory_order_seq_cst);
+    store_tail();
+    if (tail - at <= detail::kHotRecord) after_lone_message();
+  }
 
   // Called after a lone small message was published, while the receiver
   // reads it and this side has nothing else to do (a round trip's sender
@@ -530,9 +556,12 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
     std::byte* record = s.shared->ring + offset;
     std::memmove(record + (belongs_at - s.reserved_at), record + (written_at - s.reserved_at), used);
   }
+  if (when == Publish::now && !s.in_batch && !s.held) {
+    s.commit_lone(used, flags);
+    return {};
+  }
   // A record published later is one of a batch: the next one packs in after it.
   const bool packed = when == Publish::later;
-  const bool lone = when == Publish::now && !s.in_batch && !s.held;
   s.in_batch = packed;
   const std::uint64_t header = record_header(
       static_cast<std::uint32_t>(used) | flags | (packed ? detail::kPackedBit : 0), record_tag(s.reserved_at));
@@ -541,14 +570,10 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
   ++s.sent;
   if (when == Publish::later && !s.held) {
     s.held = State::HeldHeader{offset, header};
-  } else if (when == Publish::later || s.held) {
-    header_at(s.shared->ring, offset).store(header, std::memory_order_release);
   } else {
-    // seq_cst: WaitPoint's contract for the write that makes "data ready" true.
-    header_at(s.shared->ring, offset).store(header, std::memory_order_seq_cst);
+    header_at(s.shared->ring, offset).store(header, std::memory_order_release);
   }
-  if (when == Publish::now) publish();
-  if (lone && s.tail - s.reserved_at <= detail::kHotRecord) s.after_lone_message();
+  if (when == Publish::now) publish();  // the end of a batch
   return {};
 }
 
@@ -563,12 +588,7 @@ void ChannelSender::publish() noexcept {
     header_at(s.shared->ring, s.held->offset).store(s.held->header, std::memory_order_seq_cst);
     s.held.reset();
   }
-  if (s.tail == s.published) return;
-  ChannelControl& control = s.control();
-  control.messages_sent.store(s.sent, std::memory_order_relaxed);
-  control.tail.store(s.tail, std::memory_order_release);  // for successors and `ferry ls`
-  s.published = s.tail;
-  control.data_ready.notify_all();  // no system call unless the receiver sleeps
+  s.store_tail();
 }
 
 namespace {
@@ -578,13 +598,37 @@ namespace {
 // written last, it is taken from the receiver once and stays here until the
 // header is stored, instead of being pulled back while the next line is
 // fetched. (A 64-byte message with its header spans two lines.)
+//
+// The part in the header's line is under a line (56 bytes at most, as the
+// payload starts 8 bytes in): copied with two overlapping moves of a fixed
+// size, instead of the byte loop a compiler makes of a memcpy it knows is short.
+void copy_within_line(std::byte* to, const std::byte* from, std::size_t size) noexcept {
+  const auto copy = [&]<std::size_t kMove>() {
+    std::memcpy(to, from, kMove);
+    std::memcpy(to + size - kMove, from + size - kMove, kMove);
+  };
+  if (size >= 32) {
+    copy.template operator()<32>();
+  } else if (size >= 16) {
+    copy.template operator()<16>();
+  } else if (size >= 8) {
+    copy.template operator()<8>();
+  } else if (size >= 4) {
+    copy.template operator()<4>();
+  } else if (size != 0) {
+    to[0] = from[0];
+    to[size / 2] = from[size / 2];
+    to[size - 1] = from[size - 1];
+  }
+}
+
 void copy_record_payload(std::byte* record_payload, std::span<const std::byte> message) noexcept {
   const auto past_line = reinterpret_cast<std::uintptr_t>(record_payload) % detail::kLineSize;
   const std::size_t in_header_line = std::min(message.size(), (detail::kLineSize - past_line) % detail::kLineSize);
   if (message.size() > in_header_line) {
     std::memcpy(record_payload + in_header_line, message.data() + in_header_line, message.size() - in_header_line);
   }
-  if (in_header_line != 0) std::memcpy(record_payload, message.data(), in_header_line);
+  copy_within_line(record_payload, message.data(), in_header_line);
 }
 
 }  // namespace
@@ -616,6 +660,16 @@ result<bool> ChannelSender::send_impl(std::span<const std::byte> message, std::o
 }
 
 result<void> ChannelSender::send(std::span<const std::byte> message, WaitStrategy strategy) {
+  State& s = *state_;
+  // Nearly every send: a message for the ring, room at the tail, no batch
+  // open. In one piece: this is the path a round trip waits on.
+  if (!s.in_batch && !s.held && message.size() < s.shared->direct_limit) {
+    if (std::byte* room = s.room_at_tail(message.size())) {
+      copy_record_payload(room, message);
+      s.commit_lone(message.size(), 0);
+      return {};
+    }
+  }
   if (auto sent = send_impl(message, std::nullopt, strategy, true, Publish::now); !sent) {
     return std::move(sent).error();
   }
