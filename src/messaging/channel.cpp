@@ -879,7 +879,8 @@ struct ChannelReceiver::State {
     notify_sender();
   }
 
-  result<bool> wait_for_record(std::optional<deadline> until, WaitStrategy strategy, bool wait);
+  WaitOutcome wait_for_record(std::optional<deadline> until, WaitStrategy strategy, bool wait);
+  error no_record(WaitOutcome outcome) const;
   result<std::optional<std::span<const std::byte>>> peek_chunk(std::uint64_t offset, std::uint32_t length_word);
 
 };
@@ -923,33 +924,32 @@ result<ChannelReceiver> Channel::receiver() {
 
 std::size_t ChannelReceiver::max_message() const noexcept { return state_->shared->max_message; }
 
-// Waits until the header of the next record is written: true, or false
-// when told not to wait and nothing is there. Out of line, so that
-// peek_impl, inlined into its callers, hands its span back in registers.
-[[gnu::noinline]] result<bool> ChannelReceiver::State::wait_for_record(std::optional<deadline> until,
-                                                                       WaitStrategy strategy, bool wait) {
+// Waits until the header of the next record is written (ready). Told not
+// to wait, looks once: timed_out when nothing is there. Out of line, and
+// answering with a plain enum, so that peek_impl, inlined into its callers,
+// hands its span back in registers and returns at once when a record came.
+[[gnu::noinline]] WaitOutcome ChannelReceiver::State::wait_for_record(std::optional<deadline> until,
+                                                                      WaitStrategy strategy, bool wait) {
   flush_release();  // let the sender reuse the space while we wait
   if (!wait) {
-    if (tail_says_written()) return detail::corrupt(*shared, "no record where the sender wrote one");
-    if (notify.running()) {
-      notify.drained();
-      return has_record();  // came in meanwhile?
-    }
-    return false;
+    if (tail_says_written()) return WaitOutcome::corrupt;
+    if (notify.running()) notify.drained();
+    return has_record() ? WaitOutcome::ready : WaitOutcome::timed_out;  // came in meanwhile?
   }
-  const auto outcome = detail::wait_for_peer(
+  return detail::wait_for_peer(
       control().data_ready, [&] { return has_record(); }, [&] { return tail_says_written(); },
       [&] {
         const std::uint64_t end = control().writing.load(std::memory_order_relaxed);
         return end > head && end - head <= shared->capacity;
       },
       control().sender, strategy, until);
+}
+
+// What a wait that did not end with a record means to the caller.
+[[gnu::cold, gnu::noinline]] error ChannelReceiver::State::no_record(WaitOutcome outcome) const {
   if (outcome == WaitOutcome::corrupt) return detail::corrupt(*shared, "no record where the sender wrote one");
   if (outcome == WaitOutcome::timed_out) return error(errc::timed_out, shared->description);
-  if (outcome == WaitOutcome::peer_gone) {
-    return error(errc::peer_gone, shared->description, "the sender died or left and nothing is left to read");
-  }
-  return true;
+  return error(errc::peer_gone, shared->description, "the sender died or left and nothing is left to read");
 }
 
 // The loaned chunk a chunk record at ring `offset` names, peeked.
@@ -984,10 +984,10 @@ std::size_t ChannelReceiver::max_message() const noexcept { return state_->share
     const auto tag = static_cast<std::uint32_t>(header >> 32);
     const auto length_word = static_cast<std::uint32_t>(header);
     if ((tag & ~detail::kWrapBit) != record_tag(s.head)) [[unlikely]] {
-      auto there = s.wait_for_record(until, strategy, wait);
-      if (!there) return std::move(there).error();
-      if (!*there) return std::optional<std::span<const std::byte>>{};
-      continue;
+      const WaitOutcome outcome = s.wait_for_record(until, strategy, wait);
+      if (outcome == WaitOutcome::ready) continue;
+      if (outcome == WaitOutcome::timed_out && !wait) return std::optional<std::span<const std::byte>>{};
+      return s.no_record(outcome);
     }
     if (tag & detail::kWrapBit) {
       const std::uint64_t to_end = shared.capacity - offset;
