@@ -165,7 +165,7 @@ TEST(Channel, LoneSmallMessagesCycleThroughTheFirstLinesWhileTheReceiverKeepsUp)
   auto rx = f.channel->receiver();
   std::vector<std::byte> buffer(256);
   // Every size a record of up to kHotRecord bytes holds, so that the early
-  // wrap comes after records ending at every line from kHotWindow on.
+  // wrap comes after records of every length ending at every line it can.
   const std::size_t largest = ferry::detail::kHotRecord - ferry::detail::kRecordHeaderSize;
   std::uint64_t furthest = 0;
   for (std::size_t i = 0; i < 4 * largest; ++i) {
