@@ -570,8 +570,12 @@ result<void> ChannelSender::commit_record(std::size_t used, std::uint32_t flags,
   ++s.sent;
   if (when == Publish::later && !s.held) {
     s.held = State::HeldHeader{offset, header};
+  } else if (when == Publish::later || s.held) {
+    header_at(s.shared->ring, offset).store(header, std::memory_order_release);  // publish() stores the held one last
   } else {
-    header_at(s.shared->ring, offset).store(header, std::memory_order_release);
+    // The end of a batch whose first header is out already (publish() was
+    // called within it): seq_cst, WaitPoint's contract for the last write.
+    header_at(s.shared->ring, offset).store(header, std::memory_order_seq_cst);
   }
   if (when == Publish::now) publish();  // the end of a batch
   return {};
