@@ -525,6 +525,33 @@ TEST(Channel, NotifyFdPollsReadableWhileMessagesWait) {
   }
 }
 
+TEST(Channel, NotifyFdStaysClearWhileTheReceiverWaitsPastAnEarlyWrap) {
+  Fixture f;
+  auto tx = f.channel->sender();
+  auto rx = f.channel->receiver();
+  auto fd = rx->notify_fd();
+  ASSERT_TRUE(fd) << fd.error().message();
+  auto readable = [&](int timeout_ms) {
+    pollfd ready{*fd, POLLIN, 0};
+    return ::poll(&ready, 1, timeout_ms) == 1;
+  };
+  std::vector<std::byte> buffer(64);
+  // One message at a time, each received before the next is sent: lone
+  // messages the receiver keeps up with, so the sender wraps early every
+  // few of them and the receiver, drained, waits at the ring's start.
+  for (int round = 0; round < 40; ++round) {
+    ASSERT_TRUE(tx->send(bytes_of(pattern(64, static_cast<std::uint64_t>(round)))));
+    EXPECT_TRUE(readable(10000)) << round;
+    auto message = rx->try_receive(buffer);
+    ASSERT_TRUE(message && message->has_value()) << round;
+    EXPECT_EQ(std::memcmp(buffer.data(), pattern(64, static_cast<std::uint64_t>(round)).data(), 64), 0) << round;
+    auto nothing = rx->try_receive(buffer);
+    ASSERT_TRUE(nothing && !nothing->has_value()) << round;
+    EXPECT_FALSE(readable(20)) << "cleared once drained, round " << round;
+  }
+  EXPECT_LT(tail_offset(f), ferry::detail::kHotWindow + ferry::detail::kHotRecord) << "the sender wrapped early";
+}
+
 // Opens the channel's segment raw and lets `edit` scribble on it.
 template <class Edit>
 ferry::errc receive_after(Edit edit) {
