@@ -72,7 +72,9 @@
 // 120 ns) the 64 B round trip went from 220-230 to 160-171 ns, and a bare
 // ring of one-line records takes 1.3-1.4x a one-word ping-pong when it
 // walks 64 KiB, about 1.0x in 2-8 lines. The receiver needs nothing new:
-// it already accepts a wrap record anywhere.
+// it already accepts a wrap record anywhere. `tail` is stored with the next
+// publish, so until then the receiver's `head` may be past it (at the next
+// lap's start): "messages wait" is tail - head > 0, not tail != head.
 //
 // Publication: the sender writes the payload, then the header (release; the
 // last one of a publish with seq_cst, WaitPoint's contract), then `tail`.
