@@ -498,6 +498,12 @@ TEST(Channel, SenderLearnsTheReceiverLeftWhenFull) {
   EXPECT_EQ(blocked.error().code(), errc::peer_gone);
 }
 
+// Whether `fd` polls readable within `timeout_ms`.
+bool readable(int fd, int timeout_ms) {
+  pollfd ready{fd, POLLIN, 0};
+  return ::poll(&ready, 1, timeout_ms) == 1;
+}
+
 TEST(Channel, NotifyFdPollsReadableWhileMessagesWait) {
   Fixture f;
   auto tx = f.channel->sender();
@@ -505,23 +511,19 @@ TEST(Channel, NotifyFdPollsReadableWhileMessagesWait) {
   auto fd = rx->notify_fd();
   ASSERT_TRUE(fd) << fd.error().message();
   EXPECT_EQ(*rx->notify_fd(), *fd) << "one descriptor per receiver";
-  auto readable = [&](int timeout_ms) {
-    pollfd ready{*fd, POLLIN, 0};
-    return ::poll(&ready, 1, timeout_ms) == 1;
-  };
-  EXPECT_FALSE(readable(20));
+  EXPECT_FALSE(readable(*fd, 20));
   std::vector<std::byte> buffer(64);
   for (int round = 0; round < 20; ++round) {
     ASSERT_TRUE(tx->send(bytes_of(pattern(8, static_cast<std::uint64_t>(round)))));
     ASSERT_TRUE(tx->send(bytes_of(pattern(8, static_cast<std::uint64_t>(round) + 1))));
-    EXPECT_TRUE(readable(10000)) << round;
+    EXPECT_TRUE(readable(*fd, 10000)) << round;
     int received = 0;
     while (auto message = rx->try_receive(buffer)) {
       if (!message->has_value()) break;
       ++received;
     }
     EXPECT_EQ(received, 2);
-    EXPECT_FALSE(readable(0)) << "cleared once drained";
+    EXPECT_FALSE(readable(*fd, 0)) << "cleared once drained";
   }
 }
 
@@ -531,23 +533,19 @@ TEST(Channel, NotifyFdStaysClearWhileTheReceiverWaitsPastAnEarlyWrap) {
   auto rx = f.channel->receiver();
   auto fd = rx->notify_fd();
   ASSERT_TRUE(fd) << fd.error().message();
-  auto readable = [&](int timeout_ms) {
-    pollfd ready{*fd, POLLIN, 0};
-    return ::poll(&ready, 1, timeout_ms) == 1;
-  };
   std::vector<std::byte> buffer(64);
   // One message at a time, each received before the next is sent: lone
   // messages the receiver keeps up with, so the sender wraps early every
   // few of them and the receiver, drained, waits at the ring's start.
   for (int round = 0; round < 40; ++round) {
     ASSERT_TRUE(tx->send(bytes_of(pattern(64, static_cast<std::uint64_t>(round)))));
-    EXPECT_TRUE(readable(10000)) << round;
+    EXPECT_TRUE(readable(*fd, 10000)) << round;
     auto message = rx->try_receive(buffer);
     ASSERT_TRUE(message && message->has_value()) << round;
     EXPECT_EQ(std::memcmp(buffer.data(), pattern(64, static_cast<std::uint64_t>(round)).data(), 64), 0) << round;
     auto nothing = rx->try_receive(buffer);
     ASSERT_TRUE(nothing && !nothing->has_value()) << round;
-    EXPECT_FALSE(readable(20)) << "cleared once drained, round " << round;
+    EXPECT_FALSE(readable(*fd, 20)) << "cleared once drained, round " << round;
   }
   EXPECT_LT(tail_offset(f), ferry::detail::kHotWindow + ferry::detail::kHotRecord) << "the sender wrapped early";
 }
