@@ -286,7 +286,6 @@ struct ChannelSender::State {
   };
   std::optional<HeldHeader> held;
   bool in_batch = false;  // the last commit was Publish::later: more are coming
-  std::uint64_t next_wrap_try = 0;  // after_lone_message looks for an early wrap from here on
   bool prefetch_for_write = detail::cpu_prefetches_for_write();
 
   ChannelControl& control() const noexcept { return *shared->control; }
@@ -363,37 +362,6 @@ struct ChannelSender::State {
     header_at(shared->ring, at & shared->mask)
         .store(record_header(static_cast<std::uint32_t>(used) | flags, record_tag(at)), std::memory_order_seq_cst);
     store_tail();
-    if (tail - at <= detail::kHotRecord) after_lone_message();
-  }
-
-  // Called after a lone small message was published, while the receiver
-  // reads it and this side has nothing else to do (a round trip's sender
-  // waits for the answer): reads the receiver's position if the room seen
-  // runs short, and wraps early if the receiver keeps up, so that lone
-  // messages cycle through the ring's first kHotWindow bytes instead of
-  // walking the whole ring. A round trip is a quarter shorter when its lines were
-  // used a few messages ago (see channel_layout.hpp). The receiver keeps up
-  // when it has released everything before the message just sent; when it
-  // does not (a burst), the ring keeps its whole capacity and the next look
-  // comes twice as far into the ring.
-  void after_lone_message() noexcept {
-    const std::uint64_t end = tail & shared->mask;
-    const bool try_wrap = end >= detail::kHotWindow && tail >= next_wrap_try;
-    if (!try_wrap && shared->capacity - (tail - head_seen) >= detail::kHotWindow) return;
-    if (!refresh_head() || !try_wrap) return;
-    if (head_seen < reserved_at) {
-      next_wrap_try = tail + end;
-      return;
-    }
-    // A wrap record, stored like the header before it (seq_cst: WaitPoint's
-    // contract); `tail` in the segment stays at the message's end until the
-    // next publish, so `ferry ls` does not count the skipped bytes as queued.
-    const std::uint64_t to_end = shared->capacity - end;
-    header_at(shared->ring, end)
-        .store(record_header(static_cast<std::uint32_t>(to_end - detail::kRecordHeaderSize),
-                             record_tag(tail) | detail::kWrapBit),
-               std::memory_order_seq_cst);
-    tail += to_end;
   }
 
   // Nearly every reserve: the ring has room at the tail as last seen, no
@@ -1088,9 +1056,7 @@ result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::b
 
 result<int> ChannelReceiver::notify_fd() {
   State& s = *state_;
-  // Messages wait while the published tail is past the released head. Not
-  // `!=`: after an early wrap the receiver releases up to the next lap's
-  // start, past the tail the sender published with the message before it.
+  // Messages wait while the published tail is past the released head.
   return s.notify.start(
       s.control().data_ready,
       [&s] {

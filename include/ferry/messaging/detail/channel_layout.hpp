@@ -62,20 +62,6 @@
 // not fit before the end of the ring, the sender fills the rest with one and
 // starts again at offset 0 (a record never straddles the end).
 //
-// A wrap record may also come early. After a lone record of up to
-// kHotRecord bytes (a message of up to 248) that ends kHotWindow bytes or
-// more into the ring, the sender wraps at once if the receiver has released
-// everything before that record: while the receiver keeps up, lone small
-// messages cycle through the ring's first lines instead of walking the
-// whole ring. Lines used a few messages ago cross between the CPUs faster
-// than lines last touched a lap ago: on the benchmark machine (floor
-// 120 ns) the 64 B round trip went from 220-230 to 160-171 ns, and a bare
-// ring of one-line records takes 1.3-1.4x a one-word ping-pong when it
-// walks 64 KiB, about 1.0x in 2-8 lines. The receiver needs nothing new:
-// it already accepts a wrap record anywhere. `tail` is stored with the next
-// publish, so until then the receiver's `head` may be past it (at the next
-// lap's start): "messages wait" is tail - head > 0, not tail != head.
-//
 // Publication: the sender writes the payload, then the header (release; the
 // last one of a publish with seq_cst, WaitPoint's contract), then `tail`.
 // Batches hold back the header of their first record, so one store publishes
@@ -117,11 +103,6 @@ inline constexpr std::size_t kLineSize = 64;       // a record sent on its own e
 inline constexpr std::uint64_t kLargeRecord = 64 * 1024;  // see `writing` / `reading`
 inline constexpr std::uint64_t kAlignedPayload = 8192;     // from here on a payload starts on a line
 inline constexpr std::uint64_t kMinChannelCapacity = 256;
-inline constexpr std::uint64_t kHotWindow = 384;  // see "A wrap record may also come early"
-inline constexpr std::uint64_t kHotRecord = 256;
-// A record at the ring's start never reaches the window's end alone, so the
-// early wrap after it never waits for the receiver to release that record.
-static_assert(kHotRecord < kHotWindow);
 // Tags repeat every (2^31 - 1) * 8 bytes (~16 GiB): the ring must be smaller.
 inline constexpr std::uint64_t kMaxChannelCapacity = std::uint64_t{1} << 33;
 inline constexpr std::uint32_t kWrapBit = 0x8000'0000u;
