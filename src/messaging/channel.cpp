@@ -1056,14 +1056,9 @@ result<std::optional<std::size_t>> ChannelReceiver::try_receive(std::span<std::b
 
 result<int> ChannelReceiver::notify_fd() {
   State& s = *state_;
-  // Messages wait while the published tail is past the released head.
   return s.notify.start(
       s.control().data_ready,
-      [&s] {
-        const std::uint64_t tail = s.control().tail.load(std::memory_order_seq_cst);
-        const std::uint64_t head = s.control().head.load(std::memory_order_seq_cst);
-        return static_cast<std::int64_t>(tail - head) > 0;
-      },
+      [&s] { return s.control().tail.load(std::memory_order_seq_cst) != s.control().head.load(std::memory_order_seq_cst); },
       *s.shared->description);
 }
 
