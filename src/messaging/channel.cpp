@@ -362,6 +362,9 @@ struct ChannelSender::State {
     header_at(shared->ring, at & shared->mask)
         .store(record_header(static_cast<std::uint32_t>(used) | flags, record_tag(at)), std::memory_order_seq_cst);
     store_tail();
+    // Without room for this record twice more, the next send would read the
+    // receiver's position on its way; read it now, while this one travels.
+    if (shared->capacity - (tail - head_seen) < 2 * (tail - at)) (void)refresh_head();
   }
 
   // Nearly every reserve: the ring has room at the tail as last seen, no
