@@ -442,7 +442,11 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
                "       repetitions, and its range in ns (~70 ns: vCPUs near each other; 300-470 ns: the host had\n"
                "       moved them apart; a figure taken far is slower than it would be near).\n"
                "x floor, x peer, x memcpy: times slower per message than floor.spin, than the fastest peer\n"
-               "       library, than one process copying alone (floor.memcpy).\n");
+               "       library, than one process copying alone (floor.memcpy).\n"
+               "queues: %zu messages deep in a round trip (one is ever in flight; ferry's Channel: a ring of %zu\n"
+               "       records), ~%zu MiB in a stream (%zu to %zu messages; the Channel: a %zu MiB ring).\n",
+               kRoundTripDepth, kRoundTripDepth, kRingBytes >> 20, queue_depth(kRingBytes),
+               queue_depth(std::size_t{1}), kRingBytes >> 20);
 
   constexpr int kName = 23;
   for (const Section& section : sections(records)) {

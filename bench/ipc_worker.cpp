@@ -230,6 +230,10 @@ std::size_t queue_depth(std::size_t size) noexcept {
   return std::clamp<std::size_t>(kRingBytes / std::max<std::size_t>(size, 1), 4, 256);
 }
 
+std::size_t queue_depth(const Spec& spec) noexcept {
+  return is_round_trip(spec.pattern) ? kRoundTripDepth : queue_depth(spec.size);
+}
+
 void* map_shared(std::size_t bytes) {
   void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (memory == MAP_FAILED) fail_errno("mmap (shared, anonymous)");

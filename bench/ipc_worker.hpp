@@ -219,9 +219,15 @@ inline void spin_until(Condition condition) noexcept {
 bool write_full(int fd, const void* data, std::size_t size) noexcept;  // false: error or EOF (errno set)
 bool read_full(int fd, void* data, std::size_t size) noexcept;
 
-// How many messages a queueing transport may hold: about 4 MiB, like the spin
-// ring, but at least 4 and at most 256 messages.
+// How many messages a queueing transport may hold in a stream: about 4 MiB,
+// like the spin ring, but at least 4 and at most 256 messages.
 std::size_t queue_depth(std::size_t size) noexcept;
+// A round trip never has more than one message in flight each way, so every
+// queue gets kRoundTripDepth for it (a deeper one only spreads the messages
+// over more memory; the Topic's fan-out is the exception, see
+// TopicTransport); a stream gets queue_depth(size).
+inline constexpr std::size_t kRoundTripDepth = 4;
+std::size_t queue_depth(const Spec& spec) noexcept;
 
 // The shared mapping (MAP_SHARED | MAP_ANONYMOUS) for prepare(): inherited by B.
 void* map_shared(std::size_t bytes);

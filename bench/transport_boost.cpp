@@ -23,10 +23,10 @@ struct BoostMq : TransportBase {
       std::snprintf(name, sizeof name, "ferry-bench.%d.%llu.boost.%d", static_cast<int>(::getpid()),
                     static_cast<unsigned long long>(spec.serial), i);
       try {
-        queues_[i] = std::make_unique<bip::message_queue>(bip::create_only, name, queue_depth(spec.size), spec.size);
+        queues_[i] = std::make_unique<bip::message_queue>(bip::create_only, name, queue_depth(spec), spec.size);
       } catch (const std::exception& e) {
         bip::message_queue::remove(name);
-        fail("message_queue(%s, %zu x %s): %s", name, queue_depth(spec.size), size_text(spec.size).c_str(), e.what());
+        fail("message_queue(%s, %zu x %s): %s", name, queue_depth(spec), size_text(spec.size).c_str(), e.what());
       }
       bip::message_queue::remove(name);
     }

@@ -91,7 +91,7 @@ struct Iceoryx : TransportBase {
     publisher_options.historyCapacity = 0;
     publisher_options.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER;
     iox::popo::SubscriberOptions subscriber_options;
-    subscriber_options.queueCapacity = queue_depth(spec.size);
+    subscriber_options.queueCapacity = queue_depth(spec);
     subscriber_options.historyRequest = 0;
     subscriber_options.queueFullPolicy = iox::popo::QueueFullPolicy::BLOCK_PRODUCER;
     const iox::capro::ServiceDescription to_responder(id_string("ferry-bench"), id_string(instance_),

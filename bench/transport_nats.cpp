@@ -11,7 +11,7 @@
 // read in place until the next receive.
 //
 // Mailboxes are made with the defaults a user gets (4 priority bands, file
-// storage, one replica) except for a capacity of queue_depth(size) messages
+// storage, one replica) except for a capacity of queue_depth(spec) messages
 // (like ferry.mailbox.*): a sender ahead of its receiver waits for room, so a
 // stream's backlog, drained after the timed part, stays small.
 //
@@ -59,7 +59,7 @@ struct NatsMailboxTransport : TransportBase {
     auto connection = nats::Connection::connect(*address);
     if (!connection) fail("%s", connection.error().message().c_str());
     connection_.emplace(std::move(*connection));
-    const nats::MailboxOptions options{.capacity = queue_depth(spec.size),
+    const nats::MailboxOptions options{.capacity = queue_depth(spec),
                                        .max_message = std::max<std::size_t>(spec.size, 64)};
     for (int direction = 0; direction < 2; ++direction) {
       auto box = side == Side::initiator ? nats::Mailbox::create(*connection_, names_[direction], options)

@@ -19,7 +19,7 @@ struct Nng : TransportBase {
   void open(Side side, const Spec& spec) {
     int error = nng_pair1_open(&socket_);
     if (error != 0) fail_nng("nng_pair1_open", error);
-    const int depth = static_cast<int>(queue_depth(spec.size));
+    const int depth = static_cast<int>(queue_depth(spec));
     const nng_duration timeout_ms = static_cast<nng_duration>(spec.watchdog_s * 1000);
     if ((error = nng_socket_set_int(socket_, NNG_OPT_SENDBUF, depth)) != 0 ||
         (error = nng_socket_set_int(socket_, NNG_OPT_RECVBUF, depth)) != 0 ||

@@ -33,7 +33,7 @@ class ZmqSocket {
     if (context_ == nullptr) fail_zmq("zmq_ctx_new");
     socket_ = zmq_socket(context_, type);
     if (socket_ == nullptr) fail_zmq("zmq_socket");
-    const int depth = static_cast<int>(queue_depth(spec.size));
+    const int depth = static_cast<int>(queue_depth(spec));
     const int timeout_ms = static_cast<int>(spec.watchdog_s * 1000);
     // A REP server's last reply may still be on its way out when the server
     // closes (a 1 MiB one was dropped and its caller waited for it until the

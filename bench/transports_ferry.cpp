@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "ferry/messaging/channel.hpp"
+#include "ferry/messaging/detail/channel_layout.hpp"
 #include "ferry/messaging/endpoints.hpp"
 #include "ferry/messaging/mailbox.hpp"
 #include "ferry/patterns/topic.hpp"
@@ -65,14 +66,24 @@ template <WaitStrategy::Mode kMode, ChannelSend kSend = ChannelSend::ring>
 struct ChannelTransport : FerryTransport<kMode> {
   using FerryTransport<kMode>::strategy;
 
+  // A stream's ring is kRingBytes, like the spin floor's; a round trip's holds
+  // queue_depth(spec) messages sent on their own, like every queue here (a
+  // few lines that stay in both CPUs' caches, where a large ring's messages
+  // each land on a line fetched afresh). Channel::create raises it to what
+  // max_message needs.
+  static std::size_t ring_bytes(const Spec& spec) {
+    if (!is_round_trip(spec.pattern)) return kRingBytes;
+    return std::min(kRingBytes, queue_depth(spec) * ferry::detail::record_size(spec.size));
+  }
+
   static ChannelOptions options(const Spec& spec) {
     if constexpr (kSend == ChannelSend::ring) {
       // Every message in the ring, whatever its size: the ring's own figures.
-      return {.capacity = kRingBytes,
+      return {.capacity = ring_bytes(spec),
               .max_message = std::max<std::size_t>(spec.size, 64),
               .loans = {.threshold = SIZE_MAX}};
     } else {
-      return {.capacity = kRingBytes,
+      return {.capacity = ring_bytes(spec),
               .max_message = kSend == ChannelSend::loan ? kRttSize : ChannelOptions{}.max_message,
               .persistence = Persistence::process};
     }
@@ -180,9 +191,11 @@ struct TopicTransport : FerryTransport<WaitStrategy::Mode::adaptive> {
   void prepare(const Spec& spec) {
     const std::string base = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
     round_trip_ = is_round_trip(spec.pattern);
-    // A round trip's requests are references (a small slot each): the ring
-    // may hold as many as any queue here; the chunk pool's limit bounds them.
-    const TopicOptions options{.capacity = round_trip_ ? queue_depth(1) : queue_depth(spec.size),
+    // Deeper than kRoundTripDepth in a round trip: the extra subscribers of a
+    // fan-out are not part of it and fall behind by more than a few messages
+    // (a 4-message ring held the publisher back: fanout4 1.35 -> 13 us). Its
+    // requests are references (a small slot each); the chunk pool bounds them.
+    const TopicOptions options{.capacity = round_trip_ ? queue_depth(1) : queue_depth(spec),
                                .max_message = round_trip_ ? kRttSize : std::max<std::size_t>(spec.size, 64),
                                .persistence = Persistence::process};
     for (int direction = 0; direction < 2; ++direction) {
@@ -294,7 +307,7 @@ struct MailboxTransport : FerryTransport<kMode> {
 
   void prepare(const Spec& spec) {
     const std::string base = "/dev/shm/ferry-bench-" + std::to_string(::getpid()) + "-" + std::to_string(spec.serial);
-    const auto capacity = Capacity::bounded(queue_depth(spec.size), std::max<std::size_t>(spec.size, 64));
+    const auto capacity = Capacity::bounded(queue_depth(spec), std::max<std::size_t>(spec.size, 64));
     for (int direction = 0; direction < 2; ++direction) {
       const std::string path = base + (direction == 0 ? "-ab" : "-ba");
       detail::register_leftover(path);

@@ -447,7 +447,7 @@ struct PosixMq : TransportBase {
     return {};
   }
   void prepare(const Spec& spec) {
-    long depth = static_cast<long>(queue_depth(spec.size));
+    long depth = static_cast<long>(queue_depth(spec));
     const long msg_max = read_proc_number("/proc/sys/fs/mqueue/msg_max");
     if (msg_max > 0 && !has_capability(kCapSysResource)) depth = std::min(depth, msg_max);
     mq_attr attributes{};
