@@ -191,6 +191,10 @@ class StreamReceiver final : public Receiver {
           return std::move(wait).error();
         }  // else the limit was reached before anything was looked at: look once
       }
+      if (timeout != 0 && await_rest_of_frame()) {
+        looked = true;
+        continue;
+      }
       if (auto polled = poll_events(timeout); !polled) return std::move(polled).error();
       looked = true;
     }
@@ -289,6 +293,26 @@ class StreamReceiver final : public Receiver {
     }
     return {};
   }
+
+  // A large frame came in part at full speed (frame_streaming_in): its rest
+  // is microseconds away, so look for it for a while before sleeping. A
+  // sleeping virtual CPU takes ~20 us to wake, and the sender's CPU pays
+  // for waking it; a receiver woken once for a frame's first segment and
+  // again for the rest made the tcp 64 KiB stream 1.2-1.35x the raw calls.
+  // Only a peer sending kStreamingRead bytes at a time keeps us looking.
+  // True when something came (or went) meanwhile.
+  bool await_rest_of_frame() {
+    const auto streaming = connections_.find(streaming_in_);
+    streaming_in_ = -1;
+    if (streaming == connections_.end() || !streaming->second->framed.frame_streaming_in()) return false;
+    const auto until = steady_clock::now() + kRestOfFrameWait;
+    do {
+      if (!poll_events(0)) return true;  // let the blocking look report it
+      if (!ready_.empty() || !urgent_.empty()) return true;
+    } while (steady_clock::now() < until);
+    return false;
+  }
+  static constexpr auto kRestOfFrameWait = std::chrono::microseconds(20);
 
   // True when a ready connection holds bytes read ahead: a frame may be
   // handed out without asking the kernel.
@@ -390,6 +414,7 @@ class StreamReceiver final : public Receiver {
         ready_.push_back(fd);
       } else if (const auto still = connections_.find(fd); still != connections_.end()) {
         still->second->ready = false;
+        if (still->second->framed.frame_streaming_in()) streaming_in_ = fd;
       }
     }
   }
@@ -434,6 +459,7 @@ class StreamReceiver final : public Receiver {
   std::deque<EndpointMessage> normal_;
   std::deque<int> ready_;  // normal connections that may hold a frame
   std::uint64_t look_ = 0;     // epoll_waits so far
+  int streaming_in_ = -1;      // a connection whose large frame is arriving (await_rest_of_frame)
   bool complete_look_ = false;  // the last one reported every readable connection
   std::optional<error> gone_;  // pipes: why the last lane closed
   ReceiverStats stats_;

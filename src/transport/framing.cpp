@@ -147,11 +147,13 @@ result<std::size_t> FramedStream::read_next_header(detail::WaitLimit limit) {
     if (got) {
       header_have_ += *got;
       last_read_filled_ = false;
+      last_read_bytes_ = *got;
     }
     return got;
   }
   header_have_ = kFrameHeaderSize;
   last_read_filled_ = *got == header_wanted + payload_.size();
+  last_read_bytes_ = *got;
   if (auto parsed = parse_header(); !parsed) return std::move(parsed).error();
   std::size_t spilled = *got - header_wanted;
   if (spilled > payload_size_) {
@@ -203,6 +205,7 @@ result<Frame> FramedStream::receive(detail::WaitLimit limit, ReadOn read_on) {
       if (got && *got > 0) {
         payload_have_ += *got;
         last_read_filled_ = *got == target.size();
+        last_read_bytes_ = *got;
       }
     } else {
       if (staging_.empty()) staging_.resize(kStagingSize);
@@ -211,6 +214,7 @@ result<Frame> FramedStream::receive(detail::WaitLimit limit, ReadOn read_on) {
       if (got) {
         staged_end_ = *got;
         last_read_filled_ = *got == staging_.size();
+        last_read_bytes_ = *got;
       }
     }
     if (!got) return std::move(got).error();

@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <future>
@@ -491,6 +492,46 @@ TEST_P(EndpointListener, DisconnectsMalformedClientsAndKeepsServingGoodOnes) {
   auto message = (*receiver)->receive_for(kWatchdog);
   ASSERT_TRUE(message) << message.error().message();
   EXPECT_EQ(text_of(*message), "still served");
+}
+
+// A large message whose first part came at full speed makes the receiver
+// look for the rest a little before it sleeps. The rest may also come late,
+// or never: the receiver then waits as always, serves other senders
+// meanwhile, and hands out the message whole when it is complete.
+TEST_P(EndpointListener, ALargeMessageWhoseRestComesLateArrivesWhole) {
+  EndpointCase endpoint_case(GetParam());
+  auto receiver = endpoint_case.open_receiver();
+  ASSERT_TRUE(receiver) << receiver.error().message();
+  auto good = endpoint_case.open_sender();
+  ASSERT_TRUE(good) << good.error().message();
+  auto client = raw_client((*receiver)->endpoint());
+  ASSERT_TRUE(client) << client.error().message();
+
+  const std::vector<std::byte> payload = pattern(256 * 1024, 3);
+  std::vector<std::byte> envelope{std::byte{'M'}, std::byte{0}, std::byte{0}, std::byte{0}};
+  envelope.insert(envelope.end(), payload.begin(), payload.end());
+  std::vector<std::byte> wire = hello_frame();
+  const std::size_t hello_size = wire.size();
+  const auto message_frame = frame(envelope);
+  wire.insert(wire.end(), message_frame.begin(), message_frame.end());
+  const std::size_t first_part = hello_size + 100 * 1024;
+  ASSERT_TRUE(client->write_all(std::span(wire).first(first_part)));
+
+  // Part of it is here: nothing to hand out yet, and the receive times out.
+  auto early = (*receiver)->receive_for(50ms);
+  ASSERT_FALSE(early);
+  EXPECT_EQ(early.error().code(), errc::timed_out);
+  // Another sender is served while the large message waits for its rest.
+  ASSERT_TRUE((*good)->send(text_bytes("meanwhile")));
+  auto other = (*receiver)->receive_for(kWatchdog);
+  ASSERT_TRUE(other) << other.error().message();
+  EXPECT_EQ(text_of(*other), "meanwhile");
+
+  ASSERT_TRUE(client->write_all(std::span(wire).subspan(first_part)));
+  auto message = (*receiver)->receive_for(kWatchdog);
+  ASSERT_TRUE(message) << message.error().message();
+  ASSERT_EQ(message->size(), payload.size());
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), message->data().begin()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Streams, EndpointListener, ::testing::Values("unix", "tcp"), test::scheme_name);

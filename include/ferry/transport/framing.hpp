@@ -136,6 +136,13 @@ class FramedStream {
 
   /// True while a frame has begun to arrive but is not complete.
   [[nodiscard]] bool mid_frame() const noexcept { return header_have_ > 0 || in_payload_; }
+  /// True while a large frame arrives at full speed: part of it is here and
+  /// the last read brought kStreamingRead bytes or more. Its rest is then on
+  /// its way (the peer's kernel is still sending it), microseconds away.
+  [[nodiscard]] bool frame_streaming_in() const noexcept {
+    return in_payload_ && payload_have_ < payload_size_ && last_read_bytes_ >= kStreamingRead;
+  }
+  static constexpr std::size_t kStreamingRead = 16 * 1024;
   /// False when the stream is known to hold nothing more right now: nothing
   /// is read ahead and the last read took less than it could have. (An event
   /// loop then waits for readability instead of trying another read.)
@@ -181,6 +188,7 @@ class FramedStream {
   // together with that much payload, straight into the next frame's buffer.
   std::size_t expect_large_ = 0;
   bool last_read_filled_ = true;
+  std::size_t last_read_bytes_ = 0;
   bool broken_ = false;
 };
 
