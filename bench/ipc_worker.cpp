@@ -17,7 +17,11 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <vector>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 namespace ferry::bench {
 
@@ -167,6 +171,77 @@ std::uint64_t now_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+namespace {
+
+bool tsc_is_invariant() noexcept {
+#if defined(__x86_64__)
+  static const bool invariant = [] {
+    std::FILE* cpuinfo = std::fopen("/proc/cpuinfo", "r");
+    if (cpuinfo == nullptr) return false;
+    char line[4096];
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, cpuinfo) != nullptr) {
+      if (std::strncmp(line, "flags", 5) == 0) {
+        found = std::strstr(line, " constant_tsc") != nullptr && std::strstr(line, " nonstop_tsc") != nullptr;
+        break;
+      }
+    }
+    std::fclose(cpuinfo);
+    return found;
+  }();
+  return invariant;
+#else
+  return false;
+#endif
+}
+
+std::uint64_t read_tsc() noexcept {
+#if defined(__x86_64__)
+  return __rdtsc();
+#else
+  return 0;
+#endif
+}
+
+// TSC ticks per ns, measured once over 2 ms (enough for the budget's end;
+// samples are converted by the rate over their own run).
+double tsc_rate() noexcept {
+  static const double rate = [] {
+    const std::uint64_t ns0 = now_ns();
+    const std::uint64_t ticks0 = read_tsc();
+    std::uint64_t ns1 = ns0;
+    while ((ns1 = now_ns()) < ns0 + 2'000'000) {
+    }
+    return static_cast<double>(read_tsc() - ticks0) / static_cast<double>(ns1 - ns0);
+  }();
+  return rate;
+}
+
+}  // namespace
+
+SampleClock::SampleClock() noexcept : tsc_(tsc_is_invariant()) {
+  if (tsc_) (void)tsc_rate();
+  start_ns_ = now_ns();
+  start_ = now();
+}
+
+std::uint64_t SampleClock::now() const noexcept { return tsc_ ? read_tsc() : now_ns(); }
+
+std::uint64_t SampleClock::span(std::uint64_t ns) const noexcept {
+  return tsc_ ? static_cast<std::uint64_t>(static_cast<double>(ns) * tsc_rate()) : ns;
+}
+
+void SampleClock::to_ns(std::uint32_t* samples, std::uint32_t count) const noexcept {
+  if (!tsc_) return;
+  const std::uint64_t ticks = now() - start_;
+  const std::uint64_t ns = now_ns() - start_ns_;
+  const double ns_per_tick = ticks > 0 && ns > 0 ? static_cast<double>(ns) / static_cast<double>(ticks) : 1 / tsc_rate();
+  for (std::uint32_t i = 0; i < count; ++i) {
+    const double converted = static_cast<double>(samples[i]) * ns_per_tick + 0.5;
+    samples[i] = converted >= static_cast<double>(UINT32_MAX) ? UINT32_MAX : static_cast<std::uint32_t>(converted);
+  }
 }
 
 void yield_cpu() noexcept { ::sched_yield(); }
@@ -363,14 +438,16 @@ void reap_responder() {
 void probe_initiate(SharedArea& area) {
   std::vector<std::uint32_t> samples(kProbeRoundTrips);
   std::atomic<std::uint32_t>& flag = area.probe_flag;
-  std::uint64_t before = now_ns();
+  const SampleClock clock;
+  std::uint64_t before = clock.now();
   for (std::uint32_t i = 0; i < kProbeRoundTrips; ++i) {
     flag.store(1, std::memory_order_release);
     spin_until([&] { return flag.load(std::memory_order_acquire) == 0; });
-    const std::uint64_t after = now_ns();
+    const std::uint64_t after = clock.now();
     samples[i] = static_cast<std::uint32_t>(std::min<std::uint64_t>(after - before, UINT32_MAX));
     before = after;
   }
+  clock.to_ns(samples.data(), kProbeRoundTrips);
   constexpr std::ptrdiff_t kWarmup = 100;
   const auto middle = samples.begin() + kWarmup + (static_cast<std::ptrdiff_t>(samples.size()) - kWarmup) / 2;
   std::nth_element(samples.begin() + kWarmup, middle, samples.end());

@@ -167,6 +167,27 @@ struct SharedArea {
 
 std::uint64_t now_ns() noexcept;
 
+// The clock of round-trip samples. Read right after a ping-pong,
+// clock_gettime took ~60 ns here (as long as the spin floor's whole round
+// trip, which it doubled), the TSC ~0. Where the TSC is invariant
+// (constant_tsc and nonstop_tsc), samples are TSC ticks, turned into ns at
+// the end by the TSC's rate against CLOCK_MONOTONIC over the run; elsewhere
+// they are clock_gettime's ns.
+class SampleClock {
+ public:
+  SampleClock() noexcept;  // the run starts
+  [[nodiscard]] std::uint64_t now() const noexcept;
+  /// `ns` nanoseconds in now()'s units (by the rate measured once per process).
+  [[nodiscard]] std::uint64_t span(std::uint64_t ns) const noexcept;
+  /// Samples of now() differences, into ns.
+  void to_ns(std::uint32_t* samples, std::uint32_t count) const noexcept;
+
+ private:
+  bool tsc_;
+  std::uint64_t start_ = 0;
+  std::uint64_t start_ns_ = 0;
+};
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -315,25 +336,28 @@ void initiate_rtt(const Spec& spec, SharedArea& area, Ping&& ping) {
   const std::uint64_t warm_end = now_ns() + spec.warmup_ns;
   while (now_ns() < warm_end) ping(false);
   const bool idle_first = spec.pattern == Pattern::wake;
-  std::uint64_t before = now_ns();
-  const std::uint64_t end = before + spec.budget_ns;
+  const SampleClock clock;
+  std::uint64_t before = clock.now();
+  const std::uint64_t end = before + clock.span(spec.budget_ns);
+  const std::uint64_t idle = clock.span(kWakeIdleNs);
   std::uint32_t count = 0;
   CpuSpan cpu;
   if (!idle_first) cpu.start();  // a wake-up's idling spins: not the transport's work
   while (count < spec.max_samples) {
     if (idle_first) {
-      const std::uint64_t idle_end = before + kWakeIdleNs;
-      while ((before = now_ns()) < idle_end) cpu_relax();
+      const std::uint64_t idle_end = before + idle;
+      while ((before = clock.now()) < idle_end) cpu_relax();
     }
     ping(false);
     cpu.count();
-    const std::uint64_t after = now_ns();
+    const std::uint64_t after = clock.now();
     const std::uint64_t took = after - before;
     area.samples[count++] = took > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(took);
     before = after;
     if (after >= end) break;
   }
   if (!idle_first) cpu.finish(area, Side::initiator);
+  clock.to_ns(area.samples, count);
   area.sample_count = count;
   ping(true);
 }
