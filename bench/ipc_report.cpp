@@ -439,7 +439,7 @@ void print_report(std::FILE* out, const RunInfo& info, const std::vector<Record>
   std::fprintf(out,
                "Figures: medians over the repetitions (rtt: of their medians; p99, p99.9: all samples pooled).\n"
                "floor: the cache-line round trip the same two processes measured right before, median over the\n"
-               "       repetitions, and its range in ns (~70 ns: vCPUs near each other; 300-470 ns: the host had\n"
+               "       repetitions, and its range in ns (~60 ns: vCPUs near each other; 300-400 ns: the host had\n"
                "       moved them apart; a figure taken far is slower than it would be near).\n"
                "x floor, x peer, x memcpy: times slower per message than floor.spin, than the fastest peer\n"
                "       library, than one process copying alone (floor.memcpy).\n"
