@@ -142,18 +142,13 @@ result<std::size_t> FramedStream::read_next_header(detail::WaitLimit limit) {
   const std::size_t header_wanted = kFrameHeaderSize - header_have_;
   iovec pieces[2] = {{header_.data() + header_have_, header_wanted}, {payload_.data(), payload_.size()}};
   auto got = stream_.read_vector(pieces, 2, limit);
+  if (got) note_read(*got, header_wanted + payload_.size());
   if (!got || *got < header_wanted) {
     payload_.clear();
-    if (got) {
-      header_have_ += *got;
-      last_read_filled_ = false;
-      last_read_bytes_ = *got;
-    }
+    if (got) header_have_ += *got;
     return got;
   }
   header_have_ = kFrameHeaderSize;
-  last_read_filled_ = *got == header_wanted + payload_.size();
-  last_read_bytes_ = *got;
   if (auto parsed = parse_header(); !parsed) return std::move(parsed).error();
   std::size_t spilled = *got - header_wanted;
   if (spilled > payload_size_) {
@@ -204,8 +199,7 @@ result<Frame> FramedStream::receive(detail::WaitLimit limit, ReadOn read_on) {
       got = stream_.read_some(target, limit);
       if (got && *got > 0) {
         payload_have_ += *got;
-        last_read_filled_ = *got == target.size();
-        last_read_bytes_ = *got;
+        note_read(*got, target.size());
       }
     } else {
       if (staging_.empty()) staging_.resize(kStagingSize);
@@ -213,8 +207,7 @@ result<Frame> FramedStream::receive(detail::WaitLimit limit, ReadOn read_on) {
       got = stream_.read_some(staging_, limit);
       if (got) {
         staged_end_ = *got;
-        last_read_filled_ = *got == staging_.size();
-        last_read_bytes_ = *got;
+        note_read(*got, staging_.size());
       }
     }
     if (!got) return std::move(got).error();

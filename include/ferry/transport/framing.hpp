@@ -166,6 +166,10 @@ class FramedStream {
   void take_staged_payload();
   void take_staged_header();
   result<std::size_t> read_next_header(detail::WaitLimit limit);
+  void note_read(std::size_t got, std::size_t asked) noexcept {
+    last_read_bytes_ = got;
+    last_read_filled_ = got == asked;
+  }
 
   ByteStream stream_;
   FrameOptions options_;
