@@ -67,8 +67,8 @@ struct ChannelOptions {
   /// A stream wants a large ring; request/response, a few messages' worth
   /// (a 64-byte message sent on its own takes 128 bytes): its lines stay in
   /// both CPUs' caches, where a large ring's messages each land on a line
-  /// last touched a lap ago (64 B round trip 130 ns with 512 bytes, 190 ns
-  /// with 1 MiB, on the benchmark machine).
+  /// last touched a lap ago (64 B round trip 90-110 ns with 512 bytes,
+  /// 185-190 ns with 1 MiB, on the benchmark machine).
   std::size_t capacity = std::size_t{1} << 20;
   /// The largest message copied into the ring, in bytes, up to 1 GiB (larger ones travel as loans).
   std::size_t max_message = 64 * 1024;
