@@ -371,6 +371,7 @@ struct ChannelSender::State {
     const std::uint64_t offset = at & shared->mask;
     const std::uint64_t end = detail::record_end(at, message.size(), false);
     if (end - at > shared->capacity - offset || end - head_seen > shared->capacity) return false;
+    reserved.reset();  // a reservation not committed is abandoned (as by reserve)
     copy_record_payload(shared->ring + offset + detail::kRecordHeaderSize, message);
     publish_lone(at, end, static_cast<std::uint32_t>(message.size()));
     return true;
