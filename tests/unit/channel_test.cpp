@@ -507,6 +507,27 @@ ferry::errc receive_after(Edit edit) {
   return received ? errc::system : received.error().code();
 }
 
+// Whenever the scribble lands (before the receiver looks, while it polls in
+// place, or once it waits), the record is refused, never handed out.
+TEST(Channel, ACorruptRecordLandingWhileTheReceiverWaitsIsCorrupt) {
+  for (const auto strategy : {ferry::WaitStrategy::busy_poll(), ferry::WaitStrategy::adaptive()}) {
+    Fixture f({.capacity = 1024, .max_message = 64});
+    auto tx = f.channel->sender();  // alive: the receiver waits rather than learning the sender left
+    auto rx = f.channel->receiver();
+    auto raw = ferry::Segment::open(f.name);
+    std::byte* ring = raw->data().data() + ferry::detail::kChannelRingOffset;
+    std::thread scribbler([ring] {
+      // The first record's header with the right tag and a length beyond max_message.
+      ferry::detail::header_at(ring, 0).store(ferry::detail::record_header(1000, ferry::detail::record_tag(0)),
+                                              std::memory_order_seq_cst);
+    });
+    const auto peeked = rx->peek(strategy);
+    scribbler.join();
+    ASSERT_FALSE(peeked);
+    EXPECT_EQ(peeked.error().code(), errc::corrupt);
+  }
+}
+
 TEST(Channel, HostileSegmentGivesCorruptNeverACrash) {
   using ferry::detail::ChannelControl;
   EXPECT_EQ(receive_after([](ChannelControl& c, std::byte*) { c.tail.store(1u << 30); }), errc::corrupt);
