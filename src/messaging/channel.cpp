@@ -302,7 +302,7 @@ struct ChannelSender::State {
       const std::uint64_t header = header_at(shared->ring, offset).load(std::memory_order_acquire);
       const auto tag = static_cast<std::uint32_t>(header >> 32);
       const auto length = static_cast<std::uint32_t>(header);
-      if ((tag & ~detail::kWrapBit) != record_tag(tail)) return;
+      if (!detail::record_at(header, tail)) return;
       const std::uint64_t step =
           (tag & detail::kWrapBit)
               ? shared->capacity - offset
@@ -856,7 +856,7 @@ struct ChannelReceiver::State {
     __builtin_prefetch(shared->ring + ((head + 64) & shared->mask));
     const std::uint64_t header =
         header_at(shared->ring, head & shared->mask).load(std::memory_order_seq_cst);
-    return (static_cast<std::uint32_t>(header >> 32) & ~detail::kWrapBit) == record_tag(head);
+    return detail::record_at(header, head);
   }
 
   // Publishes the released position: from here on a successor resumes after it.
@@ -892,11 +892,10 @@ struct ChannelReceiver::State {
   // within kArrivalPolls, when released space must first be told to the
   // sender, or when it is no ordinary record (wrap, chunk, aligned payload).
   [[gnu::always_inline]] std::span<const std::byte> poll_arrival() noexcept {
-    const std::uint64_t offset = head & shared->mask;
-    const std::uint32_t tag = record_tag(head);
+    const std::uint64_t position = head;  // (a register through the loop)
+    const std::uint64_t offset = position & shared->mask;
     const auto header_word = header_at(shared->ring, offset);
-    const auto here = [&](std::uint64_t word) { return (static_cast<std::uint32_t>(word >> 32) & ~detail::kWrapBit) == tag; };
-    if (here(header_word.load(std::memory_order_seq_cst)) || released != notified) return {};
+    if (detail::record_at(header_word.load(std::memory_order_seq_cst), position) || released != notified) return {};
     const std::byte* second_line = shared->ring + ((head + detail::kLineSize) & shared->mask);
     std::uint64_t header = 0;
     for (int polls = 0;; ++polls) {
@@ -904,7 +903,7 @@ struct ChannelReceiver::State {
       cpu_relax();
       __builtin_prefetch(second_line);  // as has_record: again each time, the sender's write takes it away
       header = header_word.load(std::memory_order_seq_cst);
-      if (here(header)) break;
+      if (detail::record_at(header, position)) break;
     }
     const auto length_word = static_cast<std::uint32_t>(header);
     const std::uint32_t length = length_word & detail::kLengthMask;
@@ -912,7 +911,7 @@ struct ChannelReceiver::State {
         length > shared->max_message || offset + detail::kRecordHeaderSize + length > shared->capacity) {
       return {};  // (peek_impl also says corrupt)
     }
-    peeked = detail::record_end(head, length, (length_word & detail::kPackedBit) != 0) - head;
+    peeked = detail::record_end(position, length, (length_word & detail::kPackedBit) != 0) - position;
     return {shared->ring + offset + detail::kRecordHeaderSize, length};
   }
   static constexpr int kArrivalPolls = 64;
@@ -1022,7 +1021,7 @@ std::size_t ChannelReceiver::max_message() const noexcept { return state_->share
     const std::uint64_t header = header_at(shared.ring, offset).load(std::memory_order_seq_cst);
     const auto tag = static_cast<std::uint32_t>(header >> 32);
     const auto length_word = static_cast<std::uint32_t>(header);
-    if ((tag & ~detail::kWrapBit) != record_tag(s.head)) [[unlikely]] {
+    if (!detail::record_at(header, s.head)) [[unlikely]] {
       const WaitOutcome outcome = s.wait_for_record(until, strategy, wait);
       if (outcome == WaitOutcome::ready) continue;
       if (outcome == WaitOutcome::timed_out && !wait) return std::optional<std::span<const std::byte>>{};

@@ -200,6 +200,11 @@ constexpr std::uint64_t record_header(std::uint32_t length, std::uint32_t tag) n
   return (std::uint64_t{tag} << 32) | length;
 }
 
+/// Whether `header` is that of a record (or wrap record) at absolute `position`.
+constexpr bool record_at(std::uint64_t header, std::uint64_t position) noexcept {
+  return (static_cast<std::uint32_t>(header >> 32) & ~kWrapBit) == record_tag(position);
+}
+
 /// The header word at `offset` of the ring (8-aligned), as an atomic.
 inline std::atomic_ref<std::uint64_t> header_at(std::byte* ring, std::uint64_t offset) noexcept {
   return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring + offset));
