@@ -206,11 +206,11 @@ TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
 }
 
 // Round trips with larger requests: loans, copies and topics (one and four
-// subscribers) at each size, a 64-byte reply, and no such cell for a
-// transport whose round trip is an echo.
+// subscribers) and the spin floor at each size, a 64-byte reply, and no
+// such cell for a round trip without a message (the bare line).
 TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
   const std::string json_path = temp_path("ferry-bench-requests.json");
-  const CliRun run = run_ferry({"bench", "--only", "ferry.loan,ferry.auto,ferry.topic,ferry.topic.fanout4,unix.stream",
+  const CliRun run = run_ferry({"bench", "--only", "ferry.loan,ferry.auto,ferry.topic,ferry.topic.fanout4,unix.stream,floor.line",
                                 "--rtt-sizes", "64,64K,1M", "--sizes", "64", "--repetitions", "1", "--budget-ms", "5",
                                 "--json", json_path});
   ASSERT_EQ(run.status, 0) << run.output;
@@ -232,13 +232,14 @@ TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
     EXPECT_GT(record["median_ns"].get<double>(), 0);
     seen.emplace(record["transport"], record["size"].get<std::size_t>());
   }
-  for (const char* transport : {"ferry.loan", "ferry.auto", "ferry.topic", "ferry.topic.fanout4", "unix.stream"}) {
+  for (const char* transport :
+       {"ferry.loan", "ferry.auto", "ferry.topic", "ferry.topic.fanout4", "unix.stream", "floor.spin"}) {
     for (std::size_t size : {std::size_t{64}, std::size_t{65536}, std::size_t{1} << 20}) {
       EXPECT_TRUE(seen.count({transport, size})) << transport << " " << size;
     }
   }
-  EXPECT_TRUE(seen.count({"floor.spin", 64}));
-  EXPECT_FALSE(seen.count({"floor.spin", 65536})) << "the floor's round trip is a bare cache line";
+  EXPECT_TRUE(seen.count({"floor.line", 64}));
+  EXPECT_FALSE(seen.count({"floor.line", 65536})) << "the bare line carries no message";
 }
 
 // Every endpoint through the Sender/Receiver interface, beside the raw calls
@@ -411,9 +412,9 @@ TEST(BenchCli, PlotWithoutGnuplotFailsClearlyBeforeMeasuring) {
 TEST(BenchCli, ListNamesEveryTransport) {
   const CliRun run = run_ferry({"bench", "--list"});
   ASSERT_EQ(run.status, 0) << run.output;
-  for (const char* name : {"floor.spin", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo", "unix.stream", "unix.dgram", "tcp",
-                           "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc", "iceoryx.poll", "iceoryx.waitset",
-                           "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
+  for (const char* name : {"floor.spin", "floor.line", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo",
+                           "unix.stream", "unix.dgram", "tcp", "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc",
+                           "iceoryx.poll", "iceoryx.waitset", "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
                            "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp",
                            "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp", "unix.dgram.bound",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",

@@ -1,15 +1,27 @@
 // The floors: what shared memory costs with nothing on top.
 //
-//   floor.spin   rtt: one cache line bounced between the two CPUs (both spin).
+//   floor.spin   rtt: the request and its reply each copied into the next of
+//                four places in shared memory, a sequence number stored before
+//                the message on its first line (the record layout of ferry's
+//                Channel, without its indices, lengths or checks); the other
+//                side spins on that number and reads the message in place.
+//                It runs the same echo loop as every transport (stamps, checks,
+//                copy of the echo), so its figure is the least a 64-byte round
+//                trip through shared memory costs in this benchmark.
 //                throughput: a single-producer single-consumer ring of 4 MiB in
 //                shared memory; the payload is copied in and copied out; both
 //                sides spin when the ring is full / empty.
-//   floor.futex  rtt: one 32-bit word, futex wake after each store, futex wait
-//                (no spinning) for the answer.
+//   floor.futex  rtt: the same places, a futex wake after each sequence number
+//                stored, futex wait (no spinning) for the answer.
 //                throughput: the same ring, but a side that must wait sleeps on
 //                a futex at once; the peer wakes it only if it sleeps (the
 //                producer once half the ring is free, the consumer as soon as a
 //                message is there).
+//   floor.line   rtt only: one cache line bounced between the CPUs, no
+//                message, no echo loop (the placement probe every measurement
+//                runs first is the same): one line transfer each way. A 64-byte
+//                message and the mark that it is there cannot share one
+//                64-byte line, so no transport carrying one reaches it.
 //   floor.memcpy throughput only: one process copying each message into the
 //                next place of a private 4 MiB ring, nobody reading: what a
 //                copy costs with no second CPU involved (the bandwidth a
@@ -161,14 +173,60 @@ class Ring {
   std::uint64_t head_cache_ = 0;  // consumer: last head seen
 };
 
-struct alignas(128) PingLine {
-  std::atomic<std::uint32_t> word{0};  // 0: the initiator's turn; 1: ping; 2: the last ping
+// A round trip's messages in one direction: kRoundTripDepth places used in
+// turn, each a 32-bit sequence number followed by the message, on cache lines
+// of its own. The sender copies the message in and stores its number; the
+// receiver waits for that number at the place it expects next and reads the
+// message where it lies (still there when it answers: the sender comes back
+// to a place only kRoundTripDepth messages later). Nothing else: no indices,
+// no lengths, no checks.
+class SlotLane {
+ public:
+  static std::size_t place_bytes(std::size_t size) noexcept { return (kPayloadAt + size + 63) / 64 * 64; }
+  static std::size_t bytes(std::size_t size) noexcept { return kRoundTripDepth * place_bytes(size); }
+
+  void attach(std::byte* memory, std::size_t size) noexcept {
+    memory_ = memory;
+    place_bytes_ = place_bytes(size);
+  }
+
+  template <bool kBlocking>
+  void put(const std::byte* message, std::size_t size) {
+    std::byte* place = next_place();
+    std::memcpy(place + kPayloadAt, message, size);
+    std::atomic<std::uint32_t>& number = sequence(place);
+    number.store(count_, kBlocking ? std::memory_order_seq_cst : std::memory_order_release);
+    if constexpr (kBlocking) futex_wake(number);
+  }
+
+  template <bool kBlocking>
+  const std::byte* take() {
+    std::byte* place = next_place();
+    std::atomic<std::uint32_t>& number = sequence(place);
+    const std::uint32_t wanted = count_;
+    if constexpr (kBlocking) {
+      for (std::uint32_t seen; (seen = number.load(std::memory_order_acquire)) != wanted;) futex_wait(number, seen);
+    } else {
+      spin_until([&] { return number.load(std::memory_order_acquire) == wanted; });
+    }
+    return place + kPayloadAt;
+  }
+
+ private:
+  static constexpr std::size_t kPayloadAt = 8;  // like a Channel record's header
+  static std::atomic<std::uint32_t>& sequence(std::byte* place) noexcept {
+    return *reinterpret_cast<std::atomic<std::uint32_t>*>(place);
+  }
+  // The place of the next message; numbers start at 1 (the mapping is zeroed).
+  std::byte* next_place() noexcept { return memory_ + (count_++ % kRoundTripDepth) * place_bytes_; }
+
+  std::byte* memory_ = nullptr;
+  std::size_t place_bytes_ = 0;
+  std::uint32_t count_ = 0;
 };
 
 template <bool kBlocking>
 struct Floor : TransportBase {
-  static constexpr bool kCustomRtt = true;
-
   static std::string not_applicable(Pattern pattern, std::size_t size) {
     if (pattern == Pattern::throughput && size > kRingBytes) return "a message larger than the 4 MiB ring";
     if (pattern == Pattern::wake && !kBlocking) return "spins: never sleeps, so nothing to wake";
@@ -177,44 +235,67 @@ struct Floor : TransportBase {
 
   void prepare(const Spec& spec) {
     if (is_round_trip(spec.pattern)) {
-      line_ = new (map_shared(sizeof(PingLine))) PingLine;
+      const std::size_t request_bytes = SlotLane::bytes(spec.size);
+      auto* memory = static_cast<std::byte*>(map_shared(request_bytes + SlotLane::bytes(reply_size(spec.size))));
+      outbound_.attach(memory, spec.size);
+      inbound_.attach(memory + request_bytes, reply_size(spec.size));
     } else {
       ring_.attach(new (map_shared(sizeof(RingShared))) RingShared);
     }
   }
 
+  void open(Side side, const Spec& spec) {
+    round_trip_ = is_round_trip(spec.pattern);
+    if (side == Side::responder) std::swap(outbound_, inbound_);  // it takes requests and puts replies
+  }
+
+  void send(const std::byte* message, std::size_t size) {
+    if (round_trip_) return outbound_.put<kBlocking>(message, size);
+    ring_.push(message, size);
+  }
+
+  const std::byte* receive(std::byte* scratch, std::size_t size) {
+    if (round_trip_) return inbound_.take<kBlocking>();
+    return ring_.pop(scratch, size);
+  }
+
+ private:
+  SlotLane outbound_;  // the initiator's requests (the responder's replies once open() swapped them)
+  SlotLane inbound_;
+  bool round_trip_ = false;
+  Ring<kBlocking> ring_;
+};
+
+// floor.line: the bare cache line, no message: what one transfer of a line
+// each way costs (the placement probe of every measurement times the same).
+struct alignas(128) PingLine {
+  std::atomic<std::uint32_t> word{0};  // 0: the initiator's turn; 1: ping; 2: the last ping
+};
+
+struct BareLine : TransportBase {
+  static constexpr bool kCustomRtt = true;
+
+  static std::string not_applicable(Pattern pattern, std::size_t) {
+    if (pattern == Pattern::throughput) return "a bare cache line: round trip only";
+    if (pattern == Pattern::wake) return "spins: never sleeps, so nothing to wake";
+    return {};
+  }
+
+  void prepare(const Spec&) { line_ = new (map_shared(sizeof(PingLine))) PingLine; }
+
   void ping(bool stop) {
-    std::atomic<std::uint32_t>& word = line_->word;
-    const std::uint32_t value = stop ? 2 : 1;
-    if constexpr (kBlocking) {
-      word.store(value, std::memory_order_seq_cst);
-      futex_wake(word);
-      while (word.load(std::memory_order_acquire) != 0) futex_wait(word, value);
-    } else {
-      word.store(value, std::memory_order_release);
-      spin_until([&] { return word.load(std::memory_order_acquire) == 0; });
-    }
+    line_->word.store(stop ? 2 : 1, std::memory_order_release);
+    spin_until([&] { return line_->word.load(std::memory_order_acquire) == 0; });
   }
 
   bool pong() {
-    std::atomic<std::uint32_t>& word = line_->word;
     std::uint32_t value = 0;
-    if constexpr (kBlocking) {
-      while ((value = word.load(std::memory_order_acquire)) == 0) futex_wait(word, 0);
-      word.store(0, std::memory_order_seq_cst);
-      futex_wake(word);
-    } else {
-      spin_until([&] { return (value = word.load(std::memory_order_acquire)) != 0; });
-      word.store(0, std::memory_order_release);
-    }
+    spin_until([&] { return (value = line_->word.load(std::memory_order_acquire)) != 0; });
+    line_->word.store(0, std::memory_order_release);
     return value == 1;
   }
 
-  void send(const std::byte* message, std::size_t size) { ring_.push(message, size); }
-  const std::byte* receive(std::byte* scratch, std::size_t size) { return ring_.pop(scratch, size); }
-
   PingLine* line_ = nullptr;
-  Ring<kBlocking> ring_;
 };
 
 // The initiator copies for the warm-up, then counts the copies of the
@@ -268,6 +349,8 @@ void add_floor_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<Floor<true>>(
       "floor.futex", Group::floor,
       "rtt: a futex word, wake + wait; throughput: the same ring, futex sleep when full/empty, wake only a sleeper"));
+  list.push_back(make_transport<BareLine>(
+      "floor.line", Group::floor, "rtt only: one cache line bounced between the CPUs, no message (one line transfer each way)"));
   list.push_back(make_transport<MemcpyReference>(
       "floor.memcpy", Group::floor,
       "throughput only: one process memcpy-ing each message into a private 4 MiB ring (the bandwidth of one copy)"));
