@@ -210,7 +210,8 @@ TEST(BenchCli, QueuesAreMeasuredWithSeveralSendingProcesses) {
 // such cell for a round trip without a message (the bare line).
 TEST(BenchCli, RoundTripsAreMeasuredAtEachRequestSize) {
   const std::string json_path = temp_path("ferry-bench-requests.json");
-  const CliRun run = run_ferry({"bench", "--only", "ferry.loan,ferry.auto,ferry.topic,ferry.topic.fanout4,unix.stream,floor.line",
+  const CliRun run = run_ferry({"bench", "--only",
+                                "ferry.loan,ferry.auto,ferry.topic,ferry.topic.fanout4,unix.stream,floor.line",
                                 "--rtt-sizes", "64,64K,1M", "--sizes", "64", "--repetitions", "1", "--budget-ms", "5",
                                 "--json", json_path});
   ASSERT_EQ(run.status, 0) << run.output;
@@ -414,8 +415,9 @@ TEST(BenchCli, ListNamesEveryTransport) {
   ASSERT_EQ(run.status, 0) << run.output;
   for (const char* name : {"floor.spin", "floor.line", "floor.futex", "floor.memcpy", "eventfd", "pipe", "fifo",
                            "unix.stream", "unix.dgram", "tcp", "posix.mq", "sysv.mq", "boost.mq", "zmq.ipc", "nng.ipc",
-                           "iceoryx.poll", "iceoryx.waitset", "ferry.channel.poll", "ferry.channel.adaptive", "ferry.channel.block", "ferry.mailbox.poll",
-                           "ferry.mailbox.adaptive", "ferry.mailbox.block", "ferry.endpoint.unix", "ferry.endpoint.tcp",
+                           "iceoryx.poll", "iceoryx.waitset", "ferry.channel.poll", "ferry.channel.adaptive",
+                           "ferry.channel.block", "ferry.mailbox.poll", "ferry.mailbox.adaptive", "ferry.mailbox.block",
+                           "ferry.endpoint.unix", "ferry.endpoint.tcp",
                            "ferry.endpoint.pipe", "ferry.endpoint.unixgram", "ferry.endpoint.udp", "udp", "unix.dgram.bound",
                            "unix.stream.oneway", "unix.stream.epoll", "tcp.oneway", "tcp.epoll", "pipe.epoll",
                            "ferry.rpc.shm", "ferry.rpc.unix", "ferry.rpc.tcp", "zmq.reqrep", "grpc.unix",

@@ -345,12 +345,15 @@ struct MemcpyReference : TransportBase {
 void add_floor_transports(std::vector<TransportInfo>& list) {
   list.push_back(make_transport<Floor<false>>(
       "floor.spin", Group::floor,
-      "rtt: one cache line bounced between the CPUs; throughput: SPSC ring of 4 MiB, copy in + copy out, spinning"));
+      "rtt: the message copied into the next of 4 places in shared memory, a sequence number on its first line, "
+      "read in place (both spin); throughput: SPSC ring of 4 MiB, copy in + copy out, spinning"));
   list.push_back(make_transport<Floor<true>>(
       "floor.futex", Group::floor,
-      "rtt: a futex word, wake + wait; throughput: the same ring, futex sleep when full/empty, wake only a sleeper"));
+      "rtt: the same places, futex wake + wait on the sequence number; throughput: the same ring, futex sleep when "
+      "full/empty, wake only a sleeper"));
   list.push_back(make_transport<BareLine>(
-      "floor.line", Group::floor, "rtt only: one cache line bounced between the CPUs, no message (one line transfer each way)"));
+      "floor.line", Group::floor,
+      "rtt only: one cache line bounced between the CPUs, no message (one line transfer each way)"));
   list.push_back(make_transport<MemcpyReference>(
       "floor.memcpy", Group::floor,
       "throughput only: one process memcpy-ing each message into a private 4 MiB ring (the bandwidth of one copy)"));
