@@ -410,9 +410,20 @@ result<Connection> Connection::connect(const Address& address) {
 
   auto state = std::make_shared<detail::ConnectionState>();
   state->address = address;
-  if (const natsStatus status = natsConnection_Connect(&state->connection, options.get()); status != NATS_OK) {
+  // nats.c (3.4.1) now and then sends its CONNECT without the signature of
+  // the server's nonce when a credentials file or an NKey must sign it: the
+  // server logs "Signature missing" and refuses. Seen with both CPUs busy, a
+  // few connects in a hundred. Another connection gets another nonce and is
+  // signed; a user the server really refuses is refused every time.
+  const bool signs = !address.credentials_file.empty() || !address.nkey.empty();
+  constexpr int kSignedConnectAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    const natsStatus status = natsConnection_Connect(&state->connection, options.get());
+    if (status == NATS_OK) break;
     state->connection = nullptr;
-    return detail::nats_error(status, object, "cannot connect");
+    if (!signs || status != NATS_CONNECTION_AUTH_FAILED || attempt == kSignedConnectAttempts) {
+      return detail::nats_error(status, object, "cannot connect");
+    }
   }
   jsOptions js_options;
   jsOptions_Init(&js_options);
