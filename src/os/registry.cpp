@@ -253,24 +253,6 @@ std::vector<ObjectRecord> memfd_records(const ObjectInspector& inspect) {
   return records;
 }
 
-struct Locator {
-  SegmentKind kind;
-  std::string name;  // posix name, file path, or sysv key text
-};
-
-result<Locator> parse_locator(std::string_view text) {
-  if (text.starts_with("file:")) return Locator{SegmentKind::file, std::string(text.substr(5))};
-  if (text.starts_with("/")) return Locator{SegmentKind::file, std::string(text)};
-  if (text.starts_with("sysv:")) return Locator{SegmentKind::sysv, std::string(text.substr(5))};
-  if (text.starts_with("posix:")) return Locator{SegmentKind::posix, std::string(text.substr(6))};
-  if (text.starts_with("memfd:")) {
-    return error(errc::invalid_argument, text,
-                 "a memfd segment has no name to remove: it goes with its last descriptor");
-  }
-  if (text.empty()) return error(errc::invalid_argument, "locator", "empty");
-  return Locator{SegmentKind::posix, std::string(text)};
-}
-
 result<key_t> parse_key(const std::string& text, std::string_view locator) {
   char* end = nullptr;
   errno = 0;
@@ -344,6 +326,19 @@ std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths,
   }
   for (ObjectRecord& record : memfd_records(inspect)) records.push_back(std::move(record));
   return records;
+}
+
+result<Locator> parse_locator(std::string_view text) {
+  if (text.starts_with("file:")) return Locator{SegmentKind::file, std::string(text.substr(5))};
+  if (text.starts_with("/")) return Locator{SegmentKind::file, std::string(text)};
+  if (text.starts_with("sysv:")) return Locator{SegmentKind::sysv, std::string(text.substr(5))};
+  if (text.starts_with("posix:")) return Locator{SegmentKind::posix, std::string(text.substr(6))};
+  if (text.starts_with("memfd:")) {
+    return error(errc::invalid_argument, text,
+                 "a memfd segment has no name to remove: it goes with its last descriptor");
+  }
+  if (text.empty()) return error(errc::invalid_argument, "locator", "empty");
+  return Locator{SegmentKind::posix, std::string(text)};
 }
 
 result<void> remove_object(std::string_view locator) {

@@ -469,6 +469,40 @@ TEST(CliRm, RemovesAChannelWithItsLoanChunks) {
   EXPECT_FALSE(exists(slab)) << "the channel's chunks go with it";
 }
 
+TEST(CliRm, RemovesATopicWithItsLoanChunks) {
+  const std::string name = ferry::test::unique_name("topic");
+  auto topic = ferry::Topic::create(name);
+  ASSERT_TRUE(topic) << topic.error().message();
+  auto publisher = topic->publisher();
+  ASSERT_TRUE(publisher) << publisher.error().message();
+  auto loan = publisher->loan(100'000);  // makes the first slab of chunks
+  ASSERT_TRUE(loan) << loan.error().message();
+  const std::string slab = "/dev/shm/ferry." + name + ".chunks-0-1";
+  ASSERT_TRUE(exists(slab));
+  const CliRun run = ferry_cli("rm " + name);
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_FALSE(exists("/dev/shm/ferry." + name));
+  EXPECT_FALSE(exists(slab)) << "the topic's chunks go with it";
+}
+
+// A file-backed channel's chunks live beside its file and go with it too.
+TEST(CliRm, RemovesAFileBackedChannelWithItsLoanChunks) {
+  ferry::test::TempDir directory;
+  const std::string path = directory.file("channel");
+  auto channel = ferry::Channel::create(path, {.kind = ferry::SegmentKind::file});
+  ASSERT_TRUE(channel) << channel.error().message();
+  auto tx = channel->sender();
+  ASSERT_TRUE(tx);
+  auto loan = tx->loan(100'000);
+  ASSERT_TRUE(loan) << loan.error().message();
+  const std::string slab = path + ".chunks-0-1";
+  ASSERT_TRUE(exists(slab));
+  const CliRun run = ferry_cli("rm " + path);
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_FALSE(exists(path));
+  EXPECT_FALSE(exists(slab)) << "the channel's chunks go with it";
+}
+
 TEST(Cli, UnknownCommandIsAUsageError) {
   const CliRun run = ferry_cli("frobnicate");
   EXPECT_NE(run.status, 0);

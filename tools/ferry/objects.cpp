@@ -146,19 +146,26 @@ int list(const ListOptions& options) {
   return 0;
 }
 
-// A posix channel goes with the segments of its loan chunks (Channel::destroy).
-bool is_posix_channel(const std::string& locator) {
-  if (locator.empty() || locator.front() == '/' || locator.find(':') != std::string::npos) return false;
-  return Segment::open(locator, {.access = Access::read_only, .object_type = ObjectType::channel}).has_value();
+// A channel or a topic goes with the segments of its loan chunks (its own
+// destroy() finds them); anything else as its segment.
+result<void> remove_one(const std::string& locator) {
+  if (const auto mailbox = find_mailbox(locator)) return Mailbox::destroy(mailbox->name);
+  const auto parsed = parse_locator(locator);
+  if (parsed && parsed->kind != SegmentKind::sysv) {
+    const auto is = [&](ObjectType type) {
+      return Segment::open(parsed->name, {.kind = parsed->kind, .access = Access::read_only, .object_type = type})
+          .has_value();
+    };
+    if (is(ObjectType::channel)) return Channel::destroy(parsed->name, parsed->kind);
+    if (is(ObjectType::topic)) return Topic::destroy(parsed->name, parsed->kind);
+  }
+  return remove_object(locator);
 }
 
 int remove(const std::vector<std::string>& locators) {
   int status = 0;
   for (const std::string& locator : locators) {
-    const auto mailbox = find_mailbox(locator);
-    auto removed = mailbox                       ? Mailbox::destroy(mailbox->name)
-                   : is_posix_channel(locator) ? Channel::destroy(locator)
-                                               : remove_object(locator);
+    const auto removed = remove_one(locator);
     if (!removed) {
       std::fprintf(stderr, "ferry rm: %s\n", removed.error().message().c_str());
       status = 1;

@@ -49,6 +49,14 @@ using ObjectInspector = std::function<void(ObjectRecord&, std::span<const std::b
 std::vector<ObjectRecord> list_objects(std::span<const std::string> file_paths = {},
                                        const ObjectInspector& inspect = {});
 
+/// What a locator (as `list_objects` prints it) names: "file:PATH" or
+/// "/PATH", "sysv:KEY", "posix:NAME" or a bare NAME.
+struct Locator {
+  SegmentKind kind;
+  std::string name;  ///< posix name, file path, or sysv key text
+};
+result<Locator> parse_locator(std::string_view text);
+
 /// Removes the object a locator names (as Segment::destroy does).
 result<void> remove_object(std::string_view locator);
 
