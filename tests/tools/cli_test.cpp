@@ -455,6 +455,10 @@ TEST(CliRm, RemovesAMailbox) {
 
 TEST(CliRm, RemovesAChannelWithItsLoanChunks) {
   const std::string name = ferry::test::unique_name("channel");
+  struct Leftovers {  // should the CLI fail: the chunks would outlive the test
+    const std::string& name;
+    ~Leftovers() { (void)ferry::Channel::destroy(name); }
+  } leftovers{name};
   auto channel = ferry::Channel::create(name);
   ASSERT_TRUE(channel) << channel.error().message();
   auto tx = channel->sender();
@@ -471,6 +475,10 @@ TEST(CliRm, RemovesAChannelWithItsLoanChunks) {
 
 TEST(CliRm, RemovesATopicWithItsLoanChunks) {
   const std::string name = ferry::test::unique_name("topic");
+  struct Leftovers {  // should the CLI fail: the chunks would outlive the test
+    const std::string& name;
+    ~Leftovers() { (void)ferry::Topic::destroy(name); }
+  } leftovers{name};
   auto topic = ferry::Topic::create(name);
   ASSERT_TRUE(topic) << topic.error().message();
   auto publisher = topic->publisher();
