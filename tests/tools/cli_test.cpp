@@ -453,44 +453,45 @@ TEST(CliRm, RemovesAMailbox) {
   EXPECT_EQ(again.status, 1) << again.output;
 }
 
+// Removes an object with `Object::destroy` at the end of a test, so that its
+// chunks do not outlive the test should the CLI fail to remove them.
+template <class Object>
+struct DestroyedAtEnd {
+  std::string name;
+  ~DestroyedAtEnd() { (void)Object::destroy(name); }
+};
+
+// `ferry rm LOCATOR` of a channel or topic that has lent a chunk: its backing
+// object and its first slab of chunks are both gone after it.
+void expect_removed_with_its_chunks(const std::string& locator, const std::string& backing) {
+  const std::string slab = backing + ".chunks-0-1";
+  ASSERT_TRUE(exists(slab)) << "a loan of 100,000 bytes makes the first slab";
+  const CliRun run = ferry_cli("rm " + locator);
+  EXPECT_EQ(run.status, 0) << run.output;
+  EXPECT_FALSE(exists(backing));
+  EXPECT_FALSE(exists(slab)) << "the chunks go with their " << locator;
+}
+
 TEST(CliRm, RemovesAChannelWithItsLoanChunks) {
-  const std::string name = ferry::test::unique_name("channel");
-  struct Leftovers {  // should the CLI fail: the chunks would outlive the test
-    const std::string& name;
-    ~Leftovers() { (void)ferry::Channel::destroy(name); }
-  } leftovers{name};
-  auto channel = ferry::Channel::create(name);
+  const DestroyedAtEnd<ferry::Channel> channel_name{ferry::test::unique_name("channel")};
+  auto channel = ferry::Channel::create(channel_name.name);
   ASSERT_TRUE(channel) << channel.error().message();
   auto tx = channel->sender();
   ASSERT_TRUE(tx);
-  auto loan = tx->loan(100'000);  // makes the first slab of chunks
+  auto loan = tx->loan(100'000);
   ASSERT_TRUE(loan) << loan.error().message();
-  const std::string slab = "/dev/shm/ferry." + name + ".chunks-0-1";
-  ASSERT_TRUE(exists(slab));
-  const CliRun run = ferry_cli("rm " + name);
-  EXPECT_EQ(run.status, 0) << run.output;
-  EXPECT_FALSE(exists("/dev/shm/ferry." + name));
-  EXPECT_FALSE(exists(slab)) << "the channel's chunks go with it";
+  expect_removed_with_its_chunks(channel_name.name, "/dev/shm/ferry." + channel_name.name);
 }
 
 TEST(CliRm, RemovesATopicWithItsLoanChunks) {
-  const std::string name = ferry::test::unique_name("topic");
-  struct Leftovers {  // should the CLI fail: the chunks would outlive the test
-    const std::string& name;
-    ~Leftovers() { (void)ferry::Topic::destroy(name); }
-  } leftovers{name};
-  auto topic = ferry::Topic::create(name);
+  const DestroyedAtEnd<ferry::Topic> topic_name{ferry::test::unique_name("topic")};
+  auto topic = ferry::Topic::create(topic_name.name);
   ASSERT_TRUE(topic) << topic.error().message();
   auto publisher = topic->publisher();
   ASSERT_TRUE(publisher) << publisher.error().message();
-  auto loan = publisher->loan(100'000);  // makes the first slab of chunks
+  auto loan = publisher->loan(100'000);
   ASSERT_TRUE(loan) << loan.error().message();
-  const std::string slab = "/dev/shm/ferry." + name + ".chunks-0-1";
-  ASSERT_TRUE(exists(slab));
-  const CliRun run = ferry_cli("rm " + name);
-  EXPECT_EQ(run.status, 0) << run.output;
-  EXPECT_FALSE(exists("/dev/shm/ferry." + name));
-  EXPECT_FALSE(exists(slab)) << "the topic's chunks go with it";
+  expect_removed_with_its_chunks(topic_name.name, "/dev/shm/ferry." + topic_name.name);
 }
 
 // A file-backed channel's chunks live beside its file and go with it too.
@@ -503,12 +504,7 @@ TEST(CliRm, RemovesAFileBackedChannelWithItsLoanChunks) {
   ASSERT_TRUE(tx);
   auto loan = tx->loan(100'000);
   ASSERT_TRUE(loan) << loan.error().message();
-  const std::string slab = path + ".chunks-0-1";
-  ASSERT_TRUE(exists(slab));
-  const CliRun run = ferry_cli("rm " + path);
-  EXPECT_EQ(run.status, 0) << run.output;
-  EXPECT_FALSE(exists(path));
-  EXPECT_FALSE(exists(slab)) << "the channel's chunks go with it";
+  expect_removed_with_its_chunks(path, path);
 }
 
 TEST(Cli, UnknownCommandIsAUsageError) {
