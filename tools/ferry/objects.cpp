@@ -152,12 +152,13 @@ result<void> remove_one(const std::string& locator) {
   if (const auto mailbox = find_mailbox(locator)) return Mailbox::destroy(mailbox->name);
   const auto parsed = parse_locator(locator);
   if (parsed && parsed->kind != SegmentKind::sysv) {
-    const auto is = [&](ObjectType type) {
-      return Segment::open(parsed->name, {.kind = parsed->kind, .access = Access::read_only, .object_type = type})
-          .has_value();
-    };
-    if (is(ObjectType::channel)) return Channel::destroy(parsed->name, parsed->kind);
-    if (is(ObjectType::topic)) return Topic::destroy(parsed->name, parsed->kind);
+    const auto type = [&]() -> std::optional<ObjectType> {  // unmapped again before it is destroyed
+      const auto segment = Segment::open(parsed->name, {.kind = parsed->kind, .access = Access::read_only});
+      if (!segment) return std::nullopt;
+      return segment->info().object_type;
+    }();
+    if (type == ObjectType::channel) return Channel::destroy(parsed->name, parsed->kind);
+    if (type == ObjectType::topic) return Topic::destroy(parsed->name, parsed->kind);
   }
   return remove_object(locator);
 }
